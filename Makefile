@@ -1,0 +1,30 @@
+# make demo: set up .venv and run the main job on built-in real data.
+# make test: set up .venv and run the test suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c requirements/constraints.txt "torch==2.13.0"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,parquet]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/netrace data inspect examples/sp500_vol.toml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | grep -v '^torch==' > requirements/constraints.txt.new
+	echo "torch==2.13.0" >> requirements/constraints.txt.new
+	mv requirements/constraints.txt.new requirements/constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,276 @@
+"""The TOML config, validated into frozen dataclasses.
+
+Every section is a frozen dataclass whose fields are the section's keys. A field's metadata says
+what values it takes; :func:`load_config` checks each key and value and raises
+:class:`~netrace.errors.UserError` with the key, its section, what is allowed and what was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netrace.errors import UserError, did_you_mean
+
+__all__ = [
+    "PRICE_SOURCES",
+    "SOURCES",
+    "Config",
+    "DataConfig",
+    "TaskConfig",
+    "SplitConfig",
+    "RaceConfig",
+    "load_config",
+    "config_from_dict",
+]
+
+TASK_TYPES = ("regression", "binary", "multiclass")
+SCHEMES = ("holdout", "walk_forward", "purged_kfold", "kfold")
+FILLS = ("none", "ffill", "drop")
+MODES = ("expanding", "rolling")
+RULES = ("lc", "median", "hyperband", "topk", "none")
+#: Built-in data (loaded offline from packages that ship it): daily OHLCV prices, then
+#: scikit-learn's bundled i.i.d. tabular sets.
+PRICE_SOURCES = ("sp500", "nasdaq")
+TABULAR_SOURCES = ("iris", "wine", "breast_cancer", "diabetes", "digits")
+SOURCES = PRICE_SOURCES + TABULAR_SOURCES
+
+
+def _spec(kind: str, *, choices: tuple[str, ...] = (), low: float | None = None,
+          high: float | None = None, low_open: bool = False, high_open: bool = False,
+          doc: str = "") -> dict[str, Any]:
+    return {"kind": kind, "choices": choices, "low": low, "high": high,
+            "low_open": low_open, "high_open": high_open, "doc": doc}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: where the rows come from."""
+
+    path: str | None = field(default=None, metadata=_spec(
+        "str", doc="a CSV or Parquet file, relative to the config file"))
+    source: str | None = field(default=None, metadata=_spec(
+        "str", choices=SOURCES, doc="built-in data"))
+    time: str | None = field(default=None, metadata=_spec(
+        "str", doc="the time column; absent for i.i.d. rows"))
+    fill: str = field(default="none", metadata=_spec(
+        "str", choices=FILLS, doc="what to do with NaN/inf inputs"))
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """``[task]``: what to predict from what."""
+
+    type: str = field(default="regression", metadata=_spec("str", choices=TASK_TYPES))
+    target: str | None = field(default=None, metadata=_spec(
+        "str", doc="a column, or return_next, vol_next, direction_next"))
+    features: tuple[str, ...] | None = field(default=None, metadata=_spec(
+        "strs", doc="columns and feature recipes"))
+    categorical: tuple[str, ...] = field(default=(), metadata=_spec(
+        "strs", doc="columns to one-hot encode"))
+    window: int = field(default=1, metadata=_spec("int", low=1))
+    horizon: int = field(default=1, metadata=_spec("int", low=1))
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """``[split]``: how rows are divided into training, validation and test parts."""
+
+    scheme: str | None = field(default=None, metadata=_spec(
+        "str", choices=SCHEMES, doc="default: holdout"))
+    test: float = field(default=0.2, metadata=_spec("float", low=0.0, high=1.0, low_open=True,
+                                                    high_open=True))
+    validation: float = field(default=0.2, metadata=_spec(
+        "float", low=0.0, high=1.0, low_open=True, high_open=True))
+    folds: int = field(default=5, metadata=_spec("int", low=2))
+    embargo: int | None = field(default=None, metadata=_spec(
+        "int", low=0, doc="rows between a training part and the part judged on it"))
+    mode: str = field(default="expanding", metadata=_spec("str", choices=MODES))
+    train_size: int | None = field(default=None, metadata=_spec(
+        "int", low=1, doc="training rows per fold for mode = rolling"))
+    seed: int = field(default=0, metadata=_spec("int", low=0))
+
+
+@dataclass(frozen=True)
+class RaceConfig:
+    """``[race]``: the search (used by ``netrace run``)."""
+
+    target: float | None = field(default=None, metadata=_spec(
+        "float", doc="stop when a network's validation score reaches it"))
+    budget: int | None = field(default=None, metadata=_spec("int", low=1, doc="network-epochs"))
+    max_epochs: int = field(default=100, metadata=_spec("int", low=1))
+    population: int = field(default=64, metadata=_spec("int", low=1))
+    workers: int | None = field(default=None, metadata=_spec("int", low=1))
+    rule: str = field(default="lc", metadata=_spec("str", choices=RULES))
+    storage: str | None = field(default=None, metadata=_spec("str"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, validated netrace config. ``base_dir`` is where relative paths start."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    race: RaceConfig = field(default_factory=RaceConfig)
+    base_dir: Path = field(default=Path("."))
+    origin: str = "<dict>"
+
+    @property
+    def is_time_series(self) -> bool:
+        """True when rows are ordered in time (a time column or built-in price data)."""
+        return self.data.time is not None or self.data.source in PRICE_SOURCES
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig, "task": TaskConfig, "split": SplitConfig, "race": RaceConfig,
+}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "c.toml")
+    >>> _ = open(p, "w").write('[data]\\nsource = "sp500"\\n[task]\\ntarget = "vol_next"\\n')
+    >>> load_config(p).task.target
+    'vol_next'
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"config file '{p}' does not exist; give the path of a TOML file "
+                        "(examples/ has one per task)")
+    if p.is_dir():
+        raise UserError(f"config '{p}' is a directory; give the path of a TOML file")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"config '{p}' is not a text file; give a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config '{p}' is not valid TOML: {exc}") from None
+    return config_from_dict(raw, base_dir=p.resolve().parent, origin=str(p))
+
+
+def config_from_dict(raw: dict[str, Any], *, base_dir: str | Path = ".",
+                     origin: str = "<dict>") -> Config:
+    """Validate a parsed config mapping (as from TOML) into a :class:`Config`."""
+    sections: dict[str, Any] = {}
+    for name, table in raw.items():
+        if name not in _SECTIONS:
+            raise UserError(f"{origin}: unknown section [{name}]; known sections are "
+                            f"{_names(_SECTIONS)}{did_you_mean(name, _SECTIONS)}")
+        if not isinstance(table, dict):
+            raise UserError(f"{origin}: '{name}' must be a section [{name}] with keys, "
+                            f"got a {_kind_name(table)}")
+        sections[name] = _section(origin, name, _SECTIONS[name], table)
+    cfg = Config(**sections, base_dir=Path(base_dir), origin=origin)
+    _check_whole(cfg)
+    return cfg
+
+
+def _section(origin: str, name: str, cls: type, table: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise UserError(f"{origin}: unknown key '{key}' in [{name}]{did_you_mean(key, fields)}"
+                            f" (known keys: {_names(fields)})")
+        values[key] = _value(origin, name, key, value, fields[key].metadata)
+    return cls(**values)
+
+
+def _value(origin: str, section: str, key: str, value: Any, spec: Any) -> Any:
+    where = f"{origin}: [{section}] {key}"
+    kind = spec["kind"]
+    if kind == "str":
+        if not isinstance(value, str):
+            raise UserError(f"{where} must be a string, got {_show(value)}; write {key} = \"...\"")
+        if spec["choices"] and value not in spec["choices"]:
+            raise UserError(f"{where} = {value!r} is not allowed; choose one of "
+                            f"{', '.join(spec['choices'])}{did_you_mean(value, spec['choices'])}")
+        return value
+    if kind == "strs":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{where} must be a list of strings, got {_show(value)}; "
+                            f"write {key} = [\"a\", \"b\"]")
+        if len(set(value)) != len(value):
+            dup = next(v for v in value if value.count(v) > 1)
+            raise UserError(f"{where} names {dup!r} twice; list each name once")
+        return tuple(value)
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where} must be a whole number, got {_show(value)}; "
+                            f"write {key} = {_int_hint(value)}")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where} must be a number, got {_show(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise UserError(f"{where} must be a finite number, got {value}")
+    _check_range(where, value, spec)
+    return value
+
+
+def _check_range(where: str, value: float, spec: Any) -> None:
+    low, high = spec["low"], spec["high"]
+    bad_low = low is not None and (value <= low if spec["low_open"] else value < low)
+    bad_high = high is not None and (value >= high if spec["high_open"] else value > high)
+    if bad_low or bad_high:
+        lo = "" if low is None else (f"> {low:g}" if spec["low_open"] else f">= {low:g}")
+        hi = "" if high is None else (f"< {high:g}" if spec["high_open"] else f"<= {high:g}")
+        allowed = " and ".join(s for s in (lo, hi) if s)
+        raise UserError(f"{where} must be {allowed}, got {value:g}")
+
+
+def _check_whole(cfg: Config) -> None:
+    d, t, s = cfg.data, cfg.task, cfg.split
+    o = cfg.origin
+    if (d.path is None) == (d.source is None):
+        raise UserError(f"{o}: [data] needs exactly one of 'path' (a CSV or Parquet file) or "
+                        "'source' (built-in data such as \"sp500\"), "
+                        + ("got both" if d.path else "got neither"))
+    if t.target is None:
+        raise UserError(f"{o}: [task] target is missing; name the column to predict or a "
+                        "recipe such as \"vol_next\"")
+    if not cfg.is_time_series:
+        if t.window != 1:
+            raise UserError(f"{o}: [task] window = {t.window} needs rows ordered in time; set "
+                            "[data] time to the time column, or remove window for i.i.d. rows")
+        if s.scheme in ("walk_forward", "purged_kfold"):
+            raise UserError(f"{o}: [split] scheme = {s.scheme!r} needs rows ordered in time; set "
+                            "[data] time, or use scheme = \"holdout\" or \"kfold\" for i.i.d. rows")
+    elif s.scheme == "kfold":
+        raise UserError(f"{o}: [split] scheme = \"kfold\" shuffles rows and would train on the "
+                        "future of time-ordered data; use \"purged_kfold\" or \"walk_forward\"")
+    if s.train_size is not None and s.mode != "rolling":
+        raise UserError(f"{o}: [split] train_size only applies to mode = \"rolling\"; set "
+                        "mode = \"rolling\" or remove train_size")
+    if s.test + (s.validation if (s.scheme or "holdout") == "holdout" else 0.0) >= 0.9:
+        raise UserError(f"{o}: [split] test + validation = {s.test + s.validation:g} leaves "
+                        "almost nothing to train on; keep their sum below 0.9")
+
+
+def _names(keys: Any) -> str:
+    return ", ".join(sorted(keys))
+
+
+def _kind_name(value: Any) -> str:
+    return {str: "string", int: "number", float: "number", bool: "boolean",
+            list: "list"}.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} (a {_kind_name(value)})"
+
+
+def _int_hint(value: Any) -> str:
+    try:
+        return str(int(float(value)))
+    except (TypeError, ValueError):
+        return "20"

@@ -1,0 +1,59 @@
+"""Leak-free data: sources, recipes, windows, splits in time with embargo, and preprocessing
+fitted on training parts only. The test part is held apart in a :class:`Holdout`."""
+
+from __future__ import annotations
+
+from netrace.data._dataset import (
+    MIN_EVAL,
+    MIN_TRAIN,
+    DevData,
+    Fold,
+    FoldData,
+    Holdout,
+    Prepared,
+    TestData,
+    prepare,
+)
+from netrace.data._inspect import plan_rows, plan_text, summary_text
+from netrace.data._preprocess import FittedPreprocessor, Preprocessor
+from netrace.data._recipes import FEATURE_RECIPES, TARGET_RECIPES
+from netrace.data._sources import load_source, read_table
+from netrace.data._splits import (
+    HoldoutSplit,
+    KFold,
+    PurgedKFold,
+    Splitter,
+    WalkForward,
+    min_embargo,
+    poisson_weights,
+    split_test,
+)
+
+__all__ = [
+    "FEATURE_RECIPES",
+    "MIN_EVAL",
+    "MIN_TRAIN",
+    "TARGET_RECIPES",
+    "DevData",
+    "FittedPreprocessor",
+    "Fold",
+    "FoldData",
+    "Holdout",
+    "HoldoutSplit",
+    "KFold",
+    "Prepared",
+    "Preprocessor",
+    "PurgedKFold",
+    "Splitter",
+    "TestData",
+    "WalkForward",
+    "load_source",
+    "min_embargo",
+    "plan_rows",
+    "plan_text",
+    "poisson_weights",
+    "prepare",
+    "read_table",
+    "split_test",
+    "summary_text",
+]

@@ -1,0 +1,410 @@
+"""From a config to a development part with its folds, and a sealed test part.
+
+:func:`prepare` loads and checks the rows, computes the per-row features and the target, turns
+time series into windows, and cuts the samples into a *development* part (what the race sees)
+and a *test* part. The development part is a copy of only the rows its samples read: no test
+input or label row is in it, so nothing built on it can read the test part. The test part
+lives in a :class:`Holdout` that hands out its data once, at the final evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from netrace.config import Config
+from netrace.data._checks import check_columns, check_finite, check_numeric, check_time
+from netrace.data._preprocess import FittedPreprocessor, Preprocessor
+from netrace.data._recipes import (
+    TARGET_RECIPES,
+    Feature,
+    Target,
+    price_columns,
+    resolve_features,
+    resolve_target,
+)
+from netrace.data._sources import load_raw
+from netrace.data._splits import (
+    HoldoutSplit,
+    KFold,
+    PurgedKFold,
+    Splitter,
+    WalkForward,
+    split_test,
+)
+from netrace.errors import UserError
+
+__all__ = [
+    "MIN_TRAIN",
+    "MIN_EVAL",
+    "Fold",
+    "FoldData",
+    "DevData",
+    "Holdout",
+    "TestData",
+    "Prepared",
+    "prepare",
+]
+
+#: The smallest training part and evaluated (validation or test) part netrace accepts.
+MIN_TRAIN = 20
+MIN_EVAL = 5
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One training part and the validation part it is judged on (development indices)."""
+
+    index: int
+    train: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """A fold's arrays: inputs ``(samples, window, features)``, targets, and the preprocessing
+    fitted on its training rows alone."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+    preprocessor: FittedPreprocessor
+
+
+@dataclass(frozen=True, repr=False)
+class DevData:
+    """The development part: every sample the race may train or validate on, and nothing else.
+
+    ``rows`` holds the per-row features of the raw rows these samples read (inputs and labels),
+    ``anchors`` the row of each sample's last input, ``y`` its target.
+    """
+
+    rows: pd.DataFrame
+    anchors: np.ndarray
+    y: np.ndarray
+    time: np.ndarray | None
+    window: int
+    horizon: int
+    lookback: int
+    preprocessor: Preprocessor
+    splitter: Splitter
+    classes: tuple[object, ...] | None
+    folds: tuple[Fold, ...] = field(default=())
+
+    @property
+    def n(self) -> int:
+        return len(self.anchors)
+
+    def input_rows(self, samples: np.ndarray) -> np.ndarray:
+        """The rows (of ``rows``) read as model inputs by these samples' windows."""
+        mark = np.zeros(len(self.rows) + 1, dtype=np.int64)
+        a = self.anchors[samples]
+        np.add.at(mark, a - self.window + 1, 1)
+        np.add.at(mark, a + 1, -1)
+        return np.flatnonzero(np.cumsum(mark)[:-1] > 0)
+
+    def fit_preprocessor(self, train: np.ndarray) -> FittedPreprocessor:
+        """Preprocessing fitted on exactly the rows the training windows read."""
+        return self.preprocessor.fit(self.rows.iloc[self.input_rows(train)])
+
+    def windows(self, samples: np.ndarray, fitted: FittedPreprocessor) -> np.ndarray:
+        """Inputs of these samples, ``(len(samples), window, features)``."""
+        return _windows(fitted.transform(self.rows), self.anchors[samples], self.window)
+
+    def fold_data(self, fold: Fold | int) -> FoldData:
+        """Arrays of one fold, preprocessing fitted on its training part."""
+        f = self.folds[fold] if isinstance(fold, int) else fold
+        fitted = self.fit_preprocessor(f.train)
+        z = fitted.transform(self.rows)
+        return FoldData(_windows(z, self.anchors[f.train], self.window), self.y[f.train],
+                        _windows(z, self.anchors[f.valid], self.window), self.y[f.valid], fitted)
+
+    def __repr__(self) -> str:
+        return (f"DevData(samples={self.n}, rows={len(self.rows)}, window={self.window}, "
+                f"horizon={self.horizon}, folds={len(self.folds)})")
+
+
+@dataclass(frozen=True)
+class TestData:
+    """The test part's arrays, handed out once by :meth:`Holdout.open`."""
+
+    X: np.ndarray
+    y: np.ndarray
+    time: np.ndarray | None
+
+
+class Holdout:
+    """The test part, held apart until the final evaluation.
+
+    It keeps its rows private and gives them out once: :meth:`open` transforms them with the
+    preprocessing fitted on a training part and returns a :class:`TestData`; a second call is an
+    error. Its size, position and fingerprint can be read any time without opening it.
+    """
+
+    def __init__(self, rows: pd.DataFrame, anchors: np.ndarray, y: np.ndarray,
+                 time: np.ndarray | None, window: int) -> None:
+        self.__rows = rows
+        self.__anchors = anchors
+        self.__y = y
+        self.__time = time
+        self._window = window
+        self._opened = False
+        self.n = len(anchors)
+        self.first_time = None if time is None or not len(time) else time[0]
+        self.last_time = None if time is None or not len(time) else time[-1]
+        digest = hashlib.sha256(np.ascontiguousarray(y).tobytes())
+        digest.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
+        self.fingerprint = digest.hexdigest()[:16]
+
+    @property
+    def opened(self) -> bool:
+        return self._opened
+
+    def open(self, fitted: FittedPreprocessor) -> TestData:
+        """Hand out the test data, once, transformed by ``fitted``."""
+        if self._opened:
+            raise UserError("the test part was already opened once; netrace evaluates on it "
+                            "a single time, after selection on validation data alone")
+        self._opened = True
+        z = fitted.transform(self.__rows)
+        return TestData(_windows(z, self.__anchors, self._window), self.__y.copy(),
+                        None if self.__time is None else self.__time.copy())
+
+    def __repr__(self) -> str:
+        state = "opened" if self._opened else "sealed"
+        return f"Holdout({state}, samples={self.n}, fingerprint={self.fingerprint})"
+
+    def __reduce__(self) -> object:  # no pickling: the test part must not travel to workers
+        raise TypeError("Holdout cannot be pickled: the test part stays with the caller")
+
+
+@dataclass(frozen=True, repr=False)
+class Prepared:
+    """What :func:`prepare` returns: the development part, the sealed test part, and facts for
+    the data summary and split plan."""
+
+    config: Config
+    dev: DevData
+    holdout: Holdout
+    origin: str
+    rows_total: int
+    rows_dropped: int
+    time_name: str | None
+    features: tuple[Feature, ...]
+    target: Target
+    first_anchor_row: int
+    embargo: int
+    scheme: str
+    dev_rows_time: np.ndarray | None = None
+    test_range: tuple[int, int] = (0, 0)
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _windows(z: np.ndarray, anchors: np.ndarray, window: int) -> np.ndarray:
+    if len(anchors) == 0:
+        return np.zeros((0, window, z.shape[1]))
+    view = np.lib.stride_tricks.sliding_window_view(z, window, axis=0)  # (T-w+1, F, w)
+    return np.ascontiguousarray(view[anchors - window + 1].transpose(0, 2, 1))
+
+
+def _splitter(config: Config, time_series: bool, lookback: int, horizon: int) -> Splitter:
+    s = config.split
+    scheme = s.scheme or "holdout"
+    if not time_series:
+        if scheme == "kfold":
+            return KFold(s.folds, seed=s.seed)
+        return HoldoutSplit(s.validation, shuffle=True, seed=s.seed)
+    kw = dict(lookback=lookback, horizon=horizon, embargo=s.embargo)
+    if scheme == "walk_forward":
+        return WalkForward(s.folds, mode=s.mode, train_size=s.train_size, **kw)
+    if scheme == "purged_kfold":
+        return PurgedKFold(s.folds, **kw)
+    return HoldoutSplit(s.validation, **kw)
+
+
+def _plan_ok(n: int, config: Config, time_series: bool, lookback: int,
+             horizon: int) -> tuple[bool, str]:
+    """Whether ``n`` samples are enough for the test part and every fold; why not."""
+    s = config.split
+    dev, test = split_test(n, s.test, lookback=lookback, horizon=horizon, embargo=s.embargo,
+                           shuffle=not time_series, seed=s.seed)
+    if len(test) < MIN_EVAL:
+        return False, f"the test part would have {len(test)} samples"
+    splitter = _splitter(config, time_series, lookback, horizon)
+    for i, (tr, va) in enumerate(splitter.split(len(dev))):
+        if len(tr) < MIN_TRAIN:
+            return False, f"fold {i + 1}'s training part would have {len(tr)} samples"
+        if len(va) < MIN_EVAL:
+            return False, f"fold {i + 1}'s validation part would have {len(va)} samples"
+    return True, ""
+
+
+def _rows_needed(config: Config, time_series: bool, lookback: int, horizon: int,
+                 overhead: int) -> int:
+    lo, hi = 1, 64
+    while not _plan_ok(hi, config, time_series, lookback, horizon)[0]:
+        lo, hi = hi, hi * 2
+        if hi > 10**9:
+            return -1
+    while lo < hi:  # smallest feasible n (feasibility grows with n for these splits)
+        mid = (lo + hi) // 2
+        if _plan_ok(mid, config, time_series, lookback, horizon)[0]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi + overhead
+
+
+def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
+    """Load, check and cut the data of a config; ``frame`` replaces ``[data]`` as the source.
+
+    >>> from netrace.config import config_from_dict
+    >>> cfg = config_from_dict({"data": {"source": "sp500"},
+    ...     "task": {"target": "vol_next", "window": 20},
+    ...     "split": {"scheme": "walk_forward", "folds": 3}})
+    >>> p = prepare(cfg)
+    >>> p.dev.n, p.holdout.n, len(p.dev.folds)
+    (3953, 999, 3)
+    """
+    raw = load_raw(config, frame)
+    t = config.task
+    time = raw.time
+    df = raw.frame
+    df.columns = [str(c) for c in df.columns]
+    time_series = time is not None
+    if time_series:
+        df = check_time(df, time)
+    target = resolve_target(t.target or "", t.type, df.columns, time)
+    has_prices = {"close"} <= set(price_columns(df.columns))
+    features = resolve_features(
+        t.features, t.categorical, df.columns,
+        exclude=[c for c in (time, target.name if target.recipe is None else None) if c],
+        default_recipes=time_series and has_prices and target.recipe is not None)
+    if time is not None and any(f.name == time for f in features):
+        raise UserError(f"[task] features includes the time column '{time}'; remove it "
+                        "(time is the order of rows, not an input)")
+
+    # the raw columns used: feature columns, price columns for recipes, the target column
+    used: list[str] = []
+    prices = price_columns(df.columns)
+    for f in features:
+        if f.recipe is None:
+            used.append(f.name)
+    if any(f.recipe for f in features) or target.recipe:
+        used += [prices[k] for k in ("open", "high", "low", "close", "volume") if k in prices]
+    if target.recipe is None:
+        used.append(target.name)
+    used = list(dict.fromkeys(used))
+    check_columns(df, used, "[task]")
+    numeric_cols = [c for c in used if c not in t.categorical
+                    and not (c == target.name and target.kind == "class")]
+    check_numeric(df, [c for c in numeric_cols if c != target.name], time, "feature")
+    if target.kind == "regression" and target.recipe is None:
+        check_numeric(df, [target.name], time, "target")
+    rows_before = len(df)
+    df = check_finite(df, used, time, config.data.fill)
+    rows_dropped = rows_before - len(df)
+
+    # per-row features (trailing, parameter-free) and the per-row target
+    row_feats = pd.DataFrame({f.name: f.values(df) for f in features})
+    y_row = target.values(df)
+    lookback_feat = max(f.lookback for f in features)
+    window = t.window
+    horizon = t.horizon if time_series else 0
+    y_lookback = TARGET_RECIPES[target.recipe][2] if target.recipe else 1
+    lookback = window + lookback_feat - 1
+    first = max(lookback - 1, y_lookback - 1 - horizon, 0)
+    T = len(df)
+    anchors_all = np.arange(first, T - horizon)
+    overhead = first + horizon
+    n = len(anchors_all)
+    ok, why = (_plan_ok(n, config, time_series, lookback, horizon) if n > 0
+               else (False, "there would be no samples"))
+    if not ok:
+        need = _rows_needed(config, time_series, lookback, horizon, overhead)
+        scheme = config.split.scheme or "holdout"
+        shape = (f"window = {window}, horizon = {horizon}, feature lookback "
+                 f"{lookback_feat}, " if time_series else "")
+        raise UserError(
+            f"the data has {T} usable rows, too few: {why} (netrace needs at least {MIN_TRAIN} "
+            f"training and {MIN_EVAL} validation/test samples per part); {shape}scheme = "
+            f"{scheme!r} with test = {config.split.test:g}"
+            + (f" and {config.split.folds} folds" if scheme != "holdout" else "")
+            + f" need at least {need} rows; use more data, fewer folds, or a smaller window")
+
+    # the target of every sample, and its check
+    y_all = y_row.to_numpy()[anchors_all + horizon]
+    if target.kind == "regression":
+        y_all = y_all.astype(np.float64)
+    if pd.isna(y_all).any():  # recipe targets are finite past warm-up; columns were checked
+        raise AssertionError("a target is missing after the checks")
+
+    dev_idx, test_idx = split_test(n, config.split.test, lookback=lookback, horizon=horizon,
+                                   embargo=config.split.embargo, shuffle=not time_series,
+                                   seed=config.split.seed)
+    classes = None
+    if target.kind != "regression":
+        classes, y_all = _encode_classes(y_all, dev_idx, t.type, target)
+    splitter = _splitter(config, time_series, lookback, horizon)
+    time_values = df[time].to_numpy() if time_series else None
+
+    # development part: a copy of only the rows its samples read
+    dev_anchors = anchors_all[dev_idx]
+    if time_series:
+        last_row = int(dev_anchors[-1]) + horizon
+        dev_rows = row_feats.iloc[: last_row + 1].reset_index(drop=True)
+        local_anchors = dev_anchors
+    else:
+        dev_rows = row_feats.iloc[dev_anchors].reset_index(drop=True)
+        local_anchors = np.arange(len(dev_anchors))
+    numeric = tuple(f.name for f in features if not f.categorical)
+    categorical = tuple(f.name for f in features if f.categorical)
+    pre = Preprocessor(numeric, categorical)
+    dev_time = time_values[dev_anchors] if time_series else None
+    dev = DevData(dev_rows, local_anchors, y_all[dev_idx], dev_time, window, horizon, lookback,
+                  pre, splitter, classes)
+    folds = tuple(Fold(i, tr, va) for i, (tr, va) in enumerate(splitter.split(dev.n)))
+    object.__setattr__(dev, "folds", folds)
+
+    # test part: its own rows (the inputs its windows read and nothing of the future)
+    test_anchors = anchors_all[test_idx]
+    if time_series:
+        lo = int(test_anchors[0]) - window + 1
+        test_rows = row_feats.iloc[lo: int(test_anchors[-1]) + 1].reset_index(drop=True)
+        test_local = test_anchors - lo
+    else:
+        test_rows = row_feats.iloc[test_anchors].reset_index(drop=True)
+        test_local = np.arange(len(test_anchors))
+    holdout = Holdout(test_rows, test_local, y_all[test_idx],
+                      time_values[test_anchors] if time_series else None, window)
+    embargo = getattr(splitter, "embargo", 0)
+    return Prepared(config, dev, holdout, raw.origin, T + rows_dropped, rows_dropped, time,
+                    tuple(features), target, first, embargo, config.split.scheme or "holdout",
+                    dev_rows_time=time_values, test_range=(int(test_idx[0]), int(test_idx[-1])))
+
+
+def _encode_classes(y: np.ndarray, dev_idx: np.ndarray, task_type: str,
+                    target: Target) -> tuple[tuple[object, ...], np.ndarray]:
+    """Class labels to 0..C-1, classes taken from the development part."""
+    dev_classes = sorted(pd.unique(y[dev_idx]).tolist(), key=lambda v: (str(type(v)), v))
+    if task_type == "binary" and len(dev_classes) != 2:
+        shown = ", ".join(map(repr, dev_classes[:10]))
+        raise UserError(f"[task] type = \"binary\" needs exactly 2 classes in target "
+                        f"'{target.name}', found {len(dev_classes)}: {shown}; use type = "
+                        f"\"{'multiclass' if len(dev_classes) > 2 else 'regression'}\" or "
+                        "another target")
+    if task_type == "multiclass" and len(dev_classes) < 2:
+        raise UserError(f"[task] type = \"multiclass\" needs at least 2 classes in target "
+                        f"'{target.name}', found {len(dev_classes)}")
+    lookup = {c: i for i, c in enumerate(dev_classes)}
+    codes = np.array([lookup.get(v, -1) for v in y], dtype=np.int64)
+    return tuple(dev_classes), codes
+
+
+def describe_classes(classes: Sequence[object] | None) -> str:
+    return "" if classes is None else ", ".join(map(str, classes))

@@ -1,0 +1,239 @@
+"""Feature and target recipes for price data, and the resolution of ``[task]`` names.
+
+Every feature is a value per row computed from that row and earlier rows only (trailing), with
+no fitted parameters; its ``lookback`` is how many raw rows it reads, counting its own. Targets
+are a per-row series read ``horizon`` rows after a window's last row.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from netrace.errors import UserError, did_you_mean
+
+__all__ = [
+    "FEATURE_RECIPES",
+    "TARGET_RECIPES",
+    "Feature",
+    "Target",
+    "price_columns",
+    "resolve_features",
+    "resolve_target",
+]
+
+_PRICE_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def price_columns(columns: Sequence[str]) -> dict[str, str]:
+    """Map open/high/low/close/volume to the frame's own column names (case-insensitive)."""
+    found: dict[str, str] = {}
+    for col in columns:
+        key = str(col).strip().lower()
+        if key in _PRICE_FIELDS and key not in found:
+            found[key] = col
+    return found
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input per row: a column as it is, or a recipe over price columns."""
+
+    name: str
+    lookback: int
+    categorical: bool = False
+    recipe: str | None = None
+
+    def values(self, frame: pd.DataFrame) -> pd.Series:
+        if self.recipe is None:
+            return frame[self.name]
+        return pd.Series(_feature_fn(self.recipe)(frame), index=frame.index, name=self.name)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to predict: a per-row series, read ``horizon`` rows after a window's last row."""
+
+    name: str
+    kind: str  # "regression" | "binary" | "class"
+    recipe: str | None = None
+    description: str = ""
+
+    def values(self, frame: pd.DataFrame) -> pd.Series:
+        if self.recipe is None:
+            return frame[self.name]
+        return pd.Series(TARGET_RECIPES[self.recipe][1](frame), index=frame.index, name=self.name)
+
+
+def _col(frame: pd.DataFrame, field: str) -> np.ndarray:
+    return frame[price_columns(frame.columns)[field]].to_numpy(dtype=float)
+
+
+def _log_positive(frame: pd.DataFrame, field: str) -> np.ndarray:
+    x = _col(frame, field)
+    bad = np.flatnonzero(~(x > 0))
+    if bad.size:
+        name = price_columns(frame.columns)[field]
+        raise UserError(f"column '{name}' must be positive for log-price recipes, but row "
+                        f"{bad[0]} has {x[bad[0]]}; fix or drop such rows")
+    return np.log(x)
+
+
+def log_return(frame: pd.DataFrame) -> np.ndarray:
+    """log(close_t / close_{t-1}); NaN on the first row."""
+    lc = _log_positive(frame, "close")
+    return np.concatenate([[np.nan], np.diff(lc)])
+
+
+def log_range(frame: pd.DataFrame) -> np.ndarray:
+    """log(high_t / low_t): the day's range."""
+    return _log_positive(frame, "high") - _log_positive(frame, "low")
+
+
+def parkinson(frame: pd.DataFrame) -> np.ndarray:
+    """Parkinson (1980) volatility from the high/low range: sqrt(log(H/L)^2 / (4 log 2))."""
+    return np.sqrt(log_range(frame) ** 2 / (4.0 * math.log(2.0)))
+
+
+def volume_change(frame: pd.DataFrame) -> np.ndarray:
+    """log(1 + volume_t) - log(1 + volume_{t-1}); the 1 keeps zero-volume days finite."""
+    v = _col(frame, "volume")
+    bad = np.flatnonzero(~(v >= 0))
+    if bad.size:
+        name = price_columns(frame.columns)["volume"]
+        raise UserError(f"column '{name}' must be >= 0, but row {bad[0]} has {v[bad[0]]}")
+    return np.concatenate([[np.nan], np.diff(np.log1p(v))])
+
+
+def rolling_vol(n: int) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Realized volatility over the last n log returns: sqrt(mean(r^2))."""
+
+    def fn(frame: pd.DataFrame) -> np.ndarray:
+        r2 = pd.Series(log_return(frame) ** 2)
+        return np.sqrt(r2.rolling(n, min_periods=n).mean().to_numpy())
+
+    return fn
+
+
+def direction(frame: pd.DataFrame) -> np.ndarray:
+    """1.0 when the close rose (log return > 0), else 0.0; NaN on the first row."""
+    r = log_return(frame)
+    return np.where(np.isnan(r), np.nan, (r > 0).astype(float))
+
+
+#: name -> (lookback in rows, price fields needed, description)
+FEATURE_RECIPES: dict[str, tuple[int, tuple[str, ...], str]] = {
+    "log_return": (2, ("close",), "log close-to-close return"),
+    "range": (1, ("high", "low"), "log high/low range"),
+    "parkinson": (1, ("high", "low"), "Parkinson high/low volatility"),
+    "volume_change": (2, ("volume",), "log change of 1 + volume"),
+    "rolling_vol_N": (0, ("close",), "realized volatility of the last N log returns (N >= 2)"),
+}
+
+#: name -> (task kind, per-row function, lookback, description)
+TARGET_RECIPES: dict[str, tuple[str, Callable[[pd.DataFrame], np.ndarray], int, str]] = {
+    "return_next": ("regression", log_return, 2, "log return"),
+    "vol_next": ("regression", parkinson, 1, "Parkinson high/low volatility"),
+    "direction_next": ("binary", direction, 2, "direction of the close (1 up, 0 not)"),
+}
+_TARGET_FIELDS = {"return_next": ("close",), "vol_next": ("high", "low"),
+                  "direction_next": ("close",)}
+_ROLLING = re.compile(r"^rolling_vol_(\d+)$")
+
+
+def _feature_fn(recipe: str) -> Callable[[pd.DataFrame], np.ndarray]:
+    m = _ROLLING.match(recipe)
+    if m:
+        return rolling_vol(int(m.group(1)))
+    return {"log_return": log_return, "range": log_range, "parkinson": parkinson,
+            "volume_change": volume_change}[recipe]
+
+
+def _need_prices(recipe: str, fields: tuple[str, ...], columns: Sequence[str], where: str) -> None:
+    have = price_columns(columns)
+    missing = [f for f in fields if f not in have]
+    if missing:
+        raise UserError(f"{where} recipe '{recipe}' needs price column(s) {', '.join(missing)} "
+                        f"(any case), which the data lacks; its columns are: "
+                        f"{', '.join(map(str, columns))}")
+
+
+def resolve_features(names: Sequence[str] | None, categorical: Sequence[str],
+                     columns: Sequence[str], *, exclude: Sequence[str],
+                     default_recipes: bool) -> list[Feature]:
+    """Turn ``[task] features`` (columns or recipe names) into :class:`Feature` objects.
+
+    A name that is a column is that column; otherwise it must be a recipe. With no list, the
+    default is the standard price recipes for price data with a recipe target, else every
+    column except those in ``exclude`` (the target and the time column).
+    """
+    cols = [str(c) for c in columns]
+    for c in categorical:
+        if c not in cols:
+            raise UserError(f"unknown column '{c}' in [task] categorical{did_you_mean(c, cols)}; "
+                            f"the data has: {', '.join(cols)}")
+    if names is None:
+        if default_recipes:
+            names = ("log_return", "range", "volume_change", "rolling_vol_20")
+        else:
+            names = tuple(c for c in cols if c not in exclude)
+            if not names:
+                raise UserError("no feature columns are left after the target and time columns; "
+                                "list [task] features")
+    feats = []
+    for name in names:
+        if name in cols:
+            feats.append(Feature(name, 1, categorical=name in categorical))
+            continue
+        m = _ROLLING.match(name)
+        if m:
+            n = int(m.group(1))
+            if n < 2:
+                raise UserError(f"[task] features: '{name}' needs a window N >= 2 "
+                                "(as in rolling_vol_20)")
+            _need_prices(name, ("close",), cols, "[task] features:")
+            feats.append(Feature(name, n + 1, recipe=name))
+            continue
+        if name in FEATURE_RECIPES:
+            lookback, fields, _ = FEATURE_RECIPES[name]
+            _need_prices(name, fields, cols, "[task] features:")
+            feats.append(Feature(name, lookback, recipe=name))
+            continue
+        known = cols + [r for r in FEATURE_RECIPES if r != "rolling_vol_N"]
+        raise UserError(f"unknown column or recipe '{name}' in [task] features"
+                        f"{did_you_mean(name, known)}; the data has columns "
+                        f"{', '.join(cols)}; recipes are {', '.join(FEATURE_RECIPES)}")
+    for c in categorical:
+        if c not in names:
+            raise UserError(f"[task] categorical names '{c}', which is not among the features; "
+                            "add it to [task] features or remove it from categorical")
+    return feats
+
+
+def resolve_target(name: str, task_type: str, columns: Sequence[str], time: str | None) -> Target:
+    """Turn ``[task] target`` into a :class:`Target`, checking it fits the task type."""
+    cols = [str(c) for c in columns]
+    if name in TARGET_RECIPES and name not in cols:
+        kind, _, _, desc = TARGET_RECIPES[name]
+        if time is None:
+            raise UserError(f"[task] target recipe '{name}' needs rows ordered in time; set "
+                            "[data] time to the time column")
+        _need_prices(name, _TARGET_FIELDS[name], cols, "[task] target:")
+        expected = {"regression": "regression", "binary": "binary"}[kind]
+        if task_type != expected:
+            raise UserError(f"[task] target '{name}' is a {expected} target, but [task] type = "
+                            f"{task_type!r}; set type = \"{expected}\"")
+        return Target(name, kind, recipe=name, description=desc)
+    if name not in cols:
+        raise UserError(f"unknown target column '{name}' in [task] target"
+                        f"{did_you_mean(name, cols + list(TARGET_RECIPES))}; the data has "
+                        f"columns {', '.join(cols)}; recipes are {', '.join(TARGET_RECIPES)}")
+    if name == time:
+        raise UserError(f"[task] target '{name}' is the time column; choose another column")
+    kind = "regression" if task_type == "regression" else "class"
+    return Target(name, kind, description=f"column '{name}'")

@@ -1,0 +1,132 @@
+"""Where rows come from: CSV and Parquet files, DataFrames, and built-in real data.
+
+Built-in data is loaded offline from packages that ship it (no download at run time): daily
+S&P 500 and NASDAQ OHLCV 1999-2018 from ``arch.data``, scikit-learn's bundled tabular sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from netrace.config import PRICE_SOURCES, Config
+from netrace.errors import UserError
+
+__all__ = ["RawData", "load_raw", "load_source"]
+
+_DESCRIPTIONS = {
+    "sp500": "S&P 500 index, daily OHLCV 1999-2018 (arch.data.sp500)",
+    "nasdaq": "NASDAQ Composite index, daily OHLCV 1999-2018 (arch.data.nasdaq)",
+    "iris": "iris flowers, 150 rows, 3 classes (sklearn.datasets.load_iris)",
+    "wine": "wine cultivars, 178 rows, 3 classes (sklearn.datasets.load_wine)",
+    "breast_cancer": "breast cancer diagnosis, 569 rows, 2 classes "
+                     "(sklearn.datasets.load_breast_cancer)",
+    "diabetes": "diabetes progression, 442 rows, regression (sklearn.datasets.load_diabetes)",
+    "digits": "8x8 handwritten digits, 1797 rows, 10 classes (sklearn.datasets.load_digits)",
+}
+
+
+@dataclass(frozen=True)
+class RawData:
+    """A loaded table before any checking: the frame, where it came from, its time column."""
+
+    frame: pd.DataFrame
+    origin: str
+    time: str | None
+
+
+def load_source(name: str) -> pd.DataFrame:
+    """Load built-in data by name as a DataFrame (prices get a ``Date`` column).
+
+    >>> load_source("sp500").shape
+    (5031, 7)
+    """
+    if name in PRICE_SOURCES:
+        import importlib
+
+        frame = importlib.import_module(f"arch.data.{name}").load()
+        return frame.reset_index()  # the index is "Date"
+    loaders = {"iris": "load_iris", "wine": "load_wine", "breast_cancer": "load_breast_cancer",
+               "diabetes": "load_diabetes", "digits": "load_digits"}
+    if name not in loaders:
+        raise UserError(f"unknown built-in source '{name}'; choose one of "
+                        f"{', '.join(_DESCRIPTIONS)}")
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, loaders[name])(as_frame=True)
+    return bunch.frame.copy()
+
+
+def load_raw(config: Config, frame: pd.DataFrame | None = None) -> RawData:
+    """The rows a config points at; ``frame`` (a DataFrame the caller already has) wins."""
+    d = config.data
+    if frame is not None:
+        if not isinstance(frame, pd.DataFrame):
+            raise UserError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+        return RawData(frame.reset_index(drop=True).copy(), "DataFrame", d.time)
+    if d.source is not None:
+        time = d.time
+        if d.source in PRICE_SOURCES:
+            if time not in (None, "Date"):
+                raise UserError(f"{config.origin}: [data] time = {time!r}, but built-in "
+                                f"'{d.source}' has its time in column 'Date'; remove [data] time")
+            time = "Date"
+        return RawData(load_source(d.source), f"built-in {d.source}: {_DESCRIPTIONS[d.source]}",
+                       time)
+    assert d.path is not None
+    return RawData(read_table(config.base_dir / d.path), d.path, d.time)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet file, with one clear error per failure."""
+    if not path.exists():
+        raise UserError(f"data file '{path}' does not exist; check [data] path (relative paths "
+                        "start at the config file's folder)")
+    if path.is_dir():
+        raise UserError(f"data path '{path}' is a directory; give a CSV or Parquet file")
+    if path.stat().st_size == 0:
+        raise UserError(f"data file '{path}' is empty (0 bytes); give a file with a header row "
+                        "and data rows")
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".parquet", ".pq"):
+        frame = _read_parquet(path)
+    elif any(s in (".csv", ".txt", ".tsv") for s in suffixes):
+        frame = _read_csv(path, sep="\t" if ".tsv" in suffixes else ",")
+    else:
+        raise UserError(f"data file '{path}' has an unknown format ('{''.join(suffixes)}'); "
+                        "netrace reads .csv, .tsv (optionally .gz, .bz2, .zip, .xz) and .parquet")
+    if frame.shape[0] == 0:
+        raise UserError(f"data file '{path}' has a header but no data rows")
+    if frame.shape[1] == 0:
+        raise UserError(f"data file '{path}' has no columns")
+    return frame
+
+
+def _read_csv(path: Path, sep: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=sep)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"data file '{path}' has no columns or rows; give a CSV with a header "
+                        "row and data rows") from None
+    except pd.errors.ParserError as exc:
+        first = str(exc).strip().splitlines()[-1]
+        raise UserError(f"data file '{path}' is not a readable CSV: {first}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"data file '{path}' is not UTF-8 text; save it as UTF-8 CSV") from None
+    except (OSError, EOFError, ValueError) as exc:  # a corrupt .gz or .zip
+        raise UserError(f"data file '{path}' cannot be read as CSV: {exc}") from None
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise UserError("reading Parquet needs pyarrow; install it with "
+                        "pip install 'netrace[parquet]'") from None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises its own types for corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"data file '{path}' is not a readable Parquet file: {first}") from None

@@ -1,0 +1,1 @@
+"""netrace.models (work in progress)."""

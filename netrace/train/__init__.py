@@ -1,0 +1,1 @@
+"""netrace.train (work in progress)."""
