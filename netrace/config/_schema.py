@@ -231,10 +231,9 @@ def _check_range(where: str, value: float, spec: Any) -> None:
 def _check_whole(cfg: Config) -> None:
     d, t, s = cfg.data, cfg.task, cfg.split
     o = cfg.origin
-    if (d.path is None) == (d.source is None):
+    if d.path is not None and d.source is not None:
         raise UserError(f"{o}: [data] needs exactly one of 'path' (a CSV or Parquet file) or "
-                        "'source' (built-in data such as \"sp500\"), "
-                        + ("got both" if d.path else "got neither"))
+                        "'source' (built-in data such as \"sp500\"), got both; remove one")
     if t.target is None:
         raise UserError(f"{o}: [task] target is missing; name the column to predict or a "
                         "recipe such as \"vol_next\"")

@@ -269,7 +269,7 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
     ...     "split": {"scheme": "walk_forward", "folds": 3}})
     >>> p = prepare(cfg)
     >>> p.dev.n, p.holdout.n, len(p.dev.folds)
-    (3953, 999, 3)
+    (3953, 998, 3)
     """
     raw = load_raw(config, frame)
     t = config.task
@@ -341,6 +341,8 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
     y_all = y_row.to_numpy()[anchors_all + horizon]
     if target.kind == "regression":
         y_all = y_all.astype(np.float64)
+    elif target.recipe is not None:  # direction_next: 0/1 as whole numbers
+        y_all = y_all.astype(np.int64)
     if pd.isna(y_all).any():  # recipe targets are finite past warm-up; columns were checked
         raise AssertionError("a target is missing after the checks")
 

@@ -114,8 +114,13 @@ def rolling_vol(n: int) -> Callable[[pd.DataFrame], np.ndarray]:
     """Realized volatility over the last n log returns: sqrt(mean(r^2))."""
 
     def fn(frame: pd.DataFrame) -> np.ndarray:
-        r2 = pd.Series(log_return(frame) ** 2)
-        return np.sqrt(r2.rolling(n, min_periods=n).mean().to_numpy())
+        # each window summed on its own (no running sum as in pandas' rolling), so a value
+        # depends on its n returns alone, bit for bit: later rows cannot shift earlier ones
+        r2 = log_return(frame) ** 2
+        out = np.full(len(r2), np.nan)
+        if len(r2) >= n:
+            out[n - 1:] = np.sqrt(np.lib.stride_tricks.sliding_window_view(r2, n).mean(axis=1))
+        return out
 
     return fn
 

@@ -75,7 +75,9 @@ def load_raw(config: Config, frame: pd.DataFrame | None = None) -> RawData:
             time = "Date"
         return RawData(load_source(d.source), f"built-in {d.source}: {_DESCRIPTIONS[d.source]}",
                        time)
-    assert d.path is not None
+    if d.path is None:
+        raise UserError(f"{config.origin}: [data] needs 'path' (a CSV or Parquet file) or "
+                        "'source' (built-in data such as \"sp500\"); neither is set")
     return RawData(read_table(config.base_dir / d.path), d.path, d.time)
 
 

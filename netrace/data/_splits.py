@@ -11,7 +11,7 @@ embargo of ``E`` drops the ``E`` samples between a training part and the part it
 
 >>> s = WalkForward(3, lookback=20, horizon=1)
 >>> [(len(tr), int(va[0]), len(va)) for tr, va in s.split(range(200))]
-[(25, 65, 45), (90, 110, 45), (135, 155, 45)]
+[(45, 65, 45), (90, 110, 45), (135, 155, 45)]
 """
 
 from __future__ import annotations

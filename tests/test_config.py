@@ -1,0 +1,108 @@
+"""The TOML config: every key checked, errors name the key, section and closest known key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netrace.config import Config, config_from_dict, load_config
+from netrace.errors import UserError
+
+BASE = {"data": {"source": "sp500"}, "task": {"target": "vol_next", "window": 20}}
+
+
+def cfg(**sections: dict) -> Config:
+    merged = {k: dict(v) for k, v in BASE.items()}
+    for k, v in sections.items():
+        merged.setdefault(k, {}).update(v)
+    return config_from_dict(merged, origin="c.toml")
+
+
+def test_valid_config_is_frozen() -> None:
+    c = cfg(split={"scheme": "purged_kfold", "folds": 4, "embargo": 30},
+            race={"target": 0.1, "budget": 1000, "rule": "median"})
+    assert c.split.scheme == "purged_kfold" and c.split.embargo == 30
+    assert c.race.rule == "median" and c.race.target == 0.1 and c.is_time_series
+    with pytest.raises(AttributeError):
+        c.task.window = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"task": {"windw": 5}},
+     r"c.toml: unknown key 'windw' in \[task\]; did you mean 'window'\? \(known keys: "),
+    ({"split": {"schem": "holdout"}}, r"unknown key 'schem' in \[split\]; did you mean 'scheme'"),
+    ({"rac": {"rule": "lc"}}, r"unknown section \[rac\]; known sections are data, race, split, "
+                              r"task; did you mean 'race'\?"),
+    ({"split": {"scheme": "walkforward"}},
+     r"\[split\] scheme = 'walkforward' is not allowed; choose one of holdout, walk_forward, "
+     r"purged_kfold, kfold; did you mean 'walk_forward'\?"),
+    ({"task": {"window": "20"}},
+     r"\[task\] window must be a whole number, got '20' \(a string\); write window = 20"),
+    ({"task": {"window": 0}}, r"\[task\] window must be >= 1, got 0"),
+    ({"split": {"test": 1.5}}, r"\[split\] test must be > 0 and < 1, got 1.5"),
+    ({"task": {"type": "classification"}},
+     r"\[task\] type = 'classification' is not allowed; choose one of regression, binary, "
+     r"multiclass"),
+    ({"race": {"rule": "asha"}}, r"\[race\] rule = 'asha' is not allowed; choose one of lc, "
+                                 r"median, hyperband, topk, none"),
+    ({"data": {"source": "sp5000"}}, r"did you mean 'sp500'\?"),
+    ({"data": {"path": "x.csv"}}, r"\[data\] needs exactly one of 'path' .* got both"),
+    ({"split": {"scheme": "kfold"}}, r"scheme = \"kfold\" shuffles rows and would train on the "
+                                     r"future"),
+    ({"split": {"train_size": 100}}, r"train_size only applies to mode = \"rolling\""),
+    ({"split": {"test": 0.5, "validation": 0.45}}, r"test \+ validation = 0.95 leaves almost"),
+    ({"task": {"features": ["a", "a"]}}, r"\[task\] features names 'a' twice"),
+    ({"race": {"target": float("nan")}}, r"\[race\] target must be a finite number, got nan"),
+])
+def test_bad_values(sections: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        cfg(**sections)
+
+
+def test_iid_rows_refuse_time_things() -> None:
+    with pytest.raises(UserError, match=r"window = 5 needs rows ordered in time; set \[data\] "
+                                        r"time"):
+        config_from_dict({"data": {"source": "iris"}, "task": {"target": "target",
+                                                                "window": 5}})
+    with pytest.raises(UserError, match=r"scheme = 'walk_forward' needs rows ordered in time"):
+        config_from_dict({"data": {"source": "iris"}, "task": {"target": "target"},
+                          "split": {"scheme": "walk_forward"}})
+
+
+def test_missing_target() -> None:
+    with pytest.raises(UserError, match=r"\[task\] target is missing"):
+        config_from_dict({"data": {"source": "sp500"}})
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[data\nsource = 'sp500'\n")
+    with pytest.raises(UserError, match=r"is not valid TOML: .*line 1"):
+        load_config(p)
+
+
+def test_section_must_be_table(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('data = "sp500"\n')
+    with pytest.raises(UserError, match=r"'data' must be a section \[data\] with keys, got a "
+                                        r"string"):
+        load_config(p)
+
+
+def test_relative_path_starts_at_config(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    p = tmp_path / "sub" / "c.toml"
+    p.write_text('[data]\npath = "d.csv"\n[task]\ntarget = "y"\n')
+    assert load_config(p).base_dir == (tmp_path / "sub").resolve()
+
+
+def test_examples_all_load_and_inspect(capsys: pytest.CaptureFixture[str]) -> None:
+    from netrace.cli import main
+
+    examples = sorted(Path(__file__).resolve().parents[1].glob("examples/*.toml"))
+    assert len(examples) >= 4
+    for ex in examples:
+        assert main(["data", "inspect", str(ex)]) == 0, (ex, capsys.readouterr().err)
+        out = capsys.readouterr().out
+        assert "split plan:" in out and "held apart" in out
