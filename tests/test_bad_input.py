@@ -236,3 +236,31 @@ def test_real_process_exit_code_and_no_traceback(tmp_path: Path) -> None:
     assert proc.stdout == ""
     assert proc.stderr.startswith("netrace: error: column 'Close' has 1 missing")
     assert "Traceback" not in proc.stderr
+
+
+def test_iid_target_as_feature(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nsource = "diabetes"\n[task]\ntarget = "target"\n'
+                   'features = ["bmi", "target"]\n')
+    expect_error(capsys, cfg, r"features includes the target column 'target'; on i.i.d. rows "
+                              r"that is the answer itself")
+
+
+def test_numeric_time_and_column_target(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain numeric time index and a column target read horizon rows ahead."""
+    rng = np.random.default_rng(0)
+    f = pd.DataFrame({"t": np.arange(200) * 10, "x": rng.normal(size=200),
+                      "y": rng.normal(size=200)})
+    f.to_csv(tmp_path / "d.csv", index=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\npath = "d.csv"\ntime = "t"\n[task]\ntarget = "y"\nwindow = 3\n'
+                   'horizon = 2\n')
+    code, out, err = run(capsys, "data", "inspect", str(cfg))
+    assert code == 0, err
+    assert "features  x, y" in out  # past values of the target are fair inputs in time
+    from netrace.config import load_config
+    from netrace.data import prepare
+
+    p = prepare(load_config(cfg))
+    np.testing.assert_array_equal(p.dev.y, f.y.to_numpy()[p.dev.anchors + 2])

@@ -283,8 +283,13 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
     has_prices = {"close"} <= set(price_columns(df.columns))
     features = resolve_features(
         t.features, t.categorical, df.columns,
-        exclude=[c for c in (time, target.name if target.recipe is None else None) if c],
+        # in time, the target's past is a fair input (windows end before the label row)
+        exclude=[c for c in (time, None if time_series else target.name) if c],
         default_recipes=time_series and has_prices and target.recipe is not None)
+    if not time_series and target.recipe is None and any(f.name == target.name
+                                                         for f in features):
+        raise UserError(f"[task] features includes the target column '{target.name}'; on "
+                        "i.i.d. rows that is the answer itself; remove it from features")
     if time is not None and any(f.name == time for f in features):
         raise UserError(f"[task] features includes the time column '{time}'; remove it "
                         "(time is the order of rows, not an input)")
