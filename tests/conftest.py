@@ -23,3 +23,24 @@ def make_prices(n: int = 400, seed: int = 0, start: str = "2001-01-01") -> pd.Da
 @pytest.fixture
 def prices() -> pd.DataFrame:
     return make_prices()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from tests.servers import Postgres
+
+    server = Postgres()
+    yield server
+    server.stop()
+
+
+_db_counter = iter(range(10**6))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """Every storage test runs on both implementations (one contract)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "race.db")
+    server = request.getfixturevalue("postgres")
+    return server.new_database(f"t{next(_db_counter)}")

@@ -1,0 +1,499 @@
+"""The study database: SQLite (one file, no server) or PostgreSQL (several machines).
+
+One implementation over SQLAlchemy Core serves both. Writes are batched: a worker writes a whole
+epoch of its population (validation values, rule decisions, finished trials, checkpoints and its
+heartbeat) in one transaction with ``executemany``, so storage costs one commit per population
+epoch, not one per network. A committed epoch survives a crash of any process (SQLite in WAL mode
+with ``synchronous=NORMAL``; PostgreSQL's own log).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from netrace.errors import UserError
+from netrace.storage._records import (
+    Checkpoint,
+    DecisionRecord,
+    EpochValue,
+    StudyRecord,
+    TrialEnd,
+    TrialRecord,
+    TrialState,
+)
+
+__all__ = ["Storage", "open_storage", "storage_url"]
+
+SCHEMA_VERSION = 1
+
+_meta = sa.MetaData()
+_studies = sa.Table(
+    "studies", _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("direction", sa.String(10), nullable=False),
+    sa.Column("target", sa.Float, nullable=True),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("n_trials", sa.Integer, nullable=False, default=0),
+)
+_workers = sa.Table(
+    "workers", _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("studies.id"), nullable=False, index=True),
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(10), nullable=False),  # alive | done | dead
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+)
+_trials = sa.Table(
+    "trials", _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("studies.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("worker_id", sa.Integer, sa.ForeignKey("workers.id"), nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False, default=0),
+    sa.Column("epochs", sa.Integer, nullable=False, default=0),
+    sa.Column("best_value", sa.Float, nullable=True),
+    sa.Column("best_epoch", sa.Integer, nullable=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("ended", sa.Float, nullable=True),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.UniqueConstraint("study_id", "number"),
+    sa.Index("ix_trials_study_state", "study_id", "state"),
+)
+_curve = sa.Table(
+    "curve", _meta,
+    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id"), primary_key=True),
+    sa.Column("epoch", sa.Integer, primary_key=True),
+    sa.Column("value", sa.Float, nullable=True),  # NULL: NaN or infinite
+    sa.Column("metrics", sa.Text, nullable=True),
+)
+_decisions = sa.Table(
+    "decisions", _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id"), nullable=False, index=True),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("rule", sa.String(40), nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("prediction", sa.Text, nullable=True),
+)
+_checkpoints = sa.Table(
+    "checkpoints", _meta,
+    sa.Column("trial_id", sa.Integer, sa.ForeignKey("trials.id"), primary_key=True),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+_info = sa.Table(
+    "netrace_info", _meta,
+    sa.Column("key", sa.String(40), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+def storage_url(url: str | os.PathLike[str]) -> str:
+    """Normalize a storage location: a file path means SQLite; ``postgresql://`` uses psycopg.
+
+    >>> storage_url("runs/race.db")
+    'sqlite:///runs/race.db'
+    >>> storage_url("postgresql://u@127.0.0.1:5432/db")
+    'postgresql+psycopg://u@127.0.0.1:5432/db'
+    """
+    text = os.fspath(url)
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + text.split("://", 1)[1]
+    if text.startswith(("sqlite://", "postgresql+")):
+        return text
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise UserError(f"storage '{text}' has an unknown scheme '{scheme}'; use a file path or "
+                        "sqlite:///path.db for SQLite, postgresql://user@host/db for PostgreSQL")
+    return f"sqlite:///{text}"
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+class Storage:
+    """Reads and writes studies, trials, curves, decisions and checkpoints.
+
+    >>> import tempfile, os
+    >>> s = Storage(os.path.join(tempfile.mkdtemp(), "race.db"))
+    >>> study = s.create_study("demo", direction="minimize", config={})
+    >>> [t.number for t in s.add_trials(study.id, [{"lr": 0.1}, {"lr": 0.01}], [1, 2])]
+    [0, 1]
+    """
+
+    def __init__(self, url: str | os.PathLike[str]) -> None:
+        self.url = storage_url(url)
+        self.dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
+        if self.dialect == "sqlite":
+            path = self.url.split("sqlite:///", 1)[-1]
+            if path and path != ":memory:":
+                parent = Path(path).resolve().parent
+                if not parent.is_dir():
+                    raise UserError(f"storage folder '{parent}' does not exist; create it or "
+                                    "give another path")
+            self._write = self._sqlite_engine(immediate=True)
+            self._read = self._sqlite_engine(immediate=False)
+        else:
+            try:
+                import psycopg  # noqa: F401
+            except ImportError:
+                raise UserError("PostgreSQL storage needs psycopg; install it with "
+                                "pip install 'netrace[postgres]'") from None
+            self._write = sa.create_engine(self.url, pool_pre_ping=True)
+            self._read = self._write
+        try:
+            _meta.create_all(self._write)
+            with self._write.begin() as c:
+                row = c.execute(sa.select(_info.c.value).where(_info.c.key == "schema")).first()
+                if row is None:
+                    c.execute(_info.insert().values(key="schema", value=str(SCHEMA_VERSION)))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise UserError(f"storage '{url}' has schema version {row[0]}, this netrace "
+                                    f"reads version {SCHEMA_VERSION}; use a new storage file")
+        except sa.exc.OperationalError as exc:
+            raise UserError(f"cannot open storage '{url}': {exc.orig}") from None
+        except sa.exc.DatabaseError as exc:
+            raise UserError(f"storage '{url}' is not a netrace database: {exc.orig}") from None
+
+    def _sqlite_engine(self, immediate: bool) -> sa.Engine:
+        engine = sa.create_engine(self.url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # transactions begin where we say, as we say
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable if a process dies
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            # writers take the lock up front, so two never deadlock upgrading a read lock
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    def close(self) -> None:
+        self._write.dispose()
+        self._read.dispose()
+
+    # -- studies ---------------------------------------------------------------------------
+    def create_study(self, name: str, *, direction: str, config: dict[str, Any],
+                     target: float | None = None, load_if_exists: bool = True) -> StudyRecord:
+        """Create a study, or return the existing one of that name (to resume it)."""
+        if direction not in ("maximize", "minimize"):
+            raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+        existing = self.find_study(name)
+        if existing is not None:
+            if not load_if_exists:
+                raise UserError(f"study '{name}' already exists in {self.url}; choose another "
+                                "name or resume it")
+            if existing.direction != direction:
+                raise UserError(f"study '{name}' exists with direction {existing.direction}, "
+                                f"not {direction}; use a new study name")
+            return existing
+        try:
+            with self._write.begin() as c:
+                c.execute(_studies.insert().values(
+                    name=name, direction=direction, target=target,
+                    config=json.dumps(config, sort_keys=True), created=time.time(),
+                    n_trials=0))
+        except sa.exc.IntegrityError:  # another process created it first
+            pass
+        study = self.find_study(name)
+        assert study is not None
+        return study
+
+    def find_study(self, name: str) -> StudyRecord | None:
+        with self._read.connect() as c:
+            row = c.execute(sa.select(_studies).where(_studies.c.name == name)).first()
+        return None if row is None else _study(row)
+
+    def get_study(self, name: str) -> StudyRecord:
+        study = self.find_study(name)
+        if study is None:
+            names = self.study_names()
+            from netrace.errors import did_you_mean
+
+            raise UserError(f"no study '{name}' in {self.url}{did_you_mean(name, names)}"
+                            + (f"; studies: {', '.join(names)}" if names else "; it is empty"))
+        return study
+
+    def study_names(self) -> list[str]:
+        with self._read.connect() as c:
+            return [r[0] for r in c.execute(sa.select(_studies.c.name).order_by(_studies.c.id))]
+
+    # -- workers ---------------------------------------------------------------------------
+    def register_worker(self, study_id: int) -> int:
+        now = time.time()
+        with self._write.begin() as c:
+            return int(c.execute(_workers.insert().values(
+                study_id=study_id, host=socket.gethostname(), pid=os.getpid(), state="alive",
+                started=now, heartbeat=now)).inserted_primary_key[0])
+
+    def heartbeat(self, worker_id: int) -> None:
+        with self._write.begin() as c:
+            c.execute(_workers.update().where(_workers.c.id == worker_id)
+                      .values(heartbeat=time.time()))
+
+    def finish_worker(self, worker_id: int) -> None:
+        with self._write.begin() as c:
+            c.execute(_workers.update().where(_workers.c.id == worker_id)
+                      .values(state="done", heartbeat=time.time()))
+
+    def stale_workers(self, study_id: int, timeout: float) -> list[int]:
+        """Workers marked alive whose last heartbeat is older than ``timeout`` seconds."""
+        with self._read.connect() as c:
+            rows = c.execute(sa.select(_workers.c.id).where(
+                (_workers.c.study_id == study_id) & (_workers.c.state == "alive")
+                & (_workers.c.heartbeat < time.time() - timeout)))
+            return [r[0] for r in rows]
+
+    def recover_worker(self, worker_id: int, *, max_attempts: int = 3) -> list[int]:
+        """A worker died: its running trials go back to the queue (or fail after
+        ``max_attempts``). A re-queued trial keeps its id and its curve up to its checkpoint
+        (none: the curve is cleared), so no epoch is ever counted twice. Returns their ids."""
+        with self._write.begin() as c:
+            c.execute(_workers.update().where(_workers.c.id == worker_id).values(state="dead"))
+            rows = c.execute(sa.select(_trials.c.id, _trials.c.attempt).where(
+                (_trials.c.worker_id == worker_id)
+                & (_trials.c.state == TrialState.RUNNING.value))).all()
+            ids = []
+            for trial_id, attempt in rows:
+                ids.append(trial_id)
+                ck = c.execute(sa.select(_checkpoints.c.epoch)
+                               .where(_checkpoints.c.trial_id == trial_id)).first()
+                keep = -1 if ck is None else int(ck[0])
+                c.execute(_curve.delete().where((_curve.c.trial_id == trial_id)
+                                                & (_curve.c.epoch > keep)))
+                c.execute(_decisions.delete().where((_decisions.c.trial_id == trial_id)
+                                                    & (_decisions.c.epoch > keep)))
+                best = self._best_from_curve(c, trial_id)
+                failed = attempt + 1 >= max_attempts
+                c.execute(_trials.update().where(_trials.c.id == trial_id).values(
+                    state=(TrialState.FAILED if failed else TrialState.QUEUED).value,
+                    worker_id=None, attempt=attempt + 1, epochs=keep + 1,
+                    best_value=best[0], best_epoch=best[1],
+                    ended=time.time() if failed else None,
+                    note=(f"its worker died {attempt + 1} times" if failed
+                          else f"re-queued after its worker {worker_id} died")))
+        return ids
+
+    def _best_from_curve(self, c: sa.Connection, trial_id: int) -> tuple[float | None, int | None]:
+        direction = c.execute(sa.select(_studies.c.direction).join(
+            _trials, _trials.c.study_id == _studies.c.id).where(_trials.c.id == trial_id)
+        ).scalar_one()
+        order = (_curve.c.value.desc() if direction == "maximize" else _curve.c.value.asc())
+        row = c.execute(sa.select(_curve.c.value, _curve.c.epoch).where(
+            (_curve.c.trial_id == trial_id) & _curve.c.value.is_not(None))
+            .order_by(order, _curve.c.epoch).limit(1)).first()
+        return (None, None) if row is None else (float(row[0]), int(row[1]))
+
+    # -- trials ----------------------------------------------------------------------------
+    def add_trials(self, study_id: int, params: Sequence[dict[str, Any]], seeds: Sequence[int],
+                   *, worker_id: int | None = None) -> list[TrialRecord]:
+        """New trials: QUEUED, or RUNNING on ``worker_id`` when a worker starts them at once."""
+        if len(params) != len(seeds):
+            raise ValueError("one seed per trial")
+        if not params:
+            return []
+        now = time.time()
+        state = TrialState.QUEUED if worker_id is None else TrialState.RUNNING
+        with self._write.begin() as c:
+            # an atomic counter numbers trials per study, whatever the concurrency
+            end = c.execute(_studies.update().where(_studies.c.id == study_id)
+                            .values(n_trials=_studies.c.n_trials + len(params))
+                            .returning(_studies.c.n_trials)).scalar_one()
+            first = end - len(params)
+            c.execute(_trials.insert(), [dict(
+                study_id=study_id, number=first + i, state=state.value,
+                params=json.dumps(p, sort_keys=True), seed=int(s), worker_id=worker_id,
+                attempt=0, epochs=0, created=now, note="") for i, (p, s) in
+                enumerate(zip(params, seeds))])
+            rows = c.execute(sa.select(_trials).where(
+                (_trials.c.study_id == study_id) & (_trials.c.number >= first)
+                & (_trials.c.number < end)).order_by(_trials.c.number)).all()
+        return [_trial(r) for r in rows]
+
+    def claim_queued(self, study_id: int, worker_id: int, limit: int) -> list[TrialRecord]:
+        """Move up to ``limit`` queued trials to RUNNING on this worker, oldest first."""
+        if limit <= 0:
+            return []
+        with self._write.begin() as c:
+            q = (sa.select(_trials.c.id).where((_trials.c.study_id == study_id)
+                                                & (_trials.c.state == TrialState.QUEUED.value))
+                 .order_by(_trials.c.number).limit(limit))
+            if self.dialect == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            ids = [r[0] for r in c.execute(q)]
+            if not ids:
+                return []
+            c.execute(_trials.update().where(_trials.c.id.in_(ids)).values(
+                state=TrialState.RUNNING.value, worker_id=worker_id))
+            rows = c.execute(sa.select(_trials).where(_trials.c.id.in_(ids))
+                             .order_by(_trials.c.number)).all()
+        return [_trial(r) for r in rows]
+
+    def record_epoch(self, worker_id: int | None, values: Iterable[EpochValue] = (),
+                     decisions: Iterable[DecisionRecord] = (), ends: Iterable[TrialEnd] = (),
+                     checkpoints: Iterable[Checkpoint] = ()) -> None:
+        """One population epoch in one transaction: values, decisions, ends, checkpoints, and
+        the worker's heartbeat. Re-recording an epoch replaces it (never counted twice)."""
+        values, decisions = list(values), list(decisions)
+        ends, checkpoints = list(ends), list(checkpoints)
+        with self._write.begin() as c:
+            if values:
+                rows = [dict(trial_id=v.trial_id, epoch=v.epoch, value=_finite(v.value),
+                             metrics=None if v.metrics is None else json.dumps(v.metrics))
+                        for v in values]
+                ins = self._insert(_curve)
+                c.execute(ins.on_conflict_do_update(
+                    index_elements=["trial_id", "epoch"],
+                    set_={"value": ins.excluded.value, "metrics": ins.excluded.metrics}), rows)
+                self._update_books(c, values)
+            if decisions:
+                c.execute(_decisions.insert(), [dict(
+                    trial_id=d.trial_id, epoch=d.epoch, rule=d.rule, action=d.action,
+                    prediction=None if d.prediction is None else json.dumps(d.prediction))
+                    for d in decisions])
+            if checkpoints:
+                ins = self._insert(_checkpoints)
+                c.execute(ins.on_conflict_do_update(
+                    index_elements=["trial_id"],
+                    set_={"epoch": ins.excluded.epoch, "data": ins.excluded.data}),
+                    [dict(trial_id=k.trial_id, epoch=k.epoch, data=k.data) for k in checkpoints])
+            if ends:
+                now = time.time()
+                for e in ends:
+                    if not e.state.finished:
+                        raise ValueError(f"a trial ends in a finished state, not {e.state}")
+                c.execute(_trials.update().where(_trials.c.id == sa.bindparam("tid"))
+                          .values(state=sa.bindparam("st"), ended=now, note=sa.bindparam("nt")),
+                          [dict(tid=e.trial_id, st=e.state.value, nt=e.note) for e in ends])
+            if worker_id is not None:
+                c.execute(_workers.update().where(_workers.c.id == worker_id)
+                          .values(heartbeat=time.time()))
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        return insert(table)
+
+    def _update_books(self, c: sa.Connection, values: list[EpochValue]) -> None:
+        """Per trial: epochs seen, and the best value and its epoch, in the study's direction."""
+        direction = c.execute(sa.select(_studies.c.direction).join(
+            _trials, _trials.c.study_id == _studies.c.id)
+            .where(_trials.c.id == values[0].trial_id)).scalar_one()
+        # explicit casts: PostgreSQL cannot infer a parameter's type inside CASE
+        v = sa.cast(sa.bindparam("v", type_=sa.Float), sa.Float)
+        n = sa.cast(sa.bindparam("n", type_=sa.Integer), sa.Integer)
+        better = (v > _trials.c.best_value) if direction == "maximize" else \
+            (v < _trials.c.best_value)
+        improves = sa.and_(v.is_not(None), sa.or_(_trials.c.best_value.is_(None), better))
+        c.execute(_trials.update().where(_trials.c.id == sa.bindparam("tid")).values(
+            epochs=sa.func.max(_trials.c.epochs, n) if self.dialect == "sqlite"
+            else sa.func.greatest(_trials.c.epochs, n),
+            best_epoch=sa.case((improves, sa.cast(sa.bindparam("e", type_=sa.Integer),
+                                                  sa.Integer)), else_=_trials.c.best_epoch),
+            best_value=sa.case((improves, v), else_=_trials.c.best_value)),
+            [dict(tid=x.trial_id, v=_finite(x.value), e=x.epoch, n=x.epoch + 1)
+             for x in values])
+
+    # -- reading ---------------------------------------------------------------------------
+    def trials(self, study_id: int, states: Iterable[TrialState] | None = None) -> list[TrialRecord]:
+        q = sa.select(_trials).where(_trials.c.study_id == study_id)
+        if states is not None:
+            q = q.where(_trials.c.state.in_([s.value for s in states]))
+        with self._read.connect() as c:
+            return [_trial(r) for r in c.execute(q.order_by(_trials.c.number))]
+
+    def trial(self, trial_id: int) -> TrialRecord:
+        with self._read.connect() as c:
+            return _trial(c.execute(sa.select(_trials).where(_trials.c.id == trial_id)).one())
+
+    def curve(self, trial_id: int) -> tuple[list[int], list[float]]:
+        """A trial's validation curve: epochs and values (NaN where not finite)."""
+        with self._read.connect() as c:
+            rows = c.execute(sa.select(_curve.c.epoch, _curve.c.value)
+                             .where(_curve.c.trial_id == trial_id).order_by(_curve.c.epoch)).all()
+        return [r[0] for r in rows], [math.nan if r[1] is None else float(r[1]) for r in rows]
+
+    def decisions(self, trial_id: int) -> list[DecisionRecord]:
+        with self._read.connect() as c:
+            rows = c.execute(sa.select(_decisions).where(_decisions.c.trial_id == trial_id)
+                             .order_by(_decisions.c.id)).all()
+        return [DecisionRecord(r.trial_id, r.epoch, r.rule, r.action,
+                               None if r.prediction is None else json.loads(r.prediction))
+                for r in rows]
+
+    def checkpoint(self, trial_id: int) -> Checkpoint | None:
+        with self._read.connect() as c:
+            row = c.execute(sa.select(_checkpoints).where(_checkpoints.c.trial_id == trial_id)
+                            ).first()
+        return None if row is None else Checkpoint(row.trial_id, row.epoch, bytes(row.data))
+
+    def epochs_spent(self, study_id: int) -> int:
+        """Network-epochs recorded in the study (the race's budget is counted in these)."""
+        with self._read.connect() as c:
+            return int(c.execute(sa.select(sa.func.count()).select_from(_curve).join(
+                _trials, _trials.c.id == _curve.c.trial_id).where(
+                _trials.c.study_id == study_id)).scalar_one())
+
+    def counts(self, study_id: int) -> dict[TrialState, int]:
+        with self._read.connect() as c:
+            rows = c.execute(sa.select(_trials.c.state, sa.func.count()).where(
+                _trials.c.study_id == study_id).group_by(_trials.c.state)).all()
+        out = {s: 0 for s in TrialState}
+        out.update({TrialState(r[0]): int(r[1]) for r in rows})
+        return out
+
+    def best_trial(self, study_id: int) -> TrialRecord | None:
+        study = self._study_by_id(study_id)
+        order = (_trials.c.best_value.desc() if study.direction == "maximize"
+                 else _trials.c.best_value.asc())
+        with self._read.connect() as c:
+            row = c.execute(sa.select(_trials).where(
+                (_trials.c.study_id == study_id) & _trials.c.best_value.is_not(None))
+                .order_by(order, _trials.c.number).limit(1)).first()
+        return None if row is None else _trial(row)
+
+    def _study_by_id(self, study_id: int) -> StudyRecord:
+        with self._read.connect() as c:
+            return _study(c.execute(sa.select(_studies).where(_studies.c.id == study_id)).one())
+
+
+def _study(r: Any) -> StudyRecord:
+    return StudyRecord(r.id, r.name, r.direction, r.target, json.loads(r.config), r.created)
+
+
+def _trial(r: Any) -> TrialRecord:
+    return TrialRecord(r.id, r.study_id, r.number, TrialState(r.state), json.loads(r.params),
+                       int(r.seed), r.worker_id, r.attempt, r.epochs, r.best_value, r.best_epoch,
+                       r.created, r.ended, r.note or "")
+
+
+def open_storage(url: str | os.PathLike[str]) -> Storage:
+    """Open (creating if needed) the storage at a path or URL."""
+    return Storage(url)

@@ -1,0 +1,250 @@
+"""One contract for every storage (SQLite file, real PostgreSQL server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from netrace.errors import UserError
+from netrace.storage import (
+    Checkpoint,
+    DecisionRecord,
+    EpochValue,
+    Storage,
+    TrialEnd,
+    TrialState,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_study_create_and_resume(storage_url: str) -> None:
+    s = Storage(storage_url)
+    a = s.create_study("vol", direction="minimize", config={"task": {"window": 20}}, target=0.1)
+    b = s.create_study("vol", direction="minimize", config={})
+    assert a == b and a.config == {"task": {"window": 20}} and a.target == 0.1
+    with pytest.raises(UserError, match="study 'vol' already exists"):
+        s.create_study("vol", direction="minimize", config={}, load_if_exists=False)
+    with pytest.raises(UserError, match="exists with direction minimize, not maximize"):
+        s.create_study("vol", direction="maximize", config={})
+    with pytest.raises(UserError, match=r"no study 'vl' in .*; did you mean 'vol'\?"):
+        s.get_study("vl")
+    assert s.study_names() == ["vol"]
+
+
+def test_trials_numbered_and_queued(storage_url: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="maximize", config={})
+    t = s.add_trials(st.id, [{"lr": 0.1}, {"lr": 0.2}, {"lr": 0.3}], [7, 8, 9])
+    assert [x.number for x in t] == [0, 1, 2]
+    assert all(x.state is TrialState.QUEUED and x.worker_id is None for x in t)
+    assert [x.params["lr"] for x in t] == [0.1, 0.2, 0.3] and [x.seed for x in t] == [7, 8, 9]
+    w = s.register_worker(st.id)
+    t2 = s.add_trials(st.id, [{"lr": 1.0}], [1], worker_id=w)
+    assert t2[0].number == 3 and t2[0].state is TrialState.RUNNING and t2[0].worker_id == w
+    claimed = s.claim_queued(st.id, w, 2)
+    assert [x.number for x in claimed] == [0, 1]
+    assert all(x.state is TrialState.RUNNING for x in claimed)
+    assert [x.number for x in s.claim_queued(st.id, w, 5)] == [2]
+    assert s.claim_queued(st.id, w, 5) == []
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_record_epoch_keeps_books(storage_url: str, direction: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction=direction, config={})
+    w = s.register_worker(st.id)
+    a, b = s.add_trials(st.id, [{}, {}], [1, 2], worker_id=w)
+    curve_a = [0.5, 0.7, math.nan, 0.6, 0.9]
+    curve_b = [0.4, 0.3, 0.35, math.inf, 0.2]
+    for e, (va, vb) in enumerate(zip(curve_a, curve_b)):
+        s.record_epoch(w, [EpochValue(a.id, e, va, {"mae": 1.0 + e}), EpochValue(b.id, e, vb)],
+                       [DecisionRecord(a.id, e, "lc", "continue", {"p": 0.5, "mean": va})])
+    ra, rb = s.trial(a.id), s.trial(b.id)
+    pick = max if direction == "maximize" else min
+    for r, curve in ((ra, curve_a), (rb, curve_b)):
+        finite = [(v, i) for i, v in enumerate(curve) if math.isfinite(v)]
+        best = pick(finite, key=lambda t: t[0])
+        assert r.epochs == 5 and r.best_value == pytest.approx(best[0]) and r.best_epoch == best[1]
+    epochs, values = s.curve(a.id)
+    assert epochs == [0, 1, 2, 3, 4]
+    assert values[:2] == [0.5, 0.7] and math.isnan(values[2])
+    assert math.isnan(s.curve(b.id)[1][3])  # inf is stored as missing
+    d = s.decisions(a.id)
+    assert len(d) == 5 and d[1].prediction == {"p": 0.5, "mean": 0.7}
+    assert d[2].action == "continue" and d[2].rule == "lc"
+    assert s.epochs_spent(st.id) == 10
+    # re-recording an epoch (a resumed trial redoing it) is idempotent: never counted twice
+    s.record_epoch(w, [EpochValue(a.id, 4, 0.9)])
+    assert s.epochs_spent(st.id) == 10 and s.curve(a.id)[1][4] == 0.9
+    assert s.trial(a.id) == ra
+    best = s.best_trial(st.id)
+    assert best is not None and best.id == (a.id if direction == "maximize" else b.id)
+
+
+def test_ends_and_checkpoints(storage_url: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="minimize", config={})
+    w = s.register_worker(st.id)
+    t = s.add_trials(st.id, [{}, {}, {}], [1, 2, 3], worker_id=w)
+    blob = os.urandom(100_000)
+    s.record_epoch(w, [EpochValue(t[0].id, 0, 1.0)], checkpoints=[Checkpoint(t[0].id, 0, blob)])
+    s.record_epoch(w, [EpochValue(t[0].id, 1, 0.5)],
+                   checkpoints=[Checkpoint(t[0].id, 1, blob[::-1])],
+                   ends=[TrialEnd(t[0].id, TrialState.COMPLETE),
+                         TrialEnd(t[1].id, TrialState.DIVERGED, "loss became nan at epoch 3"),
+                         TrialEnd(t[2].id, TrialState.STOPPED, "lc: p=0.01 < 0.05")])
+    ck = s.checkpoint(t[0].id)
+    assert ck is not None and ck.epoch == 1 and ck.data == blob[::-1]
+    assert s.checkpoint(t[1].id) is None
+    states = {r.id: (r.state, r.note) for r in s.trials(st.id)}
+    assert states[t[1].id] == (TrialState.DIVERGED, "loss became nan at epoch 3")
+    assert states[t[2].id][0] is TrialState.STOPPED
+    assert s.counts(st.id)[TrialState.COMPLETE] == 1
+    assert s.trial(t[0].id).ended is not None
+    with pytest.raises(ValueError, match="finished state"):
+        s.record_epoch(w, ends=[TrialEnd(t[0].id, TrialState.RUNNING)])
+
+
+def test_recover_dead_worker(storage_url: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="minimize", config={})
+    w = s.register_worker(st.id)
+    a, b, done = s.add_trials(st.id, [{}, {}, {}], [1, 2, 3], worker_id=w)
+    for e in range(4):
+        s.record_epoch(w, [EpochValue(a.id, e, 1.0 / (e + 1)), EpochValue(b.id, e, 2.0 - e),
+                           EpochValue(done.id, e, 3.0)],
+                       checkpoints=[Checkpoint(a.id, e, b"w")] if e == 1 else [],
+                       ends=[TrialEnd(done.id, TrialState.COMPLETE)] if e == 3 else [])
+    assert s.epochs_spent(st.id) == 12
+    time.sleep(0.05)
+    assert s.stale_workers(st.id, timeout=0.01) == [w]
+    assert sorted(s.recover_worker(w)) == sorted([a.id, b.id])
+    ra, rb = s.trial(a.id), s.trial(b.id)
+    # a resumes after its checkpoint at epoch 1; b starts over; the finished trial is untouched
+    assert ra.state is TrialState.QUEUED and ra.epochs == 2 and ra.attempt == 1
+    assert s.curve(a.id)[0] == [0, 1] and ra.best_value == 0.5 and ra.best_epoch == 1
+    assert rb.epochs == 0 and s.curve(b.id)[0] == [] and rb.best_value is None
+    assert s.trial(done.id).state is TrialState.COMPLETE and s.curve(done.id)[0] == [0, 1, 2, 3]
+    assert s.epochs_spent(st.id) == 2 + 4
+    assert s.stale_workers(st.id, timeout=0.0) == []
+    # a trial whose workers keep dying fails after max_attempts
+    w2 = s.register_worker(st.id)
+    assert [t.id for t in s.claim_queued(st.id, w2, 1)] == [a.id]
+    s.recover_worker(w2, max_attempts=2)
+    r = s.trial(a.id)
+    assert r.state is TrialState.FAILED and "died 2 times" in r.note
+
+
+def _claim(url: str, study_id: int, out: mp.Queue) -> None:
+    s = Storage(url)
+    w = s.register_worker(study_id)
+    got = []
+    while True:
+        batch = s.claim_queued(study_id, w, 3)
+        if not batch:
+            break
+        got += [t.id for t in batch]
+    out.put(got)
+
+
+def _add(url: str, study_id: int, out: mp.Queue) -> None:
+    s = Storage(url)
+    nums = []
+    for _ in range(10):
+        nums += [t.number for t in s.add_trials(study_id, [{}, {}], [0, 0])]
+    out.put(nums)
+
+
+def test_concurrent_processes_never_share_a_trial(storage_url: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="minimize", config={})
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_add, args=(storage_url, st.id, q)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    numbers = sum((q.get(timeout=120) for _ in procs), [])
+    for p in procs:
+        p.join(60)
+    assert sorted(numbers) == list(range(60))  # unique, contiguous
+    procs = [ctx.Process(target=_claim, args=(storage_url, st.id, q)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    claimed = sum((q.get(timeout=120) for _ in procs), [])
+    for p in procs:
+        p.join(60)
+    assert sorted(claimed) == sorted(t.id for t in s.trials(st.id))
+    assert len(set(claimed)) == 60
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from netrace.storage import Storage, EpochValue, Checkpoint
+    s = Storage(sys.argv[1])
+    st = s.create_study("kill", direction="minimize", config={})
+    w = s.register_worker(st.id)
+    trials = s.add_trials(st.id, [{"i": i} for i in range(64)], list(range(64)), worker_id=w)
+    epoch = 0
+    while True:
+        s.record_epoch(w, [EpochValue(t.id, epoch, 1.0 / (epoch + 1) + t.number) for t in trials],
+                       checkpoints=[Checkpoint(trials[0].id, epoch, bytes(20000))])
+        print(epoch, flush=True)   # acknowledged only after the commit returned
+        epoch += 1
+""")
+
+
+def test_sigkill_loses_no_committed_epoch(storage_url: str) -> None:
+    """A real writer process killed with SIGKILL mid-write: every acknowledged epoch is there,
+    nothing is half-written, and the study resumes."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, storage_url], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    acked = -1
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        acked = int(line)
+        if acked >= 25:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    s = Storage(storage_url)
+    st = s.get_study("kill")
+    trials = s.trials(st.id)
+    assert len(trials) == 64
+    spent = s.epochs_spent(st.id)
+    assert spent % 64 == 0  # whole epochs only: a batch commits entirely or not at all
+    assert spent // 64 >= acked + 1
+    for t in trials[:3]:
+        epochs, values = s.curve(t.id)
+        assert epochs == list(range(len(epochs)))
+        assert t.epochs == len(epochs) and t.best_epoch == len(epochs) - 1
+    if s.dialect == "sqlite":
+        import sqlite3
+
+        con = sqlite3.connect(storage_url)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.close()
+    (w,) = s.stale_workers(st.id, timeout=0.0)
+    assert len(s.recover_worker(w)) == 64
+    assert s.epochs_spent(st.id) == s.checkpoint(trials[0].id).epoch + 1  # only its curve stays
+
+
+def test_bad_storage_locations(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"unknown scheme 'mysql'; use a file path"):
+        Storage("mysql://x/y")
+    with pytest.raises(UserError, match=r"storage folder '.*nowhere' does not exist"):
+        Storage(tmp_path / "nowhere" / "race.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(UserError, match=r"junk.db"):
+        Storage(junk)
