@@ -1,0 +1,106 @@
+"""The backend interface: start workers running a function, watch them, report when they end.
+
+A backend knows nothing of the race: it runs ``fn(ctx, *args)`` in each worker, where ``ctx`` is
+a :class:`WorkerContext` (the worker's index, its thread count, and ``should_stop()``), and tells
+its caller which workers ended and how (a clean exit, an error, or death by a signal).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Backend", "WorkerContext", "WorkerExit", "StopFlag", "default_workers",
+           "threads_per_worker"]
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a worker function is handed: who it is, how many threads it may use, and whether
+    it has been asked to stop (after its current epoch)."""
+
+    index: int
+    threads: int
+    stop: StopFlag
+
+    def should_stop(self) -> bool:
+        return bool(self.stop.is_set())
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """A worker ended: ``exitcode`` 0 is a clean finish; ``signal`` names a kill."""
+
+    index: int
+    exitcode: int | None
+    signal: int | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exitcode == 0 and self.signal is None
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"worker {self.index} finished"
+        if self.signal is not None:
+            return f"worker {self.index} was killed by {signal.Signals(self.signal).name}"
+        return f"worker {self.index} failed (exit code {self.exitcode}){': ' + self.error if self.error else ''}"
+
+
+def default_workers() -> int:
+    """One worker per core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
+
+
+def threads_per_worker(workers: int) -> int:
+    """Cores split evenly: two processes each using every core slow each other down."""
+    return max(1, default_workers() // max(1, workers))
+
+
+class Backend(ABC):
+    """Starts workers and reports their ends. Subclasses do the starting and the watching."""
+
+    @abstractmethod
+    def start(self, fn: Callable[..., Any], args: tuple[Any, ...], indices: list[int],
+              threads: int) -> None:
+        """Start one worker per index running ``fn(WorkerContext, *args)``."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> list[WorkerExit]:
+        """Block up to ``timeout`` seconds; return the workers that ended since the last call."""
+
+    @abstractmethod
+    def running(self) -> list[int]:
+        """Indices of workers still running."""
+
+    @abstractmethod
+    def request_stop(self) -> None:
+        """Ask every worker to stop after its current epoch (``ctx.should_stop()``)."""
+
+    @abstractmethod
+    def kill(self) -> list[WorkerExit]:
+        """End every worker now."""
+
+    def shutdown(self, grace: float = 30.0) -> list[WorkerExit]:
+        """Ask workers to stop, wait up to ``grace`` seconds, then kill what is left."""
+        import time
+
+        self.request_stop()
+        exits: list[WorkerExit] = []
+        deadline = time.monotonic() + grace
+        while self.running() and time.monotonic() < deadline:
+            exits += self.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+        exits += self.wait(0.0)
+        if self.running():
+            exits += self.kill()
+        return exits

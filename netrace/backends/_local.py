@@ -1,0 +1,102 @@
+"""Workers as local processes (spawned, one per core by default, torch threads set in each)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import wait as mp_wait
+from typing import Any
+
+from netrace.backends._base import Backend, WorkerContext, WorkerExit
+
+__all__ = ["LocalBackend"]
+
+
+def _worker_main(fn: Callable[..., Any], index: int, threads: int, stop: Any,
+                 errors: Any, args: tuple[Any, ...]) -> None:
+    # Ctrl-C goes to the parent, which asks workers to stop after their epoch
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set once in this process
+            pass
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+    try:
+        fn(WorkerContext(index, threads, stop), *args)
+    except BaseException as exc:
+        errors.put((index, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        raise SystemExit(1) from None
+
+
+class LocalBackend(Backend):
+    """Spawned worker processes on this machine.
+
+    >>> b = LocalBackend()
+    >>> b.running()
+    []
+    """
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")  # no fork: torch and SQLite do not survive it
+        self._stop = self._ctx.Event()
+        self._errors = self._ctx.Queue()
+        self._procs: dict[int, Any] = {}
+        self._messages: dict[int, str] = {}
+
+    def start(self, fn: Callable[..., Any], args: tuple[Any, ...], indices: list[int],
+              threads: int) -> None:
+        for i in indices:
+            if i in self._procs and self._procs[i].is_alive():
+                raise ValueError(f"worker {i} is already running")
+            p = self._ctx.Process(target=_worker_main, name=f"netrace-worker-{i}",
+                                  args=(fn, i, threads, self._stop, self._errors, args),
+                                  daemon=False)
+            p.start()
+            self._procs[i] = p
+
+    def pids(self) -> dict[int, int]:
+        return {i: p.pid for i, p in self._procs.items() if p.is_alive()}
+
+    def _drain_errors(self) -> None:
+        while True:
+            try:
+                index, message, _tb = self._errors.get_nowait()
+            except Exception:
+                return
+            self._messages[index] = message
+
+    def wait(self, timeout: float) -> list[WorkerExit]:
+        alive = [p.sentinel for p in self._procs.values() if p.exitcode is None]
+        if alive and timeout > 0:
+            mp_wait(alive, timeout)
+        exits = []
+        for i, p in list(self._procs.items()):
+            if p.exitcode is not None:
+                p.join()
+                self._drain_errors()
+                code = p.exitcode
+                exits.append(WorkerExit(i, code if code >= 0 else None,
+                                        -code if code < 0 else None, self._messages.pop(i, "")))
+                del self._procs[i]
+        return exits
+
+    def running(self) -> list[int]:
+        return [i for i, p in self._procs.items() if p.exitcode is None]
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def kill(self) -> list[WorkerExit]:
+        for p in self._procs.values():
+            if p.exitcode is None:
+                p.kill()
+        for p in self._procs.values():
+            p.join(10)
+        return self.wait(0.0)

@@ -1,0 +1,95 @@
+"""One contract for every backend: run a worker function, report clean ends, errors and kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from netrace.backends import LocalBackend, threads_per_worker
+from tests import _workers
+
+
+def _wait_files(folder: Path, pattern: str, n: int, timeout: float = 60) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob(pattern))
+        if len(found) >= n:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{n} files {pattern} did not appear")
+
+
+def _all_exits(b: LocalBackend, timeout: float = 60) -> list:
+    exits, deadline = [], time.monotonic() + timeout
+    while b.running() and time.monotonic() < deadline:
+        exits += b.wait(1.0)
+    return exits + b.wait(0.0)
+
+
+def test_workers_run_with_their_thread_count(tmp_path: Path) -> None:
+    b = LocalBackend()
+    b.start(_workers.report, (str(tmp_path),), [0, 1], threads=1)
+    exits = _all_exits(b)
+    assert sorted(e.index for e in exits) == [0, 1] and all(e.ok for e in exits)
+    for i in (0, 1):
+        pid, threads = (tmp_path / f"{i}.txt").read_text().split()
+        assert int(pid) != os.getpid() and int(threads) == 1
+    assert threads_per_worker(1) >= 1 and threads_per_worker(10**6) == 1
+
+
+def test_error_is_reported_and_others_go_on(tmp_path: Path) -> None:
+    b = LocalBackend()
+    b.start(_workers.fail, (str(tmp_path),), [0, 1, 2], threads=1)
+    exits = {e.index: e for e in _all_exits(b)}
+    assert exits[0].ok and exits[2].ok
+    assert exits[1].exitcode == 1 and exits[1].signal is None
+    assert "ValueError: bad hyperparameter in worker 1" in exits[1].error
+    assert "failed (exit code 1)" in exits[1].describe()
+
+
+def test_sigkill_is_reported(tmp_path: Path) -> None:
+    b = LocalBackend()
+    b.start(_workers.loop_until_stopped, (str(tmp_path),), [0, 1], threads=1)
+    _wait_files(tmp_path, "*.pid", 2)
+    victim = int((tmp_path / "1.pid").read_text())
+    os.kill(victim, signal.SIGKILL)
+    exits = []
+    deadline = time.monotonic() + 30
+    while not exits and time.monotonic() < deadline:
+        exits = b.wait(1.0)
+    assert len(exits) == 1 and exits[0].index == 1 and exits[0].signal == signal.SIGKILL
+    assert "killed by SIGKILL" in exits[0].describe()
+    assert b.running() == [0]
+    rest = b.shutdown(grace=30)
+    assert [e.index for e in rest] == [0] and rest[0].ok
+    assert (tmp_path / "0.stopped").exists()
+
+
+def test_shutdown_kills_a_worker_that_ignores_stop(tmp_path: Path) -> None:
+    b = LocalBackend()
+    b.start(_workers.ignore_stop, (str(tmp_path),), [0], threads=1)
+    _wait_files(tmp_path, "*.pid", 1)
+    t0 = time.monotonic()
+    exits = b.shutdown(grace=1.0)
+    assert time.monotonic() - t0 < 20
+    assert len(exits) == 1 and exits[0].signal == signal.SIGKILL
+    assert b.running() == []
+
+
+def test_restart_same_index_after_death(tmp_path: Path) -> None:
+    b = LocalBackend()
+    b.start(_workers.report, (str(tmp_path),), [3], threads=1)
+    assert [e.index for e in _all_exits(b)] == [3]
+    (tmp_path / "3.txt").unlink()
+    b.start(_workers.report, (str(tmp_path),), [3], threads=1)
+    assert [e.ok for e in _all_exits(b)] == [True]
+    assert (tmp_path / "3.txt").exists()
+    with pytest.raises(ValueError, match="already running"):
+        b.start(_workers.ignore_stop, (str(tmp_path),), [5], threads=1)
+        _wait_files(tmp_path, "5.pid", 1)
+        b.start(_workers.ignore_stop, (str(tmp_path),), [5], threads=1)
+    b.kill()
