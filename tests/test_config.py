@@ -32,8 +32,9 @@ def test_valid_config_is_frozen() -> None:
     ({"task": {"windw": 5}},
      r"c.toml: unknown key 'windw' in \[task\]; did you mean 'window'\? \(known keys: "),
     ({"split": {"schem": "holdout"}}, r"unknown key 'schem' in \[split\]; did you mean 'scheme'"),
-    ({"rac": {"rule": "lc"}}, r"unknown section \[rac\]; known sections are data, race, split, "
-                              r"task; did you mean 'race'\?"),
+    ({"rac": {"rule": "lc"}},
+     r"unknown section \[rac\]; known sections are data, race, search, split, task; did you "
+     r"mean 'race'\?"),
     ({"split": {"scheme": "walkforward"}},
      r"\[split\] scheme = 'walkforward' is not allowed; choose one of holdout, walk_forward, "
      r"purged_kfold, kfold; did you mean 'walk_forward'\?"),
@@ -106,3 +107,37 @@ def test_examples_all_load_and_inspect(capsys: pytest.CaptureFixture[str]) -> No
         assert main(["data", "inspect", str(ex)]) == 0, (ex, capsys.readouterr().err)
         out = capsys.readouterr().out
         assert "split plan:" in out and "held apart" in out
+
+
+def test_search_space() -> None:
+    c = cfg(search={"sampler": "gp", "seed": 3, "space": {
+        "lr": {"low": 1e-4, "high": 1e-1, "log": True}, "model": ["mlp", "lstm"],
+        "norm": "layer", "layers": {"low": 1, "high": 3}, "bagging": [True, False]}})
+    sp = c.search.space
+    assert c.search.sampler == "gp" and sp is not None
+    assert (sp["lr"].kind, sp["lr"].log, sp["lr"].role) == ("float", True, "member")
+    assert sp["model"].choices == ("mlp", "lstm") and sp["model"].role == "population"
+    assert sp["norm"].kind == "fixed" and sp["layers"].kind == "int"
+    import optuna.distributions as d
+
+    dist = sp.distributions()
+    assert dist["lr"] == d.FloatDistribution(1e-4, 1e-1, log=True)
+    assert dist["layers"] == d.IntDistribution(1, 3)
+    assert dist["norm"] == d.CategoricalDistribution(["layer"])
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"lrr": 0.1}, r"c.toml: unknown key 'lrr' in \[search.space\]; did you mean 'lr'\?"),
+    ({"model": ["mlp", "transformer"]}, r"model: 'transformer' is not allowed; choose from "
+                                        r"mlp, cnn, lstm, gru"),
+    ({"lr": {"low": 0.1, "high": 0.01}}, r"lr: low must be below high, got low = 0.1"),
+    ({"weight_decay": {"low": 0, "high": 0.1, "log": True}}, r"a log range needs low > 0"),
+    ({"dropout": 1.0}, r"dropout must be >= 0 and < 1, got 1.0"),
+    ({"width": {"low": 8, "hihg": 64}}, r"unknown range key 'hihg'; did you mean 'high'\?"),
+    ({"layers": 1.5}, r"layers must be a whole number, got 1.5"),
+    ({"optimizer": []}, r"optimizer = \[\] has no choices"),
+    ({"norm": {"low": 1, "high": 2}}, r"norm takes a value or a list of choices, not a range"),
+])
+def test_bad_search_space(space: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        cfg(search={"space": space})

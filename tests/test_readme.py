@@ -37,10 +37,20 @@ def test_examples_named_in_readme_exist() -> None:
 def test_config_reference_covers_every_key() -> None:
     import dataclasses
 
-    from netrace.config import DataConfig, RaceConfig, SplitConfig, TaskConfig
+    from netrace.config import (
+        SPACE_KEYS,
+        DataConfig,
+        RaceConfig,
+        SearchConfig,
+        SplitConfig,
+        TaskConfig,
+    )
 
     for section, cls in [("data", DataConfig), ("task", TaskConfig), ("split", SplitConfig),
-                         ("race", RaceConfig)]:
+                         ("race", RaceConfig), ("search", SearchConfig)]:
         part = README.split(f"### `[{section}]`")[1].split("###")[0]
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in part, (section, f.name)
+    space = README.split("### `[search.space]`")[1].split("###")[0]
+    for key in SPACE_KEYS:
+        assert f"`{key}`" in space, key

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from netrace.config._space import SPACE_KEYS, Param, SearchSpace, default_space, parse_space
 from netrace.config._schema import (
     PRICE_SOURCES,
     SOURCES,
     Config,
     DataConfig,
     RaceConfig,
+    SearchConfig,
     SplitConfig,
     TaskConfig,
     config_from_dict,
@@ -15,11 +17,17 @@ from netrace.config._schema import (
 )
 
 __all__ = [
+    "SPACE_KEYS",
+    "Param",
+    "default_space",
+    "parse_space",
     "PRICE_SOURCES",
     "SOURCES",
     "Config",
     "DataConfig",
     "RaceConfig",
+    "SearchConfig",
+    "SearchSpace",
     "SplitConfig",
     "TaskConfig",
     "config_from_dict",

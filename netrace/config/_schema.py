@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netrace.config._space import SearchSpace, parse_space
 from netrace.errors import UserError, did_you_mean
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "TaskConfig",
     "SplitConfig",
     "RaceConfig",
+    "SearchConfig",
     "load_config",
     "config_from_dict",
 ]
@@ -109,6 +111,21 @@ class RaceConfig:
     storage: str | None = field(default=None, metadata=_spec("str"))
 
 
+SAMPLERS = ("random", "tpe", "gp")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """``[search]``: how hyperparameters are proposed (Optuna samplers via ask/tell)."""
+
+    sampler: str = field(default="tpe", metadata=_spec("str", choices=SAMPLERS))
+    seed: int = field(default=0, metadata=_spec("int", low=0))
+    startup: int = field(default=16, metadata=_spec(
+        "int", low=0, doc="random proposals before the model-based sampler takes over"))
+    space: SearchSpace | None = field(default=None, metadata=_spec(
+        "space", doc="what to search; absent: netrace's default space"))
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole, validated netrace config. ``base_dir`` is where relative paths start."""
@@ -117,6 +134,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     race: RaceConfig = field(default_factory=RaceConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     base_dir: Path = field(default=Path("."))
     origin: str = "<dict>"
 
@@ -128,6 +146,7 @@ class Config:
 
 _SECTIONS: dict[str, type] = {
     "data": DataConfig, "task": TaskConfig, "split": SplitConfig, "race": RaceConfig,
+    "search": SearchConfig,
 }
 
 
@@ -186,6 +205,8 @@ def _section(origin: str, name: str, cls: type, table: dict[str, Any]) -> Any:
 def _value(origin: str, section: str, key: str, value: Any, spec: Any) -> Any:
     where = f"{origin}: [{section}] {key}"
     kind = spec["kind"]
+    if kind == "space":
+        return parse_space(value, origin=origin)
     if kind == "str":
         if not isinstance(value, str):
             raise UserError(f"{where} must be a string, got {_show(value)}; write {key} = \"...\"")
