@@ -1,0 +1,110 @@
+"""Hyperparameter proposals from Optuna's samplers through ask/tell.
+
+Every worker keeps a :class:`Proposer`: an in-memory Optuna study fed with the finished trials
+of *all* workers (read from the shared storage), so each sampler sees every result. A proposal
+can fix some keys (a population's shape and optimizer, when a freed slot is refilled): those are
+enqueued as fixed parameters and the sampler proposes the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from netrace.config import SearchSpace
+from netrace.storage import TrialRecord, TrialState
+
+__all__ = ["Proposer", "population_key"]
+
+
+def population_key(params: dict[str, Any], space: SearchSpace) -> tuple[tuple[str, Any], ...]:
+    """The values of the population keys: networks sharing them can train as one population."""
+    return tuple(sorted((p.name, params[p.name]) for p in space.params
+                        if p.role == "population" and p.name in params))
+
+
+class Proposer:
+    """Optuna ask/tell over a :class:`SearchSpace`.
+
+    >>> from netrace.config import parse_space
+    >>> p = Proposer(parse_space({"lr": {"low": 1e-3, "high": 1e-1, "log": True},
+    ...                           "model": ["mlp", "lstm"]}), "random", seed=1)
+    >>> sorted(p.ask(2, fixed={"model": "lstm"})[0])
+    ['lr', 'model']
+    """
+
+    def __init__(self, space: SearchSpace, sampler: str = "tpe", *, seed: int = 0,
+                 startup: int = 16, direction: str = "minimize") -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(logging.WARNING)
+        self.space = space
+        self.direction = direction
+        self._dists = space.distributions()
+        self._study = optuna.create_study(direction=direction,
+                                          sampler=_sampler(sampler, seed, startup))
+        self._known: set[int] = set()   # storage trial ids already told to the sampler
+
+    def sync(self, trials: Iterable[TrialRecord]) -> int:
+        """Tell the sampler about finished trials it has not seen (from any worker)."""
+        import optuna
+        from optuna.trial import TrialState as OS
+
+        added = 0
+        for t in trials:
+            if t.id in self._known or not t.state.finished:
+                continue
+            self._known.add(t.id)
+            params = {k: v for k, v in t.params.items() if k in self._dists}
+            if set(params) != set(self._dists):
+                continue  # from another search space (the config changed): not comparable
+            ok = t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.best_value is not None
+            try:
+                self._study.add_trial(optuna.trial.create_trial(
+                    params=params, distributions=self._dists,
+                    value=t.best_value if ok else None, state=OS.COMPLETE if ok else OS.FAIL))
+            except ValueError:  # a value outside today's ranges: skip it
+                continue
+            added += 1
+        return added
+
+    def ask(self, n: int, fixed: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``n`` proposals; ``fixed`` keys keep the given values, the sampler proposes the rest.
+
+        Asked trials are failed at once in the in-memory study: the real result arrives through
+        :meth:`sync` when the trial finishes, whichever worker ran it.
+        """
+        from optuna.trial import TrialState as OS
+
+        out = []
+        for _ in range(n):
+            if fixed:
+                self._study.enqueue_trial(fixed, skip_if_exists=False)
+            trial = self._study.ask(self._dists)
+            out.append(dict(trial.params))
+            self._study.tell(trial, state=OS.FAIL)
+        return out
+
+
+def _sampler(kind: str, seed: int, startup: int) -> Any:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # multivariate/group/constant_liar are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _make_sampler(kind, seed, startup)
+
+
+def _make_sampler(kind: str, seed: int, startup: int) -> Any:
+    import optuna
+
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
+                                          group=True, constant_liar=True)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    raise ValueError(f"unknown sampler {kind!r}")

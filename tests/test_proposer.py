@@ -1,0 +1,79 @@
+"""Optuna samplers through ask/tell, fed with every worker's results through storage."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netrace.config import parse_space
+from netrace.race import Proposer, population_key
+from netrace.storage import EpochValue, Storage, TrialEnd, TrialState
+
+SPACE = parse_space({"lr": {"low": 1e-5, "high": 1.0, "log": True},
+                     "model": ["mlp", "lstm", "gru"], "width": [16, 32, 64],
+                     "dropout": {"low": 0.0, "high": 0.5}})
+
+
+def objective(p: dict) -> float:
+    """Best near lr = 1e-2, model lstm (lower is better)."""
+    return (math.log10(p["lr"]) + 2) ** 2 + (0 if p["model"] == "lstm" else 1) + p["dropout"]
+
+
+def _finish(storage: Storage, study_id: int, params: list[dict]) -> None:
+    w = storage.register_worker(study_id)
+    trials = storage.add_trials(study_id, params, list(range(len(params))), worker_id=w)
+    storage.record_epoch(w, [EpochValue(t.id, 0, objective(t.params)) for t in trials],
+                         ends=[TrialEnd(t.id, TrialState.COMPLETE) for t in trials])
+
+
+def test_deterministic_and_fixed_keys() -> None:
+    a = Proposer(SPACE, "tpe", seed=5).ask(6, fixed={"model": "gru", "width": 32})
+    b = Proposer(SPACE, "tpe", seed=5).ask(6, fixed={"model": "gru", "width": 32})
+    assert a == b
+    assert all(p["model"] == "gru" and p["width"] == 32 for p in a)
+    assert len({p["lr"] for p in a}) == 6  # the free keys still vary
+    free = Proposer(SPACE, "random", seed=5).ask(30)
+    assert {p["model"] for p in free} == {"mlp", "lstm", "gru"}
+    assert all(1e-5 <= p["lr"] <= 1.0 and 0 <= p["dropout"] <= 0.5 for p in free)
+
+
+@pytest.mark.parametrize("kind", ["tpe", "gp"])
+def test_sampler_learns_from_results_of_all_workers(tmp_path: Path, kind: str) -> None:
+    storage = Storage(tmp_path / "s.db")
+    study = storage.create_study("s", direction="minimize", config={})
+    # results from "other workers": 40 random trials
+    _finish(storage, study.id, Proposer(SPACE, "random", seed=1).ask(40))
+    model = Proposer(SPACE, kind, seed=2, startup=10)
+    assert model.sync(storage.trials(study.id)) == 40
+    assert model.sync(storage.trials(study.id)) == 0  # nothing told twice
+    guided = [objective(p) for p in model.ask(12 if kind == "tpe" else 5)]
+    blind = [objective(p) for p in Proposer(SPACE, "random", seed=3).ask(200)]
+    # a model-based sampler proposes better than random once it has seen the results
+    assert np.median(guided) < np.percentile(blind, 25)
+
+
+def test_sync_skips_unfinished_and_fails_diverged(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "s.db")
+    study = storage.create_study("s", direction="minimize", config={})
+    w = storage.register_worker(study.id)
+    ps = Proposer(SPACE, "random", seed=0).ask(3)
+    ps.append({"lr": 0.1})  # another search space: skipped
+    t = storage.add_trials(study.id, ps, [0, 1, 2, 3], worker_id=w)
+    storage.record_epoch(w, [EpochValue(t[0].id, 0, 1.0), EpochValue(t[1].id, 0, math.nan)],
+                         ends=[TrialEnd(t[0].id, TrialState.STOPPED),
+                               TrialEnd(t[1].id, TrialState.DIVERGED),
+                               TrialEnd(t[3].id, TrialState.COMPLETE)])
+    p = Proposer(SPACE, "tpe", seed=0)
+    assert p.sync(storage.trials(study.id)) == 2  # t0 (stopped, has a value) and t1 (failed)
+    from optuna.trial import TrialState as OS
+
+    states = [ft.state for ft in p._study.trials]
+    assert states.count(OS.COMPLETE) == 1 and states.count(OS.FAIL) == 1
+
+
+def test_population_key() -> None:
+    p = {"lr": 0.1, "model": "lstm", "width": 32, "dropout": 0.2}
+    assert population_key(p, SPACE) == (("model", "lstm"), ("width", 32))
