@@ -27,6 +27,45 @@ def _data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from netrace.config import load_config
+    from netrace.race import Progress, run_race
+
+    config = load_config(args.config)
+    storage = args.storage or config.race.storage or "netrace.db"
+    study = args.study or Path(args.config).stem
+    mode = "json" if args.json else "quiet" if args.quiet else "live"
+    final = run_race(config, storage_url=storage, study=study, workers=args.workers,
+                     backend=args.backend, seed=args.seed, progress=Progress(mode))
+    return 0 if final.state == "done" or final.queued == 0 else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from netrace.race import snapshot, summary_lines
+    from netrace.storage import Storage
+
+    storage = Storage(args.storage)
+    names = storage.study_names()
+    name = args.study
+    if name is None:
+        if len(names) != 1:
+            raise UserError(f"{args.storage} holds {len(names)} studies"
+                            + (f" ({', '.join(names)})" if names else "")
+                            + "; name one: netrace status STUDY")
+        name = names[0]
+    snap = snapshot(storage, name)
+    if args.json:
+        import json
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(snap)))
+    else:
+        print("\n".join(summary_lines(snap)))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is a UserError (one line, exit 2) like every other."""
 
@@ -48,6 +87,28 @@ def _parser() -> argparse.ArgumentParser:
     inspect = data_sub.add_parser("inspect", help="print the data summary and the split plan")
     inspect.add_argument("config", metavar="CONFIG", help="a TOML config file")
     inspect.set_defaults(func=_data_inspect)
+
+    run = sub.add_parser("run", help="race networks on the data of a config")
+    run.add_argument("config", metavar="CONFIG", help="a TOML config file")
+    run.add_argument("--storage", help="a SQLite file or postgresql:// URL "
+                     "(default: [race] storage, else netrace.db)")
+    run.add_argument("--study", help="study name (default: the config file's name); an "
+                     "existing study is resumed")
+    run.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    run.add_argument("--backend", default="local", choices=["local", "ray"])
+    run.add_argument("--seed", type=int, default=0, help="seed of the workers' random streams")
+    out = run.add_mutually_exclusive_group()
+    out.add_argument("--quiet", action="store_true", help="print the final summary only")
+    out.add_argument("--json", action="store_true", help="progress as JSON lines")
+    run.set_defaults(func=_run)
+
+    status = sub.add_parser("status", help="summarize a study: networks, best score, budget")
+    status.add_argument("study", metavar="STUDY", nargs="?", help="study name (optional when "
+                        "the storage holds one)")
+    status.add_argument("--storage", default="netrace.db", help="a SQLite file or "
+                        "postgresql:// URL (default: netrace.db)")
+    status.add_argument("--json", action="store_true", help="as one JSON object")
+    status.set_defaults(func=_status)
     return p
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import wait as mp_wait
@@ -14,8 +16,33 @@ from netrace.backends._base import Backend, WorkerContext, WorkerExit
 __all__ = ["LocalBackend"]
 
 
+class _StopOrOrphaned:
+    """Stop when asked, or when the parent that started this worker is gone."""
+
+    def __init__(self, stop: Any, parent: int) -> None:
+        self._stop, self._parent = stop, parent
+
+    def is_set(self) -> bool:
+        return bool(self._stop.is_set()) or os.getppid() != self._parent
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker if its parent dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _worker_main(fn: Callable[..., Any], index: int, threads: int, stop: Any,
-                 errors: Any, args: tuple[Any, ...]) -> None:
+                 errors: Any, args: tuple[Any, ...], parent: int) -> None:
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        raise SystemExit(1)
     # Ctrl-C goes to the parent, which asks workers to stop after their epoch
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -29,7 +56,7 @@ def _worker_main(fn: Callable[..., Any], index: int, threads: int, stop: Any,
     except ImportError:  # pragma: no cover - torch is a core dependency
         pass
     try:
-        fn(WorkerContext(index, threads, stop), *args)
+        fn(WorkerContext(index, threads, _StopOrOrphaned(stop, parent)), *args)
     except BaseException as exc:
         errors.put((index, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         raise SystemExit(1) from None
@@ -56,7 +83,8 @@ class LocalBackend(Backend):
             if i in self._procs and self._procs[i].is_alive():
                 raise ValueError(f"worker {i} is already running")
             p = self._ctx.Process(target=_worker_main, name=f"netrace-worker-{i}",
-                                  args=(fn, i, threads, self._stop, self._errors, args),
+                                  args=(fn, i, threads, self._stop, self._errors, args,
+                                        os.getpid()),
                                   daemon=False)
             p.start()
             self._procs[i] = p

@@ -35,6 +35,7 @@ SCHEMES = ("holdout", "walk_forward", "purged_kfold", "kfold")
 FILLS = ("none", "ffill", "drop")
 MODES = ("expanding", "rolling")
 RULES = ("lc", "median", "hyperband", "topk", "none")
+METRICS = ("r2", "mse", "mae", "loss", "log_loss", "accuracy", "auc")
 #: Built-in data (loaded offline from packages that ship it): daily OHLCV prices, then
 #: scikit-learn's bundled i.i.d. tabular sets.
 PRICE_SOURCES = ("sp500", "nasdaq")
@@ -108,6 +109,8 @@ class RaceConfig:
     population: int = field(default=64, metadata=_spec("int", low=1))
     workers: int | None = field(default=None, metadata=_spec("int", low=1))
     rule: str = field(default="lc", metadata=_spec("str", choices=RULES))
+    metric: str | None = field(default=None, metadata=_spec(
+        "str", choices=METRICS, doc="default: r2 (regression), auc (binary), accuracy"))
     storage: str | None = field(default=None, metadata=_spec("str"))
 
 

@@ -3,6 +3,20 @@ keeps everything. Only this package wires data, training, curves, storage and ba
 
 from __future__ import annotations
 
+from netrace.race._progress import Progress, Snapshot, snapshot, summary_lines
 from netrace.race._proposer import Proposer, population_key
+from netrace.race._race import run_race
+from netrace.race._worker import RacePlan, race_metric, worker_main
 
-__all__ = ["Proposer", "population_key"]
+__all__ = [
+    "Progress",
+    "Proposer",
+    "RacePlan",
+    "Snapshot",
+    "population_key",
+    "race_metric",
+    "run_race",
+    "snapshot",
+    "summary_lines",
+    "worker_main",
+]

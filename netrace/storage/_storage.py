@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -46,6 +47,8 @@ _studies = sa.Table(
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("n_trials", sa.Integer, nullable=False, default=0),
+    sa.Column("state", sa.String(10), nullable=False, default="running"),  # running | done
+    sa.Column("reason", sa.Text, nullable=False, default=""),
 )
 _workers = sa.Table(
     "workers", _meta,
@@ -217,7 +220,7 @@ class Storage:
                 c.execute(_studies.insert().values(
                     name=name, direction=direction, target=target,
                     config=json.dumps(config, sort_keys=True), created=time.time(),
-                    n_trials=0))
+                    n_trials=0, state="running", reason=""))
         except sa.exc.IntegrityError:  # another process created it first
             pass
         study = self.find_study(name)
@@ -273,8 +276,18 @@ class Storage:
         """A worker died: its running trials go back to the queue (or fail after
         ``max_attempts``). A re-queued trial keeps its id and its curve up to its checkpoint
         (none: the curve is cleared), so no epoch is ever counted twice. Returns their ids."""
+        return self._requeue(worker_id, "dead", died=True, max_attempts=max_attempts)
+
+    def release_worker(self, worker_id: int) -> list[int]:
+        """A worker stops early on request (Ctrl-C): its running trials go back to the queue,
+        for a later run to train them, and the worker is done."""
+        return self._requeue(worker_id, "done", died=False, max_attempts=0)
+
+    def _requeue(self, worker_id: int, worker_state: str, *, died: bool,
+                 max_attempts: int) -> list[int]:
         with self._write.begin() as c:
-            c.execute(_workers.update().where(_workers.c.id == worker_id).values(state="dead"))
+            c.execute(_workers.update().where(_workers.c.id == worker_id)
+                      .values(state=worker_state))
             rows = c.execute(sa.select(_trials.c.id, _trials.c.attempt).where(
                 (_trials.c.worker_id == worker_id)
                 & (_trials.c.state == TrialState.RUNNING.value))).all()
@@ -289,15 +302,43 @@ class Storage:
                 c.execute(_decisions.delete().where((_decisions.c.trial_id == trial_id)
                                                     & (_decisions.c.epoch > keep)))
                 best = self._best_from_curve(c, trial_id)
-                failed = attempt + 1 >= max_attempts
+                attempts = attempt + 1 if died else attempt
+                failed = died and attempts >= max_attempts
+                note = (f"its worker died {attempts} times" if failed else
+                        f"re-queued after its worker {worker_id} died" if died else
+                        "re-queued: the run was stopped before it finished")
                 c.execute(_trials.update().where(_trials.c.id == trial_id).values(
                     state=(TrialState.FAILED if failed else TrialState.QUEUED).value,
-                    worker_id=None, attempt=attempt + 1, epochs=keep + 1,
+                    worker_id=None, attempt=attempts, epochs=keep + 1,
                     best_value=best[0], best_epoch=best[1],
-                    ended=time.time() if failed else None,
-                    note=(f"its worker died {attempt + 1} times" if failed
-                          else f"re-queued after its worker {worker_id} died")))
+                    ended=time.time() if failed else None, note=note))
         return ids
+
+    def workers(self, study_id: int) -> list[dict[str, Any]]:
+        """The study's workers: id, host, pid, state, started, heartbeat."""
+        with self._read.connect() as c:
+            rows = c.execute(sa.select(_workers).where(_workers.c.study_id == study_id)
+                             .order_by(_workers.c.id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def finish_study(self, study_id: int, reason: str) -> bool:
+        """Mark the race over (the first reason wins); True if this call ended it."""
+        with self._write.begin() as c:
+            n = c.execute(_studies.update().where((_studies.c.id == study_id)
+                                                  & (_studies.c.state == "running"))
+                          .values(state="done", reason=reason)).rowcount
+        return n == 1
+
+    def reopen_study(self, study_id: int) -> None:
+        with self._write.begin() as c:
+            c.execute(_studies.update().where(_studies.c.id == study_id)
+                      .values(state="running", reason=""))
+
+    def study_state(self, study_id: int) -> tuple[str, str]:
+        with self._read.connect() as c:
+            row = c.execute(sa.select(_studies.c.state, _studies.c.reason)
+                            .where(_studies.c.id == study_id)).one()
+        return row[0], row[1]
 
     def _best_from_curve(self, c: sa.Connection, trial_id: int) -> tuple[float | None, int | None]:
         direction = c.execute(sa.select(_studies.c.direction).join(
@@ -335,17 +376,26 @@ class Storage:
                 & (_trials.c.number < end)).order_by(_trials.c.number)).all()
         return [_trial(r) for r in rows]
 
-    def claim_queued(self, study_id: int, worker_id: int, limit: int) -> list[TrialRecord]:
-        """Move up to ``limit`` queued trials to RUNNING on this worker, oldest first."""
+    def claim_queued(self, study_id: int, worker_id: int, limit: int,
+                     matching: dict[str, Any] | None = None) -> list[TrialRecord]:
+        """Move up to ``limit`` queued trials to RUNNING on this worker, oldest first; with
+        ``matching``, only trials whose parameters include those values."""
         if limit <= 0:
             return []
         with self._write.begin() as c:
-            q = (sa.select(_trials.c.id).where((_trials.c.study_id == study_id)
-                                                & (_trials.c.state == TrialState.QUEUED.value))
-                 .order_by(_trials.c.number).limit(limit))
+            q = (sa.select(_trials.c.id, _trials.c.params)
+                 .where((_trials.c.study_id == study_id)
+                        & (_trials.c.state == TrialState.QUEUED.value))
+                 .order_by(_trials.c.number))
             if self.dialect == "postgresql":
                 q = q.with_for_update(skip_locked=True)
-            ids = [r[0] for r in c.execute(q)]
+            ids = []
+            for tid, params in c.execute(q):
+                p = json.loads(params)
+                if matching is None or all(p.get(k) == v for k, v in matching.items()):
+                    ids.append(tid)
+                    if len(ids) == limit:
+                        break
             if not ids:
                 return []
             c.execute(_trials.update().where(_trials.c.id.in_(ids)).values(
@@ -439,6 +489,21 @@ class Storage:
             rows = c.execute(sa.select(_curve.c.epoch, _curve.c.value)
                              .where(_curve.c.trial_id == trial_id).order_by(_curve.c.epoch)).all()
         return [r[0] for r in rows], [math.nan if r[1] is None else float(r[1]) for r in rows]
+
+    def curves(self, study_id: int, states: Iterable[TrialState] | None = None
+               ) -> dict[int, np.ndarray]:
+        """Validation curves of a study's trials (in these states), in one query."""
+        q = (sa.select(_curve.c.trial_id, _curve.c.epoch, _curve.c.value)
+             .join(_trials, _trials.c.id == _curve.c.trial_id)
+             .where(_trials.c.study_id == study_id))
+        if states is not None:
+            q = q.where(_trials.c.state.in_([s.value for s in states]))
+        with self._read.connect() as c:
+            rows = c.execute(q.order_by(_curve.c.trial_id, _curve.c.epoch)).all()
+        out: dict[int, list[float]] = {}
+        for trial_id, _epoch, value in rows:
+            out.setdefault(trial_id, []).append(math.nan if value is None else float(value))
+        return {k: np.asarray(v) for k, v in out.items()}
 
     def decisions(self, trial_id: int) -> list[DecisionRecord]:
         with self._read.connect() as c:

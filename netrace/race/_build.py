@@ -1,0 +1,101 @@
+"""From a trial's parameters to a network: its architecture, its member settings, its inputs.
+
+Population keys (shape, optimizer, batch size, window, loss) become the population's
+:class:`~netrace.models.ModelSpec` and settings; member keys become a
+:class:`~netrace.train.MemberSpec`. Anything the space does not fix takes a default here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from netrace.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec
+from netrace.train import MemberSpec, Schedule
+
+__all__ = ["DataShape", "PopulationSettings", "population_settings", "member_spec",
+           "model_inputs", "DEFAULT_METRIC", "MAXIMIZED"]
+
+#: The metric a race scores networks by, per task, when ``[race] metric`` does not say.
+DEFAULT_METRIC = {"regression": "r2", "binary": "auc", "multiclass": "accuracy"}
+MAXIMIZED = ("r2", "accuracy", "auc")
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the data gives every network: window rows x features, task, classes."""
+
+    window: int
+    features: int
+    task: str
+    classes: int = 0
+
+    @property
+    def outputs(self) -> int:
+        return self.classes if self.task == "multiclass" else 1
+
+
+@dataclass(frozen=True)
+class PopulationSettings:
+    """Everything that must be equal across a population's members."""
+
+    model: str
+    spec: ModelSpec
+    optimizer: str
+    batch_size: int
+    window: int
+    loss: str | None
+
+
+def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationSettings:
+    model = params.get("model", "mlp")
+    window = min(int(params.get("window", shape.window)), shape.window)
+    layers, width = int(params.get("layers", 1)), int(params.get("width", 32))
+    head = dict(activation=params.get("activation", "relu"), norm=params.get("norm", "none"),
+                task=shape.task, n_outputs=shape.outputs)
+    spec: ModelSpec
+    if model == "mlp" or window == 1 and model == "cnn":
+        model = "mlp"
+        spec = MLPSpec(in_features=window * shape.features, hidden=(width,) * max(layers, 1),
+                       **head)
+    elif model == "cnn":
+        kernel = min(int(params.get("kernel_size", 3)), window)
+        spec = CNNSpec(length=window, in_channels=shape.features,
+                       channels=(int(params.get("channels", 16)),)
+                       * int(params.get("conv_layers", 1)),
+                       kernel_size=kernel, pool=params.get("pool", "max") if window >= 2 * kernel
+                       else "none", hidden=(width,) * layers, **head)
+    else:
+        spec = RNNSpec(in_features=shape.features, cell=model,
+                       hidden_size=int(params.get("hidden_size", 32)),
+                       layers=int(params.get("rnn_layers", 1)), hidden=(width,) * layers, **head)
+    return PopulationSettings(model, spec, params.get("optimizer", "adam"),
+                              int(params.get("batch_size", 128)), window, params.get("loss"))
+
+
+def member_spec(params: dict[str, Any], seed: int, optimizer: str) -> MemberSpec:
+    momentum = float(params.get("momentum", 0.9 if optimizer in ("momentum", "nesterov")
+                                else 0.0))
+    return MemberSpec(
+        seed=seed, lr=params.get("lr"),
+        schedule=Schedule(params.get("schedule", "constant"),
+                          warmup=int(params.get("warmup", 0)), t_max=50),
+        momentum=momentum, beta1=float(params.get("beta1", 0.9)),
+        beta2=float(params.get("beta2", 0.999)), weight_decay=params.get("weight_decay"),
+        l1=float(params.get("l1", 0.0)), dropout=float(params.get("dropout", 0.0)),
+        clip_norm=params.get("clip_norm"), init=params.get("init", "kaiming"),
+        init_dist=params.get("init_dist", "uniform"), bagging=bool(params.get("bagging", False)),
+        patience=params.get("patience"))
+
+
+def model_inputs(x: torch.Tensor, settings: PopulationSettings) -> torch.Tensor:
+    """Windows ``(n, window, features)`` as the model reads them: the last ``window`` rows,
+    flattened for an MLP, channels first for a CNN."""
+    x = x[:, -settings.window:, :]
+    if settings.model == "mlp":
+        return x.reshape(x.shape[0], -1)
+    if settings.model == "cnn":
+        return x.transpose(1, 2).contiguous()
+    return x.contiguous()

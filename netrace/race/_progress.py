@@ -1,0 +1,152 @@
+"""What a race looks like from outside: a snapshot of its storage, shown live, as JSON lines,
+or not at all (``netrace status`` prints the same summary)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+from netrace.storage import Storage, TrialState
+
+__all__ = ["Snapshot", "snapshot", "summary_lines", "Progress"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    study: str
+    state: str
+    reason: str
+    metric_direction: str
+    running: int
+    queued: int
+    complete: int
+    stopped: int
+    diverged: int
+    failed: int
+    best_value: float | None
+    best_trial: int | None
+    best_epoch: int | None
+    epochs: int
+    budget: int | None
+    workers_alive: int
+    rate: float | None = None  # network-epochs per second
+    eta: float | None = None   # seconds until the budget is spent, at this rate
+
+
+def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot:
+    study = storage.get_study(name)
+    counts = storage.counts(study.id)
+    best = storage.best_trial(study.id)
+    state, reason = storage.study_state(study.id)
+    alive = sum(1 for w in storage.workers(study.id) if w["state"] == "alive")
+    return Snapshot(name, state, reason, study.direction, counts[TrialState.RUNNING],
+                    counts[TrialState.QUEUED], counts[TrialState.COMPLETE],
+                    counts[TrialState.STOPPED], counts[TrialState.DIVERGED],
+                    counts[TrialState.FAILED], None if best is None else best.best_value,
+                    None if best is None else best.number,
+                    None if best is None else best.best_epoch, storage.epochs_spent(study.id),
+                    budget, alive)
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def summary_lines(s: Snapshot) -> list[str]:
+    best = ("none yet" if s.best_value is None else
+            f"{s.best_value:.6g} (trial {s.best_trial}, epoch {s.best_epoch}; "
+            f"{'higher' if s.metric_direction == 'maximize' else 'lower'} is better)")
+    budget = f"{s.epochs}" + (f" of {s.budget} network-epochs ({100 * s.epochs / s.budget:.0f}%)"
+                              if s.budget else " network-epochs")
+    lines = [
+        f"study     {s.study}: {s.state}" + (f" ({s.reason})" if s.reason else ""),
+        f"networks  {s.running} running, {s.queued} queued, {s.complete} finished, "
+        f"{s.stopped} stopped early, {s.diverged} diverged, {s.failed} failed",
+        f"best      {best}",
+        f"budget    {budget}",
+    ]
+    if s.rate is not None:
+        lines.append(f"rate      {s.rate:.1f} network-epochs/s, {s.workers_alive} worker(s), "
+                     f"ETA {_fmt_time(s.eta)}")
+    return lines
+
+
+class Progress:
+    """``mode``: live (a rich display on a terminal), plain (a line every few seconds), json
+    (one JSON object per line), quiet (the final summary only)."""
+
+    def __init__(self, mode: str = "live", out: TextIO | None = None,
+                 every: float = 2.0) -> None:
+        self.out = out or sys.stdout
+        if mode == "live" and not self.out.isatty():
+            mode = "plain"
+        self.mode, self.every = mode, every
+        self._live: Any = None
+        self._last_print = 0.0
+        self._t0 = time.monotonic()
+        self._e0: int | None = None
+
+    def _rate(self, s: Snapshot) -> Snapshot:
+        now = time.monotonic()
+        if self._e0 is None:
+            self._e0, self._t0 = s.epochs, now
+            return s
+        dt = now - self._t0
+        rate = (s.epochs - self._e0) / dt if dt > 0 else None
+        eta = ((s.budget - s.epochs) / rate if rate and s.budget and s.epochs < s.budget
+               else None)
+        return Snapshot(**{**asdict(s), "rate": rate, "eta": eta})
+
+    def update(self, s: Snapshot) -> None:
+        s = self._rate(s)
+        if self.mode == "quiet":
+            return
+        if self.mode == "json":
+            self.out.write(json.dumps({"event": "progress", **asdict(s)}) + "\n")
+            self.out.flush()
+            return
+        if self.mode == "live":
+            from rich.live import Live
+            from rich.panel import Panel
+
+            panel = Panel("\n".join(summary_lines(s)), title="netrace race")
+            if self._live is None:
+                self._live = Live(panel, refresh_per_second=4, transient=False)
+                self._live.start()
+            else:
+                self._live.update(panel)
+            return
+        now = time.monotonic()
+        if now - self._last_print >= self.every:
+            self._last_print = now
+            self.out.write(" | ".join(summary_lines(s)[1:]).replace("  ", " ") + "\n")
+            self.out.flush()
+
+    def message(self, text: str) -> None:
+        if self.mode == "json":
+            self.out.write(json.dumps({"event": "message", "text": text}) + "\n")
+        elif self.mode == "quiet":  # warnings still reach a person, apart from the results
+            sys.stderr.write(f"netrace: {text}\n")
+            sys.stderr.flush()
+        else:
+            if self._live is not None:
+                self._live.console.print(text)
+                return
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def finish(self, s: Snapshot) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self.mode == "json":
+            self.out.write(json.dumps({"event": "finished", **asdict(s)}) + "\n")
+        else:
+            self.out.write("\n".join(summary_lines(s)) + "\n")
+        self.out.flush()

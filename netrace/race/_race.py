@@ -1,0 +1,170 @@
+"""``netrace run``: start the workers, watch them, recover the dead, end the race.
+
+The coordinator trains nothing. It creates (or resumes) the study, starts one worker per core
+on the backend, and every second: reports progress from storage, re-queues the trials of any
+worker that died (and starts a new worker in its place), and stops when the race is over (the
+target reached or the budget spent). Ctrl-C asks the workers to stop after their epoch and
+leaves a study that the same command resumes; a second Ctrl-C kills them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict
+from typing import Any
+
+from netrace.backends import Backend, LocalBackend, default_workers, threads_per_worker
+from netrace.config import Config
+from netrace.errors import UserError
+from netrace.race._progress import Progress, Snapshot, snapshot
+from netrace.race._worker import RacePlan, budget_of, race_metric, search_space, worker_main
+from netrace.storage import Storage
+
+__all__ = ["run_race", "config_record"]
+
+MAX_RESTARTS = 10
+
+
+def config_record(config: Config) -> dict[str, Any]:
+    """The config as plain data (stored with the study)."""
+    def plain(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, (str, int, float, bool)) or x is None:
+            return x
+        return str(x)
+
+    return plain({k: v for k, v in asdict(config).items() if k not in ("base_dir", "origin")})
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_race(config: Config, *, storage_url: str, study: str, workers: int | None = None,
+             backend: str = "local", seed: int = 0, progress: Progress | None = None,
+             device: str = "auto") -> Snapshot:
+    """Run (or resume) the race of ``config``; returns the final snapshot."""
+    progress = progress or Progress("quiet")
+    _, direction = race_metric(config)
+    search_space(config)  # a bad space fails here, before any process starts
+    from netrace.data import prepare
+
+    prepare(config)  # a bad data config fails here too, with its own message
+    storage = Storage(storage_url)
+    st = storage.create_study(study, direction=direction, config=config_record(config),
+                              target=config.race.target)
+    budget = budget_of(config)
+    _recover_local_orphans(storage, st.id, progress)
+    state, reason = storage.study_state(st.id)
+    if state == "done":
+        if "budget spent" in reason and storage.epochs_spent(st.id) < budget:
+            storage.reopen_study(st.id)  # a larger budget: go on
+            progress.message(f"resuming study '{study}' with a budget of {budget}")
+        else:
+            progress.message(f"study '{study}' is already over: {reason}")
+            final = snapshot(storage, study, budget)
+            progress.finish(final)
+            return final
+    n = workers or config.race.workers or default_workers()
+    be = _backend(backend)
+    plan = RacePlan(config, storage.url, study, seed=seed, device=device)
+    threads = threads_per_worker(n)
+    be.start(worker_main, (plan,), list(range(n)), threads)
+    restarts = 0
+    interrupted = 0
+    try:
+        while True:
+            try:
+                exits = be.wait(1.0)
+                pids = getattr(be, "last_pids", {})
+                for e in exits:
+                    if e.ok:
+                        continue
+                    progress.message(e.describe() + (f": {e.error}" if e.error else ""))
+                    requeued = _recover_exited(storage, st.id, pids.get(e.index))
+                    if requeued:
+                        progress.message(f"re-queued {len(requeued)} trial(s) of worker "
+                                         f"{e.index}")
+                    if e.signal is None and e.exitcode not in (0, None) and e.error:
+                        if "UserError" in e.error:
+                            be.kill()
+                            raise UserError(e.error.split(": ", 1)[1])
+                    if storage.study_state(st.id)[0] != "done" and not interrupted:
+                        restarts += 1
+                        if restarts > MAX_RESTARTS:
+                            be.kill()
+                            raise RuntimeError(f"workers died {restarts} times; giving up "
+                                               "(the study can be resumed)")
+                        be.start(worker_main, (plan,), [e.index], threads)
+                progress.update(snapshot(storage, study, budget))
+                if not be.running():
+                    break
+            except KeyboardInterrupt:
+                interrupted += 1
+                if interrupted == 1:
+                    progress.message("stopping after the current epoch (Ctrl-C again to kill)")
+                    be.request_stop()
+                else:
+                    be.kill()
+                    for w in storage.workers(st.id):
+                        if w["state"] == "alive" and not _pid_alive(w["pid"]):
+                            storage.release_worker(w["id"])
+                    break
+    finally:
+        if be.running():
+            be.kill()
+    final = snapshot(storage, study, budget)
+    progress.finish(final)
+    return final
+
+
+def _backend(name: str) -> Backend:
+    if name == "local":
+        return _TrackingLocal()
+    if name == "ray":
+        raise UserError("--backend ray needs a Ray cluster; it is not available in this version "
+                        "of netrace yet (use --backend local)")
+    raise UserError(f"unknown backend '{name}'; choose local or ray")
+
+
+class _TrackingLocal(LocalBackend):
+    """Remembers each worker's pid, so the storage records of a dead worker can be found."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_pids: dict[int, int] = {}
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        super().start(*args, **kwargs)
+        self.last_pids.update(self.pids())
+
+
+def _recover_exited(storage: Storage, study_id: int, pid: int | None) -> list[int]:
+    host = socket.gethostname()
+    out: list[int] = []
+    for w in storage.workers(study_id):
+        if w["state"] == "alive" and w["host"] == host and (pid is None or w["pid"] == pid):
+            if pid is None and _pid_alive(w["pid"]):
+                continue
+            out += storage.recover_worker(w["id"])
+    return out
+
+
+def _recover_local_orphans(storage: Storage, study_id: int, progress: Progress) -> None:
+    """Workers of an earlier run on this machine that are gone: re-queue their trials."""
+    host = socket.gethostname()
+    for w in storage.workers(study_id):
+        if w["state"] == "alive" and w["host"] == host and not _pid_alive(w["pid"]):
+            ids = storage.recover_worker(w["id"])
+            if ids:
+                progress.message(f"re-queued {len(ids)} trial(s) left running by an earlier run")

@@ -1,0 +1,365 @@
+"""A race worker: populations of networks, trained, validated, judged and refilled every epoch.
+
+One worker runs one population at a time (one per fold when the split has folds; a network's
+score per epoch is its mean over folds). After every epoch it records the validation values of
+all members, lets the rule judge every running network at once, ends the finished ones with a
+checkpoint of their best state, and refills freed slots from the sampler, which has seen the
+results of every worker. Everything it learns goes to storage in one transaction per epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from netrace.backends import WorkerContext
+from netrace.config import Config, default_space, parse_space
+from netrace.curves import Curves, Goal, LCRule, extrapolate, make_rule
+from netrace.data import prepare
+from netrace.errors import UserError
+from netrace.race._build import (
+    DEFAULT_METRIC,
+    MAXIMIZED,
+    DataShape,
+    PopulationSettings,
+    member_spec,
+    model_inputs,
+    population_settings,
+)
+from netrace.race._proposer import Proposer, population_key
+from netrace.storage import (
+    Checkpoint,
+    DecisionRecord,
+    EpochValue,
+    Storage,
+    TrialEnd,
+    TrialRecord,
+    TrialState,
+)
+from netrace.train import MemberState, Population
+
+__all__ = ["RacePlan", "worker_main", "race_metric", "search_space", "DEFAULT_BUDGET_FACTOR"]
+
+#: Without ``[race] budget``: this many full populations' worth of network-epochs.
+DEFAULT_BUDGET_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class RacePlan:
+    """What every worker is handed (picklable): the config and where the study lives."""
+
+    config: Config
+    storage_url: str
+    study: str
+    seed: int = 0
+    device: str = "auto"
+    refill_factor: int = 3  # a population starts at most this many x population networks
+
+
+def race_metric(config: Config) -> tuple[str, str]:
+    """The metric networks are judged by and its direction."""
+    task = config.task.type
+    metric = config.race.metric or DEFAULT_METRIC[task]
+    allowed = {"regression": ("r2", "mse", "mae", "loss"),
+               "binary": ("auc", "log_loss", "accuracy", "loss"),
+               "multiclass": ("accuracy", "log_loss", "loss")}[task]
+    if metric not in allowed:
+        raise UserError(f"[race] metric = {metric!r} does not apply to a {task} task; choose one "
+                        f"of {', '.join(allowed)}")
+    return metric, "maximize" if metric in MAXIMIZED else "minimize"
+
+
+def search_space(config: Config) -> Any:
+    return config.search.space or parse_space(default_space(config.is_time_series))
+
+
+def budget_of(config: Config) -> int:
+    r = config.race
+    return r.budget or DEFAULT_BUDGET_FACTOR * r.population * r.max_epochs
+
+
+def worker_main(ctx: WorkerContext, plan: RacePlan) -> None:
+    """Entry point of a worker process (handed to a backend)."""
+    _Worker(ctx, plan).run()
+
+
+class _Capture:
+    """Wraps ``extrapolate`` for the lc rule and keeps each forecast, to store the prediction
+    behind every decision."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, dict[str, float]] = {}
+        self.rows: list[int] = []
+
+    def __call__(self, xs: list, ys: list, x_target: np.ndarray) -> Any:
+        f = extrapolate(xs, ys, x_target)
+        if len(xs) != len(self.rows):  # not the rows we expected: record no prediction
+            self.last = {}
+            return f
+        q05, q95 = f.quantile(0.05), f.quantile(0.95)
+        self.last = {row: {"mean": float(f.mean[j]), "std": float(f.std[j]),
+                           "q05": float(q05[j]), "q95": float(q95[j])}
+                     for j, row in enumerate(self.rows)}
+        return f
+
+
+class _Worker:
+    def __init__(self, ctx: WorkerContext, plan: RacePlan) -> None:
+        self.ctx, self.plan, cfg = ctx, plan, plan.config
+        self.storage = Storage(plan.storage_url)
+        self.study = self.storage.get_study(plan.study)
+        self.wid = self.storage.register_worker(self.study.id)
+        self.metric, self.direction = race_metric(cfg)
+        self.goal = Goal.MAX if self.direction == "maximize" else Goal.MIN
+        self.space = search_space(cfg)
+        self.proposer = Proposer(self.space, cfg.search.sampler,
+                                 seed=cfg.search.seed * 100_003 + self.wid,
+                                 startup=cfg.search.startup, direction=self.direction)
+        self.capture = _Capture()
+        rule = cfg.race.rule
+        self.rule = (LCRule(forecast=self.capture) if rule == "lc" else make_rule(rule))
+        self.rng = np.random.default_rng([plan.seed, self.wid])
+        self.k, self.max_epochs = cfg.race.population, cfg.race.max_epochs
+        self.budget = budget_of(cfg)
+        self._load_data()
+        self._finished_curves: dict[int, np.ndarray] = {}
+        self._curves_at = -math.inf
+
+    def _load_data(self) -> None:
+        p = prepare(self.plan.config)  # the test part stays sealed: workers never open it
+        dev = p.dev
+        task = self.plan.config.task.type
+        self.folds = []
+        for f in dev.folds:
+            d = dev.fold_data(f)
+            ydt = torch.long if task == "multiclass" else torch.float32
+            ytr = torch.as_tensor(d.y_train, dtype=ydt)
+            yva = torch.as_tensor(d.y_valid, dtype=ydt)
+            base = None
+            if task == "regression":
+                # networks learn a standardized target (training statistics only); R² against
+                # the training mean, the baseline, is the same in either unit
+                mu, sd = float(d.y_train.mean()), float(d.y_train.std()) or 1.0
+                ytr, yva = (ytr - mu) / sd, (yva - mu) / sd
+                base = torch.zeros_like(yva)
+            self.folds.append((torch.as_tensor(d.X_train, dtype=torch.float32), ytr,
+                               torch.as_tensor(d.X_valid, dtype=torch.float32), yva, base,
+                               d.preprocessor))
+        x0 = self.folds[0][0]
+        self.shape = DataShape(int(x0.shape[1]), int(x0.shape[2]), task,
+                               len(dev.classes or ()))
+
+    # -- the race's state -------------------------------------------------------------------
+    def over(self) -> bool:
+        state, _ = self.storage.study_state(self.study.id)
+        return state == "done"
+
+    def _spend_check(self) -> None:
+        if self.storage.epochs_spent(self.study.id) >= self.budget:
+            self.storage.finish_study(self.study.id,
+                                      f"budget spent ({self.budget} network-epochs)")
+
+    def run(self) -> None:
+        try:
+            while not self.ctx.should_stop() and not self.over():
+                self._spend_check()
+                if self.over():
+                    break
+                self._run_population()
+        finally:
+            if self.ctx.should_stop() and not self.over():
+                self.storage.release_worker(self.wid)
+            else:
+                self.storage.finish_worker(self.wid)
+
+    # -- one population -----------------------------------------------------------------------
+    def _seeds(self, n: int) -> list[int]:
+        return [int(s) for s in self.rng.integers(0, 2**31 - 1, n)]
+
+    def _new_trials(self, n: int, fixed: dict[str, Any] | None) -> list[TrialRecord]:
+        """Trials for ``n`` slots: re-queued ones of this population first (a dead worker's),
+        then fresh proposals from the sampler."""
+        if n <= 0:
+            return []
+        claimed = self.storage.claim_queued(self.study.id, self.wid, n, matching=fixed) \
+            if fixed is not None else []
+        n -= len(claimed)
+        if n <= 0:
+            return claimed
+        self.proposer.sync(self.storage.trials(self.study.id, _FINISHED))
+        params = self.proposer.ask(n, fixed=fixed)
+        return claimed + self.storage.add_trials(self.study.id, params, self._seeds(n),
+                                                 worker_id=self.wid)
+
+    def _run_population(self) -> None:
+        queued = self.storage.claim_queued(self.study.id, self.wid, 1)
+        first = queued[0] if queued else self._new_trials(1, None)[0]
+        fixed = dict(population_key(first.params, self.space))
+        trials: list[TrialRecord | None] = [first, *self._new_trials(self.k - 1, fixed)]
+        settings = population_settings(first.params, self.shape)
+        members = [member_spec(t.params, t.seed, settings.optimizer) for t in trials if t]
+        pop_seed = int(self.rng.integers(0, 2**31 - 1))
+        pops = [Population(settings.spec, members, optimizer=settings.optimizer,
+                           loss=settings.loss, batch_size=settings.batch_size,
+                           monitor=self.metric, seed=pop_seed, device=self.plan.device)
+                for _ in self.folds]
+        inputs = [(model_inputs(xtr, settings), ytr, model_inputs(xva, settings), yva, base)
+                  for xtr, ytr, xva, yva, base, _ in self.folds]
+        curves: list[list[float]] = [[] for _ in trials]
+        started = len(trials)
+        while any(t is not None for t in trials):
+            if self.ctx.should_stop() or self.over():
+                self._end_all(pops, trials, curves, settings)
+                return
+            self._epoch(pops, inputs, trials, curves, settings)
+            free = [i for i, t in enumerate(trials) if t is None]
+            room = self.plan.refill_factor * self.k - started
+            if free and room > 0 and not self.over() and not self.ctx.should_stop():
+                new = self._new_trials(min(len(free), room), fixed)
+                for i, t in zip(free, new):
+                    m = member_spec(t.params, t.seed, settings.optimizer)
+                    for pop in pops:
+                        pop.replace(i, m)
+                    trials[i], curves[i] = t, []
+                started += len(new)
+
+    def _epoch(self, pops: list[Population], inputs: list, trials: list[TrialRecord | None],
+               curves: list[list[float]], settings: PopulationSettings) -> None:
+        names: list[str] = []
+        per_fold = []
+        for pop, (xtr, ytr, xva, yva, base) in zip(pops, inputs):
+            pop.step_epoch(xtr, ytr)
+            v = pop.validate(xva, yva, baseline=base)
+            per_fold.append(v.metrics)
+            names = list(v.metrics)
+        with np.errstate(invalid="ignore"):
+            means = {n: np.mean([m[n] for m in per_fold], axis=0) for n in names}
+        score = means[self.metric]
+        values, decisions, ends, ckpts = [], [], [], []
+        ending: dict[int, TrialEnd] = {}
+        for i, t in enumerate(trials):
+            if t is None:
+                continue
+            curves[i].append(float(score[i]))
+            epoch = len(curves[i]) - 1
+            values.append(EpochValue(t.id, epoch, float(score[i]),
+                                     {n: _num(means[n][i]) for n in names}))
+            states = [pop.states[i] for pop in pops]
+            if any(s is MemberState.DIVERGED for s in states) or not math.isfinite(score[i]):
+                ending[i] = TrialEnd(t.id, TrialState.DIVERGED,
+                                     f"loss became NaN or infinite at epoch {epoch}")
+            elif all(s is not MemberState.RUNNING for s in states):
+                ending[i] = TrialEnd(t.id, TrialState.COMPLETE,
+                                     f"early stopping after epoch {epoch}")
+            elif epoch + 1 >= self.max_epochs:
+                ending[i] = TrialEnd(t.id, TrialState.COMPLETE,
+                                     f"trained {self.max_epochs} epochs")
+        # the rule judges every running network at once, against the whole race's curves
+        running = [i for i, t in enumerate(trials) if t is not None and i not in ending]
+        if running:
+            for i, d, pred in self._judge(running, curves):
+                t = trials[i]
+                assert t is not None
+                epoch = len(curves[i]) - 1
+                decisions.append(DecisionRecord(t.id, epoch, self.rule.name, d, pred))
+                if d == "stop":
+                    ending[i] = TrialEnd(t.id, TrialState.STOPPED,
+                                         f"{self.rule.name} rule stopped it after epoch {epoch}")
+        for i, end in ending.items():
+            t = trials[i]
+            assert t is not None
+            if end.state is not TrialState.DIVERGED:
+                ckpts.append(self._checkpoint(pops, i, t, settings, len(curves[i]) - 1))
+            for pop in pops:
+                if pop.states[i] is MemberState.RUNNING:
+                    pop.stop(i)
+            ends.append(end)
+            trials[i] = None
+        self.storage.record_epoch(self.wid, values, decisions, ends, ckpts)
+        self._target_check(values)
+        self._spend_check()
+
+    def _judge(self, running: list[int], curves: list[list[float]]
+               ) -> list[tuple[int, str, dict[str, Any]]]:
+        now = time.monotonic()
+        if now - self._curves_at > 5.0:  # the race's finished curves, refreshed now and then
+            self._finished_curves = self.storage.curves(self.study.id, _FINISHED)
+            self._curves_at = now
+        own = [np.asarray(curves[i]) for i in running]
+        others = list(self._finished_curves.values())
+        rows = own + others
+        width = max(len(r) for r in rows)
+        values = np.full((len(rows), width), np.nan)
+        for r, row in enumerate(rows):
+            values[r, :len(row)] = row
+        budget = np.full(len(rows), float(self.max_epochs))
+        mask = np.zeros(len(rows), dtype=bool)
+        mask[:len(own)] = True
+        self.capture.rows = list(range(len(own)))
+        self.capture.last = {}
+        if isinstance(self.rule, LCRule):  # the rows it will forecast, in its order
+            self.capture.rows = [r for r in range(len(own))
+                                 if self.rule.is_checkpoint(len(own[r]), self.max_epochs)]
+        target = self.plan.config.race.target
+        decided = self.rule.decide(Curves(values, budget, mask, self.goal, target))
+        out = []
+        for r, i in enumerate(running):
+            best = np.nanmax(own[r]) if self.goal is Goal.MAX else np.nanmin(own[r])
+            pred: dict[str, Any] = {"observed": len(own[r]), "best": _num(best)}
+            pred.update(self.capture.last.get(r, {}))
+            out.append((i, decided[r].value, pred))
+        return out
+
+    def _target_check(self, values: list[EpochValue]) -> None:
+        target = self.plan.config.race.target
+        if target is None:
+            return
+        for v in values:
+            hit = v.value >= target if self.goal is Goal.MAX else v.value <= target
+            if math.isfinite(v.value) and hit:
+                t = self.storage.trial(v.trial_id)
+                self.storage.finish_study(self.study.id, f"target {target:g} reached by trial "
+                                          f"{t.number} ({self.metric} = {v.value:.6g} at "
+                                          f"epoch {v.epoch})")
+                return
+
+    def _checkpoint(self, pops: list[Population], i: int, t: TrialRecord,
+                    settings: PopulationSettings, epoch: int) -> Checkpoint:
+        states = []
+        for pop in pops:
+            if pop.states[i] is not MemberState.DIVERGED:
+                pop.freeze(i)  # the best validation state is what a network keeps
+            states.append({k: v.detach().cpu() for k, v in pop.member_module(i)
+                           .state_dict().items()})
+        buf = io.BytesIO()
+        torch.save({"params": t.params, "seed": t.seed, "model": settings.model,
+                    "spec": asdict(settings.spec), "spec_type": type(settings.spec).__name__,
+                    "window": settings.window, "metric": self.metric, "fold_states": states,
+                    "preprocessors": [f[5] for f in self.folds]}, buf)
+        return Checkpoint(t.id, epoch, buf.getvalue())
+
+    def _end_all(self, pops: list[Population], trials: list[TrialRecord | None],
+                 curves: list[list[float]], settings: PopulationSettings) -> None:
+        """The race is over (or this worker was asked to stop): end or release what runs."""
+        if self.ctx.should_stop() and not self.over():
+            return  # release_worker re-queues them when the worker exits
+        _, reason = self.storage.study_state(self.study.id)
+        ends = [TrialEnd(t.id, TrialState.STOPPED, f"race ended: {reason}")
+                for t in trials if t is not None]
+        ckpts = [self._checkpoint(pops, i, t, settings, len(curves[i]) - 1)
+                 for i, t in enumerate(trials) if t is not None and curves[i]]
+        self.storage.record_epoch(self.wid, ends=ends, checkpoints=ckpts)
+
+
+_FINISHED = (TrialState.COMPLETE, TrialState.STOPPED, TrialState.DIVERGED, TrialState.FAILED)
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None

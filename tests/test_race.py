@@ -1,0 +1,245 @@
+"""The race end to end on built-in data: real worker processes, a real SQLite file, real
+signals (SIGKILL of a worker, of the whole run, Ctrl-C), then resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netrace.storage import Storage, TrialState
+
+EXE = str(Path(sys.executable).parent / "netrace")
+
+BASE = """
+[data]
+source = "sp500"
+[task]
+type = "regression"
+target = "vol_next"
+window = 5
+features = ["log_return", "range", "rolling_vol_5"]
+[split]
+scheme = "holdout"
+test = 0.2
+[race]
+rule = "{rule}"
+population = {population}
+max_epochs = {epochs}
+budget = {budget}
+{extra}
+[search]
+sampler = "tpe"
+startup = 4
+[search.space]
+model = ["mlp", "gru"]
+layers = 1
+width = [8, 16]
+hidden_size = 8
+optimizer = ["{optimizer}"]
+lr = {lr}
+batch_size = 256
+"""
+
+
+def write(tmp: Path, name: str = "race", rule: str = "median", population: int = 4,
+          epochs: int = 6, budget: int = 60, extra: str = "", optimizer: str = "adam",
+          lr: str = "{low = 1e-3, high = 3e-2, log = true}") -> Path:
+    p = tmp / f"{name}.toml"
+    p.write_text(BASE.format(rule=rule, population=population, epochs=epochs, budget=budget,
+                             extra=extra, optimizer=optimizer, lr=lr))
+    return p
+
+
+def run(cfg: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, "run", str(cfg), "--quiet", *args], cwd=cfg.parent,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def check_books(storage: Storage, study: str) -> None:
+    """No trial counted twice, every finished trial has its whole curve and a checkpoint."""
+    st = storage.get_study(study)
+    trials = storage.trials(st.id)
+    assert len({t.number for t in trials}) == len(trials)
+    for t in trials:
+        epochs, values = storage.curve(t.id)
+        assert epochs == list(range(len(epochs))), t
+        assert t.epochs == len(epochs)
+        if t.state in (TrialState.COMPLETE, TrialState.STOPPED):
+            ck = storage.checkpoint(t.id)
+            assert ck is not None and ck.epoch <= len(epochs) - 1
+    assert storage.epochs_spent(st.id) == sum(t.epochs for t in trials)
+
+
+def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
+    cfg = write(tmp_path, rule="median", budget=60)
+    proc = run(cfg, "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "budget spent" in proc.stdout
+    s = Storage(tmp_path / "netrace.db")
+    st = s.get_study("race")
+    trials = s.trials(st.id)
+    assert all(t.state.finished for t in trials)
+    assert {w["state"] for w in s.workers(st.id)} == {"done"} and len(s.workers(st.id)) == 2
+    assert len({t.worker_id for t in trials}) == 2  # both workers trained networks
+    check_books(s, "race")
+    best = s.best_trial(st.id)
+    assert best is not None and best.best_value > 0  # networks beat the historical mean
+    d = s.decisions(trials[0].id)
+    assert d and d[0].rule == "median" and "best" in d[0].prediction
+    # the checkpoint holds the best weights and the fitted preprocessing
+    import io
+
+    import torch
+
+    ck = torch.load(io.BytesIO(s.checkpoint(best.id).data), weights_only=False)
+    assert ck["params"] == best.params and len(ck["fold_states"]) == 1
+    assert ck["preprocessors"][0].mean.shape == (3,)
+    status = subprocess.run([EXE, "status", "race", "--json"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    snap = json.loads(status.stdout)
+    assert snap["state"] == "done" and snap["best_trial"] == best.number
+
+
+def test_target_stops_every_worker(tmp_path: Path) -> None:
+    cfg = write(tmp_path, rule="none", budget=10_000, epochs=50, extra="target = -100.0")
+    t0 = time.monotonic()
+    proc = run(cfg, "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "target -100 reached by trial" in proc.stdout
+    s = Storage(tmp_path / "netrace.db")
+    st = s.get_study("race")
+    assert s.epochs_spent(st.id) < 100  # ended long before the budget
+    assert all(t.state.finished for t in s.trials(st.id))
+    assert time.monotonic() - t0 < 200
+
+
+def test_diverging_networks_end_alone(tmp_path: Path) -> None:
+    cfg = write(tmp_path, rule="none", budget=40, epochs=5, optimizer="sgd", lr="10.0")
+    proc = run(cfg, "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    s = Storage(tmp_path / "netrace.db")
+    trials = s.trials(s.get_study("race").id)
+    diverged = [t for t in trials if t.state is TrialState.DIVERGED]
+    assert diverged and all("NaN or infinite" in t.note for t in diverged)
+    assert all(t.state.finished for t in trials)
+
+
+def _wait_epochs(db: Path, study: str, n: int, timeout: float = 200) -> Storage:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                s = Storage(db)
+                st = s.find_study(study)
+                if st and s.epochs_spent(st.id) >= n:
+                    return s
+            except Exception:
+                pass
+        time.sleep(0.3)
+    raise AssertionError(f"the race did not reach {n} epochs")
+
+
+def _finished_before(s: Storage, study: str) -> dict[int, tuple]:
+    st = s.get_study(study)
+    return {t.id: (t.state, tuple(s.curve(t.id)[1])) for t in s.trials(st.id)
+            if t.state in (TrialState.COMPLETE, TrialState.STOPPED)}
+
+
+def test_sigkill_of_a_worker_then_the_race_finishes(tmp_path: Path) -> None:
+    cfg = write(tmp_path, rule="none", budget=160, epochs=8)
+    proc = subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--workers", "2"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    s = _wait_epochs(tmp_path / "netrace.db", "race", 30)
+    st = s.get_study("race")
+    before = _finished_before(s, "race")
+    victim = next(w for w in s.workers(st.id) if w["state"] == "alive")
+    os.kill(victim["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "was killed by SIGKILL" in err and "re-queued" in err
+    after = _finished_before(s, "race")
+    for tid, (state, curve) in before.items():  # nothing completed was lost or changed
+        assert after[tid] == (state, curve)
+    trials = s.trials(st.id)
+    requeued = [t for t in trials if t.attempt == 1]
+    assert requeued and all(t.state.finished for t in requeued)  # retrained in this race
+    assert not any(t.state is TrialState.RUNNING for t in trials)
+    dead = [w for w in s.workers(st.id) if w["id"] == victim["id"]][0]
+    assert dead["state"] == "dead"
+    check_books(s, "race")
+    assert s.study_state(st.id)[0] == "done"
+
+
+def test_kill_whole_run_then_resume(tmp_path: Path) -> None:
+    cfg = write(tmp_path, rule="none", budget=120, epochs=8)
+    proc = subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--workers", "2"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    s = _wait_epochs(tmp_path / "netrace.db", "race", 30)
+    before = _finished_before(s, "race")
+    pids = [w["pid"] for w in s.workers(s.get_study("race").id)]
+    proc.kill()  # SIGKILL the coordinator: its workers die with it
+    proc.wait(30)
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids)
+    again = run(cfg, "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    assert "budget spent" in again.stdout
+    after = _finished_before(s, "race")
+    for tid, v in before.items():
+        assert after[tid] == v
+    st = s.get_study("race")
+    assert all(t.state.finished for t in s.trials(st.id))
+    check_books(s, "race")
+
+
+def test_ctrl_c_stops_gracefully_and_resumes(tmp_path: Path) -> None:
+    cfg = write(tmp_path, rule="none", budget=100, epochs=8)
+    proc = subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--workers", "1"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    s = _wait_epochs(tmp_path / "netrace.db", "race", 12)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    st = s.get_study("race")
+    assert s.study_state(st.id)[0] == "running"
+    trials = s.trials(st.id)
+    assert not any(t.state is TrialState.RUNNING for t in trials)
+    assert {w["state"] for w in s.workers(st.id)} == {"done"}
+    again = run(cfg, "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    assert all(t.state.finished for t in s.trials(st.id))
+    check_books(s, "race")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purpose
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('metric = "auc"', r"\[race\] metric = 'auc' does not apply to a regression task"),
+])
+def test_bad_race_config(tmp_path: Path, extra: str, message: str) -> None:
+    import re
+
+    proc = run(write(tmp_path, extra=extra))
+    assert proc.returncode == 2
+    assert re.search(message, proc.stderr) and "Traceback" not in proc.stderr
