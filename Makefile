@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/netrace data inspect examples/sp500_vol.toml
+	mkdir -p runs && rm -f runs/demo.db runs/demo.db-wal runs/demo.db-shm
+	$(BIN)/netrace run examples/sp500_vol.toml --storage runs/demo.db
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
