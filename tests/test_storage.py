@@ -248,3 +248,16 @@ def test_bad_storage_locations(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(UserError, match=r"junk.db"):
         Storage(junk)
+
+
+def test_timeline_in_recording_order(storage_url: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="minimize", config={})
+    w = s.register_worker(st.id)
+    a, b = s.add_trials(st.id, [{}, {}], [1, 2], worker_id=w)
+    s.record_epoch(w, [EpochValue(b.id, 0, 2.0)])
+    time.sleep(0.01)
+    s.record_epoch(w, [EpochValue(a.id, 0, 1.0), EpochValue(b.id, 1, 3.0)])
+    tl = s.timeline(st.id)
+    assert [(r[1], r[2], r[3]) for r in tl] == [(b.id, 0, 2.0), (a.id, 0, 1.0), (b.id, 1, 3.0)]
+    assert tl[0][0] < tl[1][0] == tl[2][0]

@@ -38,6 +38,13 @@ class Snapshot:
 
 def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot:
     study = storage.get_study(name)
+    if budget is None:  # as the study's own config says
+        race = study.config.get("race", {})
+        if race.get("budget") or race.get("population"):
+            from netrace.race._worker import DEFAULT_BUDGET_FACTOR
+
+            budget = race.get("budget") or (DEFAULT_BUDGET_FACTOR * race["population"]
+                                            * race["max_epochs"])
     counts = storage.counts(study.id)
     best = storage.best_trial(study.id)
     state, reason = storage.study_state(study.id)

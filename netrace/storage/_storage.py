@@ -85,6 +85,7 @@ _curve = sa.Table(
     sa.Column("epoch", sa.Integer, primary_key=True),
     sa.Column("value", sa.Float, nullable=True),  # NULL: NaN or infinite
     sa.Column("metrics", sa.Text, nullable=True),
+    sa.Column("recorded", sa.Float, nullable=False, default=0.0),  # when (Unix time)
 )
 _decisions = sa.Table(
     "decisions", _meta,
@@ -413,9 +414,10 @@ class Storage:
         ends, checkpoints = list(ends), list(checkpoints)
         with self._write.begin() as c:
             if values:
+                now = time.time()
                 rows = [dict(trial_id=v.trial_id, epoch=v.epoch, value=_finite(v.value),
-                             metrics=None if v.metrics is None else json.dumps(v.metrics))
-                        for v in values]
+                             metrics=None if v.metrics is None else json.dumps(v.metrics),
+                             recorded=now) for v in values]
                 ins = self._insert(_curve)
                 c.execute(ins.on_conflict_do_update(
                     index_elements=["trial_id", "epoch"],
@@ -504,6 +506,17 @@ class Storage:
         for trial_id, _epoch, value in rows:
             out.setdefault(trial_id, []).append(math.nan if value is None else float(value))
         return {k: np.asarray(v) for k, v in out.items()}
+
+    def timeline(self, study_id: int) -> list[tuple[float, int, int, float]]:
+        """Every recorded epoch of the study in the order it was recorded:
+        (time, trial id, epoch, value)."""
+        with self._read.connect() as c:
+            rows = c.execute(sa.select(_curve.c.recorded, _curve.c.trial_id, _curve.c.epoch,
+                                       _curve.c.value)
+                             .join(_trials, _trials.c.id == _curve.c.trial_id)
+                             .where(_trials.c.study_id == study_id)
+                             .order_by(_curve.c.recorded, _curve.c.trial_id, _curve.c.epoch))
+            return [(r[0], r[1], r[2], math.nan if r[3] is None else float(r[3])) for r in rows]
 
     def decisions(self, trial_id: int) -> list[DecisionRecord]:
         with self._read.connect() as c:
