@@ -39,7 +39,11 @@ def _run(args: argparse.Namespace) -> int:
     mode = "json" if args.json else "quiet" if args.quiet else "live"
     final = run_race(config, storage_url=storage, study=study, workers=args.workers,
                      backend=args.backend, seed=args.seed, progress=Progress(mode))
-    return 0 if final.state == "done" or final.queued == 0 else 0
+    if final.state != "done":  # stopped by Ctrl-C: resumable
+        print(f"netrace: study '{study}' stopped before the end; run the same command to "
+              "resume it", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

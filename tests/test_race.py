@@ -210,7 +210,8 @@ def test_ctrl_c_stops_gracefully_and_resumes(tmp_path: Path) -> None:
     s = _wait_epochs(tmp_path / "netrace.db", "race", 12)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err
+    assert "run the same command to resume it" in err
     st = s.get_study("race")
     assert s.study_state(st.id)[0] == "running"
     trials = s.trials(st.id)

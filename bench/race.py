@@ -1,0 +1,167 @@
+"""The race on built-in S&P 500 volatility: rules compared at the same sampler seed and budget,
+the race's throughput against the bare population engine, and 2 workers against 1.
+
+    .venv/bin/python bench/race.py [--part rules|throughput|workers|all] [--population 16]
+                                   [--epochs 20] [--budget-factor 4]
+
+rules: for none, lc, median, hyperband (one worker, same sampler seed, same budget): the
+network-epochs spent until the running best validation R² is within 1% of the `none` race's
+final best, and each race's final best. throughput: a race of one K=256 population (rule none)
+against the same population trained bare by the engine, network-epochs per second measured in
+the same run. workers: the same race with 2 workers against 1. Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+SPACE = {
+    "model": ["mlp", "gru"], "layers": 1, "width": [16, 32], "hidden_size": 16,
+    "optimizer": ["adam", "adamw"], "lr": {"low": 3e-4, "high": 3e-2, "log": True},
+    "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+    "dropout": {"low": 0.0, "high": 0.3}, "batch_size": 128,
+}
+
+
+def config(rule: str, population: int, epochs: int, budget: int, space: dict | None = None):
+    from netrace.config import config_from_dict
+
+    return config_from_dict({
+        "data": {"source": "sp500"},
+        "task": {"type": "regression", "target": "vol_next", "window": 10,
+                 "features": ["log_return", "range", "volume_change", "rolling_vol_20"]},
+        "split": {"scheme": "holdout", "test": 0.2},
+        "race": {"rule": rule, "population": population, "max_epochs": epochs,
+                 "budget": budget, "metric": "r2"},
+        "search": {"sampler": "tpe", "seed": 0, "startup": 8, "space": space or SPACE},
+    })
+
+
+def race(cfg, folder: str, name: str, workers: int = 1):
+    from netrace.race import run_race
+    from netrace.storage import Storage
+
+    url = os.path.join(folder, f"{name}.db")
+    t0 = time.perf_counter()
+    run_race(cfg, storage_url=url, study=name, workers=workers, seed=0)
+    wall = time.perf_counter() - t0
+    s = Storage(url)
+    return s.timeline(s.get_study(name).id), wall
+
+
+def part_rules(a: argparse.Namespace, folder: str) -> None:
+    budget = a.population * a.epochs * a.budget_factor
+    results = {}
+    for rule in ("none", "lc", "median", "hyperband"):
+        tl, wall = race(config(rule, a.population, a.epochs, budget), folder, f"rule_{rule}")
+        values = np.array([r[3] for r in tl])
+        best = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values))
+        results[rule] = (best, wall)
+        print(f"  {rule}: {len(values)} network-epochs, final best {best[-1]:.4f}, "
+              f"{wall:.0f} s", flush=True)
+    ref = results["none"][0][-1]
+    goal = ref - 0.01 * abs(ref)
+    print(f"\nS&P 500 next-day volatility, validation R², population {a.population}, "
+          f"max_epochs {a.epochs}, budget {budget} network-epochs, TPE seed 0, 1 worker\n")
+    print("| rule | network-epochs to within 1% of none's final best | vs none | final best | "
+          "wall (s) |")
+    print("|---|---|---|---|---|")
+    base_reach = None
+    for rule, (best, wall) in results.items():
+        hit = np.flatnonzero(best >= goal)
+        reach = int(hit[0]) + 1 if hit.size else None
+        if rule == "none":
+            base_reach = reach
+        ratio = (f"{base_reach / reach:.2f}x fewer" if reach and base_reach else "never")
+        print(f"| {rule} | {reach if reach else 'never'} | {ratio} | {best[-1]:.4f} | "
+              f"{wall:.0f} |")
+
+
+def bare_engine(k: int, epochs: int) -> float:
+    """Member-epochs per second of the bare engine on the race's own data and model."""
+    import torch
+
+    from netrace.data import prepare
+    from netrace.race._build import DataShape, member_spec, model_inputs, population_settings
+    from netrace.train import Population
+
+    cfg = config("none", k, epochs, k * epochs, space={**SPACE, "model": "mlp", "width": 16,
+                                                        "optimizer": "adam"})
+    d = prepare(cfg).dev.fold_data(0)
+    shape = DataShape(d.X_train.shape[1], d.X_train.shape[2], "regression")
+    params = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam", "batch_size": 128}
+    settings = population_settings(params, shape)
+    rng = np.random.default_rng(0)
+    members = [member_spec({**params, "lr": float(10 ** rng.uniform(-3.5, -1.5))}, i, "adam")
+               for i in range(k)]
+    torch.set_num_threads(2)
+    pop = Population(settings.spec, members, optimizer="adam", batch_size=128, monitor="r2",
+                     device="cpu")
+    y = torch.as_tensor((d.y_train - d.y_train.mean()) / d.y_train.std(), dtype=torch.float32)
+    yv = torch.as_tensor((d.y_valid - d.y_train.mean()) / d.y_train.std(), dtype=torch.float32)
+    x = model_inputs(torch.as_tensor(d.X_train, dtype=torch.float32), settings)
+    xv = model_inputs(torch.as_tensor(d.X_valid, dtype=torch.float32), settings)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        pop.step_epoch(x, y)
+        pop.validate(xv, yv, baseline=torch.zeros_like(yv))
+    return k * epochs / (time.perf_counter() - t0)
+
+
+def _rate(tl: list) -> float:
+    """Network-epochs per second between the first and last recorded epoch."""
+    t = np.array([r[0] for r in tl])
+    first = np.searchsorted(t, t[0], side="right")  # the first epoch batch marks the start
+    return (len(t) - first) / (t[-1] - t[0]) if t[-1] > t[0] else float("nan")
+
+
+def part_throughput(a: argparse.Namespace, folder: str) -> None:
+    k, epochs = 256, 6
+    space = {**SPACE, "model": "mlp", "width": 16, "optimizer": "adam"}
+    tl, wall = race(config("none", k, epochs, k * epochs, space), folder, "throughput")
+    race_rate = _rate(tl)
+    bare = bare_engine(k, epochs)
+    print(f"\nThroughput, one population of K={k} MLPs (window 10 x 4 -> 16 -> 1), {epochs} "
+          "epochs, 1 worker with both cores\n")
+    print("| bare engine (network-epochs/s) | race (network-epochs/s) | race / bare |")
+    print("|---|---|---|")
+    print(f"| {bare:.0f} | {race_rate:.0f} | {race_rate / bare:.0%} |")
+
+
+def part_workers(a: argparse.Namespace, folder: str) -> None:
+    k, epochs = 64, 10
+    space = {**SPACE, "model": "mlp", "optimizer": "adam"}
+    rates = {}
+    for n in (1, 2):
+        tl, wall = race(config("none", k, epochs, 2 * k * epochs, space), folder, f"w{n}",
+                        workers=n)
+        rates[n] = _rate(tl)
+    print(f"\nWorkers, populations of K={k} MLPs, {2 * k * epochs} network-epochs, rule none\n")
+    print("| 1 worker (network-epochs/s) | 2 workers (network-epochs/s) | 2 / 1 |")
+    print("|---|---|---|")
+    print(f"| {rates[1]:.0f} | {rates[2]:.0f} | {rates[2] / rates[1]:.2f}x |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", default="all", choices=["rules", "throughput", "workers", "all"])
+    ap.add_argument("--population", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--budget-factor", type=int, default=4)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        if a.part in ("rules", "all"):
+            part_rules(a, folder)
+        if a.part in ("throughput", "all"):
+            part_throughput(a, folder)
+        if a.part in ("workers", "all"):
+            part_workers(a, folder)
+
+
+if __name__ == "__main__":
+    main()
