@@ -244,3 +244,23 @@ def test_bad_race_config(tmp_path: Path, extra: str, message: str) -> None:
     proc = run(write(tmp_path, extra=extra))
     assert proc.returncode == 2
     assert re.search(message, proc.stderr) and "Traceback" not in proc.stderr
+
+
+def test_unbuildable_networks_fail_alone(tmp_path: Path) -> None:
+    """A CNN whose blocks would shrink the window to nothing fails as a trial, not the race."""
+    cfg = tmp_path / "cnn.toml"
+    cfg.write_text(BASE.format(rule="none", population=2, epochs=2, budget=16, extra="",
+                               optimizer="adam", lr="0.01")
+                   .replace('model = ["mlp", "gru"]', 'model = ["mlp", "cnn"]\nconv_layers = 4'
+                            '\nkernel_size = 3\npool = "max"'))
+    proc = run(cfg, "--workers", "1")
+    s = Storage(tmp_path / "netrace.db")
+    trials = s.trials(s.get_study("cnn").id)
+    failed = [t for t in trials if t.state is TrialState.FAILED]
+    if proc.returncode == 2:  # every proposal was a CNN: the race says so
+        assert "could not be built" in proc.stderr and "shrink a window" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert any(t.state is TrialState.COMPLETE for t in trials)
+    assert failed and all("cannot build this network" in t.note for t in failed)
+    assert all(t.params["model"] == "cnn" for t in failed)

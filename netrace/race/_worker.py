@@ -166,12 +166,20 @@ class _Worker:
                                       f"budget spent ({self.budget} network-epochs)")
 
     def run(self) -> None:
+        failures = 0
         try:
             while not self.ctx.should_stop() and not self.over():
                 self._spend_check()
                 if self.over():
                     break
-                self._run_population()
+                try:
+                    self._run_population()
+                    failures = 0
+                except _BadPopulation as exc:
+                    failures += 1
+                    if failures >= 10:
+                        raise UserError(f"10 proposals in a row could not be built, the last "
+                                        f"because: {exc}; narrow [search.space]") from None
         finally:
             if self.ctx.should_stop() and not self.over():
                 self.storage.release_worker(self.wid)
@@ -202,13 +210,19 @@ class _Worker:
         first = queued[0] if queued else self._new_trials(1, None)[0]
         fixed = dict(population_key(first.params, self.space))
         trials: list[TrialRecord | None] = [first, *self._new_trials(self.k - 1, fixed)]
-        settings = population_settings(first.params, self.shape)
-        members = [member_spec(t.params, t.seed, settings.optimizer) for t in trials if t]
         pop_seed = int(self.rng.integers(0, 2**31 - 1))
-        pops = [Population(settings.spec, members, optimizer=settings.optimizer,
-                           loss=settings.loss, batch_size=settings.batch_size,
-                           monitor=self.metric, seed=pop_seed, device=self.plan.device)
-                for _ in self.folds]
+        try:
+            settings = population_settings(first.params, self.shape)
+            members = [member_spec(t.params, t.seed, settings.optimizer) for t in trials if t]
+            pops = [Population(settings.spec, members, optimizer=settings.optimizer,
+                               loss=settings.loss, batch_size=settings.batch_size,
+                               monitor=self.metric, seed=pop_seed, device=self.plan.device)
+                    for _ in self.folds]
+        except UserError as exc:  # a combination the engine refuses: those trials fail
+            self.storage.record_epoch(self.wid, ends=[
+                TrialEnd(t.id, TrialState.FAILED, f"cannot build this network: {exc}")
+                for t in trials if t is not None])
+            raise _BadPopulation(str(exc)) from None
         inputs = [(model_inputs(xtr, settings), ytr, model_inputs(xva, settings), yva, base)
                   for xtr, ytr, xva, yva, base, _ in self.folds]
         curves: list[list[float]] = [[] for _ in trials]
@@ -355,6 +369,10 @@ class _Worker:
         ckpts = [self._checkpoint(pops, i, t, settings, len(curves[i]) - 1)
                  for i, t in enumerate(trials) if t is not None and curves[i]]
         self.storage.record_epoch(self.wid, ends=ends, checkpoints=ckpts)
+
+
+class _BadPopulation(Exception):
+    """The engine refused a population's settings."""
 
 
 _FINISHED = (TrialState.COMPLETE, TrialState.STOPPED, TrialState.DIVERGED, TrialState.FAILED)
