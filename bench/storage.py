@@ -89,8 +89,8 @@ def main() -> None:
         ours = netrace_write(a.k, a.epochs, d)
         theirs = optuna_reports(a.k, max(3, a.epochs // 4), d)
     epoch = engine_epoch(a.k, a.epochs)
-    print(f"| K | netrace batched write (ms/epoch) | Optuna report per member (ms/epoch) | "
-          f"ratio | population epoch, 1 thread (ms) | storage share of wall time |")
+    print("| K | netrace batched write (ms/epoch) | Optuna report per member (ms/epoch) | "
+          "ratio | population epoch, 1 thread (ms) | storage share of wall time |")
     print("|---|---|---|---|---|---|")
     print(f"| {a.k} | {ours:.1f} | {theirs:.0f} | {theirs / ours:.0f}x | {epoch:.0f} | "
           f"{100 * ours / (ours + epoch):.1f}% |")

@@ -53,7 +53,8 @@ class WorkerExit:
             return f"worker {self.index} finished"
         if self.signal is not None:
             return f"worker {self.index} was killed by {signal.Signals(self.signal).name}"
-        return f"worker {self.index} failed (exit code {self.exitcode}){': ' + self.error if self.error else ''}"
+        detail = f": {self.error}" if self.error else ""
+        return f"worker {self.index} failed (exit code {self.exitcode}){detail}"
 
 
 def default_workers() -> int:

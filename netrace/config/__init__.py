@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from netrace.config._space import SPACE_KEYS, Param, SearchSpace, default_space, parse_space
 from netrace.config._schema import (
     PRICE_SOURCES,
     SOURCES,
@@ -14,6 +13,13 @@ from netrace.config._schema import (
     TaskConfig,
     config_from_dict,
     load_config,
+)
+from netrace.config._space import (
+    SPACE_KEYS,
+    Param,
+    SearchSpace,
+    default_space,
+    parse_space,
 )
 
 __all__ = [

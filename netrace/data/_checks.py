@@ -120,6 +120,7 @@ def check_finite(frame: pd.DataFrame, columns: Sequence[str], time: str | None,
     lead = frame[cols].isna().to_numpy().any(axis=1)
     if lead.any():
         rows = np.flatnonzero(lead)
-        raise UserError(f"[data] fill = \"ffill\" cannot fill the first row(s) {_at(frame, rows, time)}"
-                        " (no earlier value); use fill = \"drop\", or fix the data")
+        raise UserError(f"[data] fill = \"ffill\" cannot fill the first row(s) "
+                        f"{_at(frame, rows, time)} (no earlier value); use fill = \"drop\", "
+                        "or fix the data")
     return frame

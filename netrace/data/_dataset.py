@@ -200,9 +200,8 @@ class Prepared:
     first_anchor_row: int
     embargo: int
     scheme: str
-    dev_rows_time: np.ndarray | None = None
-    test_range: tuple[int, int] = (0, 0)
-    extra: dict[str, object] = field(default_factory=dict)
+    time_span: tuple[object, object] | None = None  # first and last time of the whole table
+    test_range: tuple[int, int] = (0, 0)  # first and last sample index of the test part
 
 
 def _windows(z: np.ndarray, anchors: np.ndarray, window: int) -> np.ndarray:
@@ -392,7 +391,8 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
     embargo = getattr(splitter, "embargo", 0)
     return Prepared(config, dev, holdout, raw.origin, T + rows_dropped, rows_dropped, time,
                     tuple(features), target, first, embargo, config.split.scheme or "holdout",
-                    dev_rows_time=time_values, test_range=(int(test_idx[0]), int(test_idx[-1])))
+                    time_span=(time_values[0], time_values[-1]) if time_series else None,
+                    test_range=(int(test_idx[0]), int(test_idx[-1])))
 
 
 def _encode_classes(y: np.ndarray, dev_idx: np.ndarray, task_type: str,

@@ -31,8 +31,8 @@ def summary_text(p: Prepared) -> str:
     if p.rows_dropped:
         rows += f" ({p.rows_dropped} dropped by fill = \"drop\")"
     if p.time_name:
-        times = p.dev_rows_time
-        rows += f", {_t(times[0])} .. {_t(times[-1])} (time column '{p.time_name}')"
+        assert p.time_span is not None
+        rows += f", {_t(p.time_span[0])} .. {_t(p.time_span[1])} (time column '{p.time_name}')"
     else:
         rows += ", i.i.d. rows (no time column)"
     lines.append(f"rows      {rows}")

@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 
-class TrialState(str, enum.Enum):
+class TrialState(enum.StrEnum):
     """Where a trial (one network with its hyperparameters and seed) is in its life."""
 
     QUEUED = "queued"        # waiting for a worker: new, or re-queued after its worker died

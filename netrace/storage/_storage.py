@@ -474,7 +474,8 @@ class Storage:
              for x in values])
 
     # -- reading ---------------------------------------------------------------------------
-    def trials(self, study_id: int, states: Iterable[TrialState] | None = None) -> list[TrialRecord]:
+    def trials(self, study_id: int,
+               states: Iterable[TrialState] | None = None) -> list[TrialRecord]:
         q = sa.select(_trials).where(_trials.c.study_id == study_id)
         if states is not None:
             q = q.where(_trials.c.state.in_([s.value for s in states]))
