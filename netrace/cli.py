@@ -70,6 +70,12 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from netrace.replay import main as replay_main
+
+    return replay_main(args.rest)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is a UserError (one line, exit 2) like every other."""
 
@@ -113,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
                         "postgresql:// URL (default: netrace.db)")
     status.add_argument("--json", action="store_true", help="as one JSON object")
     status.set_defaults(func=_status)
+
+    replay = sub.add_parser("replay", add_help=False, help="run a termination rule over recorded "
+                            "learning curves (netrace replay --help)")
+    replay.add_argument("rest", nargs=argparse.REMAINDER)
+    replay.set_defaults(func=_replay)
     return p
 
 
@@ -120,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args[:1] == ["replay"]:  # its own parser owns every argument after the name
+            return _replay(argparse.Namespace(rest=args[1:]))
         ns = _parser().parse_args(args)
         func: Callable[[argparse.Namespace], int] = ns.func
         return func(ns)

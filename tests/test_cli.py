@@ -1,0 +1,43 @@
+"""The CLI's table of subcommands: help, version, and replay wired to its own parser."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+EXE = str(Path(sys.executable).parent / "netrace")
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run([EXE, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for cmd in ("data", "run", "status", "replay"):
+        assert f"\n    {cmd} " in out.stdout
+
+
+def test_replay_through_the_cli(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for w, goal in (("wa", "max"), ("wb", "min")):
+        for c in range(8):
+            level = rng.uniform(0.3, 0.9)
+            for step in range(1, 26):
+                v = level * (1 - np.exp(-step / 5)) + rng.normal(0, 0.005)
+                rows.append((f"{w}/{c}", w, goal, step * 10, v if goal == "max" else 1 - v))
+    path = tmp_path / "curves.csv"
+    pd.DataFrame(rows, columns=["curve_id", "workload", "goal", "step", "value"]).to_csv(
+        path, index=False)
+    out = subprocess.run([EXE, "replay", str(path), "--rule", "median", "--workers", "2",
+                          "--json", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "median" in out.stdout and "wa" in out.stdout and "wb" in out.stdout
+    assert (tmp_path / "r.json").exists()
+    bad = subprocess.run([EXE, "replay", str(path), "--rule", "lcx"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown rule 'lcx'" in bad.stderr
+    assert "Traceback" not in bad.stderr
