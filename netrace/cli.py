@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from netrace.race import snapshot, summary_lines
+    from netrace.race import snapshot, summary_lines, top_lines
     from netrace.storage import Storage
 
     storage = Storage(args.storage)
@@ -67,6 +67,9 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(snap)))
     else:
         print("\n".join(summary_lines(snap)))
+        if args.top:
+            print()
+            print("\n".join(top_lines(storage, name, args.top)))
     return 0
 
 
@@ -118,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--storage", default="netrace.db", help="a SQLite file or "
                         "postgresql:// URL (default: netrace.db)")
     status.add_argument("--json", action="store_true", help="as one JSON object")
+    status.add_argument("--top", type=int, default=10, metavar="N",
+                        help="also list the N best networks (default 10; 0: none)")
     status.set_defaults(func=_status)
 
     replay = sub.add_parser("replay", add_help=False, help="run a termination rule over recorded "

@@ -105,6 +105,11 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     snap = json.loads(status.stdout)
     assert snap["state"] == "done" and snap["best_trial"] == best.number
+    table = subprocess.run([EXE, "status", "--top", "3"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60).stdout.splitlines()
+    header = table.index(next(line for line in table if line.startswith("trial")))
+    assert len(table) - header - 1 == 3
+    assert table[header + 1].split()[0] == str(best.number)
 
 
 def test_target_stops_every_worker(tmp_path: Path) -> None:

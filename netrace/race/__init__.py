@@ -3,7 +3,7 @@ keeps everything. Only this package wires data, training, curves, storage and ba
 
 from __future__ import annotations
 
-from netrace.race._progress import Progress, Snapshot, snapshot, summary_lines
+from netrace.race._progress import Progress, Snapshot, snapshot, summary_lines, top_lines
 from netrace.race._proposer import Proposer, population_key
 from netrace.race._race import run_race
 from netrace.race._worker import RacePlan, race_metric, worker_main
@@ -18,5 +18,6 @@ __all__ = [
     "run_race",
     "snapshot",
     "summary_lines",
+    "top_lines",
     "worker_main",
 ]

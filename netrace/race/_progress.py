@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from netrace.storage import Storage, TrialState
 
-__all__ = ["Snapshot", "snapshot", "summary_lines", "Progress"]
+__all__ = ["Snapshot", "snapshot", "summary_lines", "top_lines", "Progress"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,25 @@ def summary_lines(s: Snapshot) -> list[str]:
         lines.append(f"rate      {s.rate:.1f} network-epochs/s, {s.workers_alive} worker(s), "
                      f"ETA {_fmt_time(s.eta)}")
     return lines
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def top_lines(storage: Storage, name: str, n: int = 10) -> list[str]:
+    """The ``n`` best networks of a study as an aligned table."""
+    study = storage.get_study(name)
+    scored = [t for t in storage.trials(study.id) if t.best_value is not None]
+    scored.sort(key=lambda t: t.best_value if study.direction == "minimize"
+                else -t.best_value)  # type: ignore[operator]
+    rows = [["trial", "state", "best", "epoch", "epochs", "hyperparameters"]]
+    for t in scored[:n]:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(t.params.items()))
+        rows.append([str(t.number), t.state.value, f"{t.best_value:.6g}", str(t.best_epoch),
+                     str(t.epochs), params])
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return ["  ".join(v.ljust(w) for v, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
 
 
 class Progress:
