@@ -7,7 +7,27 @@ IJCAI 2015); rules decide, over a batch of running curves, which networks to sto
 from __future__ import annotations
 
 from netrace.curves._families import FAMILIES, FAMILY_NAMES, Family
-from netrace.curves._forecast import CALIBRATED, PAPER, Calibration, Forecast, extrapolate
+from netrace.curves._forecast import (
+    CALIBRATED,
+    PAPER,
+    RAW,
+    Calibration,
+    Forecast,
+    extrapolate,
+)
+from netrace.curves._rules import (
+    RULES,
+    Curves,
+    Decision,
+    Goal,
+    HyperbandRule,
+    LCRule,
+    MedianRule,
+    NoRule,
+    Rule,
+    TopKRule,
+    make_rule,
+)
 from netrace.curves._sampler import SamplerSettings
 
 __all__ = [
@@ -15,9 +35,21 @@ __all__ = [
     "FAMILIES",
     "FAMILY_NAMES",
     "PAPER",
+    "RAW",
+    "RULES",
     "Calibration",
+    "Curves",
+    "Decision",
     "Family",
     "Forecast",
+    "Goal",
+    "HyperbandRule",
+    "LCRule",
+    "MedianRule",
+    "NoRule",
+    "Rule",
     "SamplerSettings",
+    "TopKRule",
     "extrapolate",
+    "make_rule",
 ]

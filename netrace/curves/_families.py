@@ -18,13 +18,13 @@ tensor([0.3000, 0.5929, 0.8000], dtype=torch.float64)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["Family", "FAMILIES", "FAMILY_NAMES"]
+__all__ = ["FAMILIES", "FAMILY_NAMES", "Family"]
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ FAMILIES: dict[str, Family] = {
                ((1.3, 0.5, 0.5), (2.0, 1.0, 0.2))),
         Family("loglog_linear", _loglog_linear, ("a", "b"),
                (0.0, 0.0), (_INF, _INF),
-               ((1.0, 3.0), (0.5, 2.5))),
+               ((1.0, 4.0), (0.5, 2.5))),
         Family("dr_hill_zero_background", _dr_hill_zero_background, ("theta", "eta", "kappa"),
                (0.0, 1e-3, 1e-4), (_INF, 20.0, _INF),
                ((1.4, 1.0, 0.2), (2.0, 0.5, 0.5))),

@@ -8,37 +8,43 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netrace.curves._fit import N_BINS, prepare
+from netrace.curves._fit import prepare
 from netrace.curves._sampler import SamplerSettings, sample_predictive
 from netrace.errors import UserError
 
-__all__ = ["Forecast", "Calibration", "PAPER", "CALIBRATED", "extrapolate"]
+__all__ = ["CALIBRATED", "PAPER", "RAW", "Calibration", "Forecast", "extrapolate"]
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """A model-discrepancy term added to the paper's posterior predictive.
+    """Corrections applied to the sampled posterior predictive, in units of the observed range.
 
-    Real curves keep gaining late (learning-rate decay) and sometimes collapse, which the
-    11 saturating families cannot represent. The predictive draw becomes
-    ``y + scale_y * h * (drift + spread * t_nu)``, with ``h = log(x_target / x_last)``,
-    ``scale_y`` the observed range of the curve, ``t_nu`` a Student-t draw with ``nu`` degrees
-    of freedom. ``PAPER`` (all zero) is the paper's model; ``CALIBRATED`` has the values fitted
-    on the AlgoPerf dev curves by ``bench/curves.py``.
+    ``inflate`` widens the draws around their mean: the short ensemble run (60 steps) has not
+    spread as far as the posterior does (longer runs widen it); 1.6 gives the 90% interval
+    its nominal coverage on curves drawn from the model's prior (seed 0 of the test's prior
+    generator; the test checks another seed). Real curves also keep gaining late (learning-rate
+    decay) and sometimes collapse, which the 11 saturating families cannot represent: the draw
+    gains ``h * (drift + spread * t_nu)``, with ``h = log(x_target / x_last)`` and ``t_nu`` a
+    Student-t draw (heavy tails). ``RAW`` is the sampler's output, ``PAPER`` the paper's model
+    with the sampler correction, ``CALIBRATED`` adds the term fitted on the AlgoPerf dev curves
+    by ``bench/curves.py`` (on curves outside its scoring sample; held-out log-likelihood
+    ~1.0, coverage ~0.92 at the 20% and 40% cutoffs).
     """
 
+    inflate: float = 1.6
     drift: float = 0.0
     spread: float = 0.0
     nu: float = 4.0
-    floor: float = 0.0
 
     @property
-    def is_identity(self) -> bool:
-        return self.drift == 0.0 and self.spread == 0.0 and self.floor == 0.0
+    def has_discrepancy(self) -> bool:
+        return self.drift != 0.0 or self.spread != 0.0
 
 
+DEFAULT_SETTINGS = SamplerSettings()
+RAW = Calibration(inflate=1.0)
 PAPER = Calibration()
-CALIBRATED = Calibration(drift=0.0, spread=0.0, nu=4.0, floor=0.0)
+CALIBRATED = Calibration(inflate=2.5, drift=0.1, spread=0.1, nu=2.5)
 
 
 @dataclass(frozen=True)
@@ -133,13 +139,14 @@ def _curve_seed(seed: int, x: np.ndarray, y: np.ndarray, xt: float) -> np.random
 def extrapolate(xs: Sequence, ys: Sequence, x_target, *, seed: int = 0,
                 bounds: tuple[float, float] | None = None,
                 calibration: Calibration = CALIBRATED,
-                settings: SamplerSettings = SamplerSettings()) -> Forecast:
+                settings: SamplerSettings = DEFAULT_SETTINGS) -> Forecast:
     """Predictive distribution of each curve's value at ``x_target`` (higher is better).
 
     xs, ys: one 1-D array per curve (any lengths, x > 0 strictly increasing, finite values);
     x_target: a scalar or one per curve, beyond the observed x; bounds: the metric's range
     (e.g. (0, 1) for accuracy), a prior constraint; calibration: ``PAPER`` for the paper's
-    model alone, ``CALIBRATED`` (default) adds the discrepancy term fitted on real curves.
+    model alone, ``CALIBRATED`` (default) adds the discrepancy term fitted on real curves;
+    settings: the sampler's sizes.
     Deterministic for a given seed; a curve's result does not depend on its batch.
 
     >>> import numpy as np
@@ -159,14 +166,15 @@ def extrapolate(xs: Sequence, ys: Sequence, x_target, *, seed: int = 0,
     bounds_n = np.stack([(lo - batch.y_offset) / batch.y_scale,
                          (hi - batch.y_offset) / batch.y_scale], axis=-1)
     rngs = [_curve_seed(seed, x, y, t) for x, y, t in zip(xo, yo, xt)]
-    draws, sigma = sample_predictive(batch, bounds_n, rngs, settings)
+    draws, _ = sample_predictive(batch, bounds_n, rngs, settings)
     # a curve whose fits all break the prior (e.g. it only falls) keeps its last value
     last = batch.y[np.arange(batch.size), np.maximum((batch.n > 0).sum(-1) - 1, 0)]
     draws = np.where(np.isfinite(draws), draws, last[:, None])
-    if not calibration.is_identity:
+    mean = draws.mean(axis=1, keepdims=True)
+    draws = mean + calibration.inflate * (draws - mean)
+    if calibration.has_discrepancy:
         t = np.stack([r.standard_t(calibration.nu, draws.shape[1]) for r in rngs])
-        draws = draws + batch.h[:, None] * (calibration.drift + calibration.spread * t) \
-            + calibration.floor * t
+        draws = draws + batch.h[:, None] * (calibration.drift + calibration.spread * t)
     y = batch.y_offset[:, None] + batch.y_scale[:, None] * draws
     if bounds is not None:
         y = np.clip(y, lo, hi)

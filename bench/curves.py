@@ -1,0 +1,249 @@
+"""Benchmark of netrace.curves on real learning curves (AlgoPerf dev set); prints markdown.
+
+Extrapolation: the LCX protocol of ../shared/data/learning-curves/README.md, scored by
+../shared/tools/lcx_eval.py itself (its ``load`` and ``score``): observe 20% and 40% of each
+curve, predict the final value; MAE, mean Gaussian log-likelihood, 90% coverage, ms per curve
+(netrace in batches of 100). Compared with the last observed value and, on a subset (it takes
+seconds per curve), with NNI 3.0's curve-fitting assessor run from its own virtualenv.
+The calibration term (``netrace.curves.Calibration``) is fitted here on curves outside the
+scoring sample, then the scoring uses it.
+
+Replay: every rule over every workload with the README's simulation (netrace.replay.run).
+
+    python bench/curves.py [--part extrap|replay|all] [--n 400] [--nni-python /tmp/nni/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from netrace.curves import CALIBRATED, PAPER, RAW, Calibration, LCRule, extrapolate
+from netrace.curves._fit import prepare
+from netrace.curves._replay import lc_with_precomputed_forecasts, replay_many, simulate
+from netrace.curves._rules import HyperbandRule, MedianRule, NoRule, TopKRule
+from netrace.replay import load_curves
+
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data" / "learning-curves" / "algoperf-dev.csv.gz"
+BOUNDS = (-0.5, 1.5)  # the protocol clips y' to this range
+
+
+def _lcx():
+    spec = importlib.util.spec_from_file_location("lcx_eval", SHARED / "tools" / "lcx_eval.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def netrace_predictor(calibration: Calibration, batch: int = 100):
+    def predict(xs, ys, xt):
+        out = []
+        for i in range(0, len(xs), batch):
+            out.append(extrapolate(xs[i : i + batch], ys[i : i + batch], xt[i : i + batch],
+                                   bounds=BOUNDS, calibration=calibration).samples)
+        s = np.concatenate(out)
+        q05, q95 = np.quantile(s, [0.05, 0.95], axis=1)
+        return {"mean": s.mean(1), "std": s.std(1), "q05": q05, "q95": q95}
+    return predict
+
+
+_NNI_SCRIPT = r"""
+import json, sys, time, warnings, logging
+import numpy as np
+logging.disable(logging.CRITICAL); warnings.filterwarnings("ignore")
+from nni.algorithms.hpo.curvefitting_assessor.model_factory import CurveModel
+d = json.load(open(sys.argv[1])); out = []
+t0 = time.perf_counter()
+for ys, xt in zip(d["ys"], d["xt"]):
+    try:
+        p = CurveModel(int(xt)).predict(list(ys))
+    except Exception:
+        p = None
+    out.append(None if p is None or not np.isfinite(p) else float(p))
+json.dump({"pred": out, "sec": time.perf_counter() - t0}, open(sys.argv[2], "w"))
+"""
+
+
+def nni_predictor(python: str):
+    """NNI's CurveModel (point estimate); where it declines (None) the last value is used."""
+    def predict(xs, ys, xt):
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst, script = Path(tmp, "in.json"), Path(tmp, "out.json"), Path(tmp, "nni_run.py")
+            src.write_text(json.dumps({"ys": [list(map(float, y)) for y in ys], "xt": list(map(float, xt))}))
+            script.write_text(_NNI_SCRIPT)
+            subprocess.run([python, str(script), str(src), str(dst)], check=True)
+            res = json.loads(dst.read_text())
+        pred = np.array([p if p is not None else y[-1] for p, y in zip(res["pred"], ys)])
+        predict.declined = sum(p is None for p in res["pred"])
+        return {"mean": pred, "std": None, "q05": None, "q95": None}
+    return predict
+
+
+def _score_cal(raw, truth, scale, h, t, cal: Calibration):
+    """Apply ``cal`` to RAW draws (user units) as extrapolate does; return (loglik, coverage, mae)."""
+    m = raw.mean(1, keepdims=True)
+    s = m + cal.inflate * (raw - m) + scale[:, None] * h[:, None] * (cal.drift + cal.spread * t)
+    s = np.clip(s, *BOUNDS)
+    mean, sd = s.mean(1), np.maximum(s.std(1), 1e-3)
+    lo, hi = np.quantile(s, [0.05, 0.95], axis=1)
+    ll = np.mean(-0.5 * np.log(2 * np.pi * sd**2) - 0.5 * ((truth - mean) / sd) ** 2)
+    return ll, float(np.mean((truth >= lo) & (truth <= hi))), float(np.mean(np.abs(mean - truth)))
+
+
+def fit_calibration(lcx, held_out, cutoffs=(0.2, 0.4)) -> tuple[Calibration, str]:
+    """Grid search of the calibration term on held-out curves (max log-likelihood, coverage 0.87-0.93)."""
+    parts = []
+    for f in cutoffs:
+        xs, ys, xt, truth = [], [], [], []
+        for _, _, y in held_out:
+            n = len(y)
+            k = max(5, int(np.ceil(f * n)))
+            xs.append(np.arange(1.0, k + 1)); ys.append(y[:k].astype(float)); xt.append(float(n)); truth.append(y[-1])
+        xt = np.array(xt)
+        raw = np.concatenate([extrapolate(xs[i : i + 100], ys[i : i + 100], xt[i : i + 100], bounds=BOUNDS,
+                                          calibration=RAW).samples for i in range(0, len(xs), 100)])
+        b = prepare(xs, ys, xt)
+        parts.append((raw, np.array(truth), b.y_scale, b.h))
+    rng = np.random.default_rng(0)
+    best, rows = None, []
+    for inflate, drift, spread, nu in itertools.product((1.0, 1.6, 2.5, 4.0), (0.0, 0.05, 0.1, 0.15, 0.2, 0.3),
+                                                        (0.0, 0.05, 0.1, 0.15, 0.2), (1.5, 2.5, 4.0)):
+        cal = Calibration(inflate=inflate, drift=drift, spread=spread, nu=nu)
+        scores = []
+        for raw, truth, scale, h in parts:
+            t = rng.standard_t(nu, raw.shape) if spread else 0.0
+            scores.append(_score_cal(raw, truth, scale, h, t, cal))
+        ll = np.mean([s[0] for s in scores]); cov = np.mean([s[1] for s in scores])
+        rows.append((ll, cov, cal))
+        if 0.87 <= min(s[1] for s in scores) and max(s[1] for s in scores) <= 0.93 and (best is None or ll > best[0]):
+            best = (ll, cov, cal)
+    if best is None:
+        best = max(rows, key=lambda r: r[0])
+    top = sorted(rows, key=lambda r: -r[0])[:5]
+    note = "top log-likelihoods on held-out curves: " + "; ".join(
+        f"{r[2]} ll={r[0]:.3f} cov={r[1]:.3f}" for r in top)
+    return best[2], f"chosen {best[2]} (held-out ll={best[0]:.3f}, cov={best[1]:.3f}); {note}"
+
+
+def _table(rows) -> str:
+    out = ["| method | cutoff | curves | MAE | log-lik | 90% coverage | ms/curve |", "|---|---|---|---|---|---|---|"]
+    for name, r in rows:
+        ll = f"{r['loglik']:.3f}" if "loglik" in r else "-"
+        cov = f"{r['coverage90']:.3f}" if "coverage90" in r else "-"
+        out.append(f"| {name} | {r['cutoff']} | {r['curves']} | {r['mae']:.4f} | {ll} | {cov} | "
+                   f"{1000 * r['sec_per_curve']:.1f} |")
+    return "\n".join(out)
+
+
+def part_extrap(args) -> None:
+    lcx = _lcx()
+    sample = lcx.load(str(args.data), args.n, 0)
+    ids = {c[0] for c in sample}
+    rest = [c for c in lcx.load(str(args.data), 10**6, 0) if c[0] not in ids][: args.n_fit]
+    print(f"## Extrapolation (LCX protocol, {len(sample)} curves; calibration fitted on {len(rest)} others)\n")
+    t0 = time.perf_counter()
+    fitted, note = fit_calibration(lcx, rest)
+    print(f"Calibration fit ({time.perf_counter() - t0:.0f} s): {note}\n")
+    print(f"Shipped default CALIBRATED = {CALIBRATED}\n")
+    methods = [("last value", lcx.last_value), ("netrace PAPER (paper's model)", netrace_predictor(PAPER)),
+               ("netrace fitted calibration", netrace_predictor(fitted))]
+    if fitted != CALIBRATED:
+        methods.append(("netrace CALIBRATED (shipped)", netrace_predictor(CALIBRATED)))
+    rows = []
+    for f in (0.2, 0.4):
+        for name, fn in methods:
+            rows.append((name, lcx.score(sample, fn, f)))
+    print(_table(rows) + "\n")
+    if args.nni_python:
+        sub = sample[: args.nni_n]
+        rows = []
+        nni = nni_predictor(args.nni_python)
+        for f in (0.2, 0.4):
+            for name, fn in methods[:2] + [methods[2], ("NNI 3.0 curve-fitting assessor", nni)]:
+                rows.append((name, lcx.score(sub, fn, f)))
+            print(f"(NNI declined {nni.declined} of {len(sub)} curves at f={f}; the last value stands in)")
+        print(f"\n### Subset of {len(sub)} curves (first of the same sample), with NNI\n")
+        print(_table(rows) + "\n")
+
+
+def part_replay(args) -> None:
+    curves = load_curves(args.data)
+    rules = [("none", NoRule()), ("median (50th pct, after 5)", MedianRule()),
+             ("median 25th pct", MedianRule(percentile=25.0)),
+             ("hyperband (ASHA eta 3, rungs 3..243)", HyperbandRule()),
+             ("hyperband keep half", HyperbandRule(keep=0.5)),
+             ("topk (top third at 10%)", TopKRule()), ("topk (top half at 10%)", TopKRule(keep=0.5))]
+    print(f"## Replay ({args.workers} workers, 5 arrival orders, seed 0)\n")
+    summary = ["| rule | median speedup | median regret | worst regret (workload) | time (s) |", "|---|---|---|---|---|"]
+    per_wl: dict[str, dict[str, tuple]] = {}
+    names = []
+
+    def record(name, results_by_wl, seconds):
+        names.append(name)
+        sp = [np.mean([r.speedup for r in res]) for res in results_by_wl.values()]
+        rg = [np.mean([r.regret for r in res]) for res in results_by_wl.values()]
+        for (w, res), g in zip(results_by_wl.items(), rg):
+            per_wl.setdefault(w, {})[name] = (np.mean([r.cost for r in res]), g)
+        worst = int(np.argmax(rg))
+        summary.append(f"| {name} | {np.median(sp):.2f} | {np.median(rg):.4f} | {rg[worst]:.4f} "
+                       f"({list(results_by_wl)[worst]}) | {seconds:.0f} |")
+        print(summary[-1], flush=True)
+
+    for name, rule in rules:
+        t0 = time.perf_counter()
+        out = {w: replay_many(ys, rule, workers=args.workers, seed=0, orders=5) for w, ys in curves.items()}
+        record(name, out, time.perf_counter() - t0)
+    # lc: forecasts depend only on each curve's own prefix, so one precomputed cache per
+    # calibration serves every epsilon
+    for cal_name, cal in (("CALIBRATED", CALIBRATED), ("PAPER", PAPER)):
+        t0 = time.perf_counter()
+        caches = {w: lc_with_precomputed_forecasts(ys, LCRule(calibration=cal)).forecast
+                  for w, ys in curves.items()}
+        t_cache = time.perf_counter() - t0
+        for eps in args.lc_eps:
+            t0 = time.perf_counter()
+            out = {w: [simulate(ys, LCRule(epsilon=eps, calibration=cal, forecast=caches[w]),
+                                workers=args.workers, seed=k) for k in range(5)]
+                   for w, ys in curves.items()}
+            record(f"lc (eps {eps}, {cal_name})", out, time.perf_counter() - t0 + t_cache)
+            t_cache = 0.0
+    print("\n" + "\n".join(summary) + "\n")
+    print("Per workload: steps consumed (regret); 'none' = training everything\n")
+    print("| workload | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for w, d in per_wl.items():
+        print(f"| {w} | " + " | ".join(f"{d[n][0]:.0f} ({d[n][1]:.4f})" for n in names) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["extrap", "replay", "all"], default="all")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--n-fit", type=int, default=300)
+    ap.add_argument("--nni-python", default=None)
+    ap.add_argument("--nni-n", type=int, default=60)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--lc-eps", type=lambda v: [float(e) for e in v.split(",")], default=[0.05, 0.2, 0.5])
+    args = ap.parse_args()
+    if args.part in ("extrap", "all"):
+        part_extrap(args)
+    if args.part in ("replay", "all"):
+        part_replay(args)
+
+
+if __name__ == "__main__":
+    main()

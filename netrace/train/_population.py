@@ -1,0 +1,399 @@
+"""A population: K members of one architecture trained as one batched computation, in slots.
+
+An epoch is small named steps (skorch's fit loop): ``step_epoch`` -> ``_train_batch`` ->
+``_backward`` -> ``optimizer.step``; ``validate`` scores every member in one pass and keeps
+the books (best state, patience). A slot can be stopped, frozen at its best validation state
+or refilled with a new network at any epoch; the other members' numbers are untouched
+bit for bit because the tensors keep their shapes and nothing mixes members.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from netrace.errors import UserError, did_you_mean
+from netrace.models import ModelSpec, build_model
+from netrace.models._layers import _M32, _mix32
+from netrace.train import _metrics
+from netrace.train._device import resolve_device, set_worker_threads
+from netrace.train._losses import check_loss, member_losses
+from netrace.train._member import MemberSpec, lr_at
+from netrace.train._optim import BatchedOptimizer, clip_member_grads, member_hparams
+
+__all__ = ["EpochResult", "MemberState", "Population", "ValidationResult"]
+
+# Metrics where lower is better; the others (r2, accuracy, auc) are maximized.
+_LOWER_IS_BETTER = ("loss", "mse", "mae", "log_loss")
+_METRICS = {"regression": ("loss", "mse", "mae", "r2"),
+            "binary": ("loss", "log_loss", "accuracy", "auc"),
+            "multiclass": ("loss", "log_loss", "accuracy")}
+_VALIDATION_ROWS = 512  # rows per validation chunk: bounds (K, rows, ...) activations
+
+
+class MemberState(enum.Enum):
+    """Where a slot's member stands."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"  # kept as it is now, no more updates
+    FROZEN = "frozen"  # restored to its best validation state, no more updates
+    DIVERGED = "diverged"  # its loss or weights became NaN/inf; restored to its best state
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """One training epoch: ``train_loss`` (K,) is each member's weighted data loss (without
+    penalties), averaged over the epoch's samples; ``diverged`` the members newly found
+    diverged."""
+
+    epoch: int
+    train_loss: np.ndarray
+    states: tuple[MemberState, ...]
+    diverged: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """One validation of every member: ``metrics[name]`` is a (K,) array; ``score`` the
+    monitored metric; ``improved`` who reached a new best (and had it saved);
+    ``early_stopped`` who ran out of patience and was frozen at its best."""
+
+    epoch: int
+    metrics: dict[str, np.ndarray]
+    score: np.ndarray
+    improved: np.ndarray
+    early_stopped: tuple[int, ...]
+    states: tuple[MemberState, ...]
+
+
+class Population:
+    """K networks of one architecture, trained at once with a batched optimizer.
+
+    ``members[i]`` gives member ``i``'s seed, initialization and hyperparameters. All members
+    see the same minibatches in the same order (a population-level shuffle from ``seed``);
+    bagging is per member, through sample weights. ``optimizer`` is one of ``OPTIMIZERS`` for
+    the whole population; ``loss`` defaults to the task's (mse, bce, cross_entropy);
+    ``monitor`` is the validation metric that decides "best" and patience. A training step
+    runs the members in chunks of ``member_chunk`` (default: as many as keep the step's
+    activations under ``activation_budget_mb``), which bounds memory for large K and changes
+    no number. ``device="auto"`` picks CUDA when available; ``threads`` sets this process's
+    torch threads (one worker per core: 1).
+
+    >>> from netrace.models import MLPSpec
+    >>> pop = Population(MLPSpec(in_features=3, hidden=(8,)),
+    ...                  [MemberSpec(seed=s, lr=lr) for s, lr in enumerate((1e-3, 1e-2))],
+    ...                  optimizer="adam", batch_size=16, device="cpu")
+    >>> x, y = torch.randn(64, 3), torch.randn(64)
+    >>> pop.step_epoch(x, y).train_loss.shape
+    (2,)
+    >>> sorted(pop.validate(x, y).metrics)
+    ['loss', 'mae', 'mse']
+    """
+
+    def __init__(self, spec: ModelSpec, members: Sequence[MemberSpec], *,
+                 optimizer: str = "adam", loss: str | None = None, batch_size: int = 128,
+                 monitor: str = "loss", huber_delta: float = 1.0, seed: int = 0,
+                 device: str | torch.device = "auto", dtype: torch.dtype = torch.float32,
+                 threads: int | None = None, member_chunk: int | None = None,
+                 activation_budget_mb: float = 512.0) -> None:
+        members = list(members)
+        if not members:
+            raise UserError("a population needs at least one member; got an empty list")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+        allowed = _METRICS[spec.task]
+        if monitor not in allowed:
+            raise UserError(f"monitor {monitor!r} is not a {spec.task} metric; allowed: "
+                            f"{', '.join(allowed)}{did_you_mean(monitor, allowed)}")
+        if threads is not None:
+            set_worker_threads(threads)
+        for m in members:
+            member_hparams(optimizer, m)  # fail early, naming the member
+        self.spec, self.k = spec, len(members)
+        self.loss = check_loss(spec.task, loss)
+        self.batch_size, self.monitor, self.huber_delta = batch_size, monitor, huber_delta
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.model = build_model(spec, self.k, seeds=[m.seed for m in members],
+                                 init=[m.init for m in members],
+                                 init_dist=[m.init_dist for m in members],
+                                 recurrent_init=[m.recurrent_init for m in members],
+                                 dtype=dtype, device=self.device)
+        self._flat = self.model.flat
+        self._grad = torch.zeros_like(self._flat)
+        self._weight_names = set(self.model.weight_names)
+        self.optimizer = BatchedOptimizer([self._flat], optimizer, members)
+        if member_chunk is not None and (not isinstance(member_chunk, int) or member_chunk < 1):
+            raise UserError(f"member_chunk must be an integer >= 1 or None; got {member_chunk!r}")
+        per_member = batch_size * self.model.activation_size() * torch.finfo(dtype).bits // 8
+        # Members are independent, so a step can run them in chunks: same numbers, and the
+        # activations of only one chunk in memory at a time (K=1024 LSTMs fit in a few GB).
+        if member_chunk is None:
+            chunk = max(1, int(activation_budget_mb * 2**20 // per_member))
+            member_chunk = math.ceil(self.k / math.ceil(self.k / chunk))  # 32 + 32, not 63 + 1
+        self.member_chunk = member_chunk
+        self.members = members
+        self.states = [MemberState.RUNNING] * self.k
+        self.epoch = 0
+        self.member_epochs = np.zeros(self.k, dtype=np.int64)
+        self._gen = torch.Generator().manual_seed(seed)
+        opts = {"dtype": dtype, "device": self.device}
+        self._dropout = torch.zeros(self.k, **opts)
+        self._l1 = torch.zeros(self.k, **opts)
+        self._clip = torch.zeros(self.k, **opts)
+        self._seed_keys = torch.zeros(self.k, dtype=torch.int64, device=self.device)
+        self._batches = torch.zeros(self.k, dtype=torch.int64, device=self.device)
+        self._sample_weight: Tensor | None = None
+        self._best = [t.detach().clone() for t in self._state_tensors()]
+        self.best_score = np.full(self.k, np.inf)  # in "lower is better" units
+        self.best_epoch = np.full(self.k, -1, dtype=np.int64)
+        self._bad_epochs = np.zeros(self.k, dtype=np.int64)
+        for i, m in enumerate(members):
+            self._write_member(i, m)
+
+    # -- slots --------------------------------------------------------------------------
+    def _write_member(self, i: int, m: MemberSpec) -> None:
+        self._dropout[i] = m.dropout
+        self._l1[i] = m.l1
+        self._clip[i] = math.inf if m.clip_norm is None else m.clip_norm
+        self._seed_keys[i] = int(_mix32(torch.tensor(m.seed & _M32)))
+        self._batches[i] = 0
+        if self._sample_weight is not None:
+            self._sample_weight[i] = self._bootstrap(m, self._sample_weight.shape[1])
+
+    def _bootstrap(self, m: MemberSpec, n: int) -> Tensor:
+        if not m.bagging:
+            return torch.ones(n, dtype=self.dtype, device=self.device)
+        # Seeded by the member alone, so a slot's bootstrap never depends on its neighbours.
+        gen = torch.Generator().manual_seed(m.seed * 7919 + 1)
+        counts = torch.bincount(torch.randint(0, n, (n,), generator=gen), minlength=n)
+        return counts.to(self.dtype).to(self.device)
+
+    def _check_index(self, i: int) -> None:
+        if not isinstance(i, int) or not 0 <= i < self.k:
+            raise UserError(f"member index must be an integer in [0, {self.k}); got {i!r}")
+
+    def stop(self, i: int) -> None:
+        """Stop member ``i`` where it is: no further updates; its weights stay as they are."""
+        self._check_index(i)
+        self.states[i] = MemberState.STOPPED
+
+    @torch.no_grad()
+    def freeze(self, i: int) -> None:
+        """Restore member ``i`` to its best validation state and stop it."""
+        self._check_index(i)
+        self._restore_best(i)
+        self.states[i] = MemberState.FROZEN
+
+    @torch.no_grad()
+    def replace(self, i: int, member: MemberSpec) -> None:
+        """Refill slot ``i`` with a new network: fresh weights from ``member.seed``, its
+        hyperparameters, zero optimizer state, epoch 0. The other members are not touched."""
+        self._check_index(i)
+        member_hparams(self.optimizer.kind, member)
+        self.model.init_members([i], [member.seed], init=member.init,
+                                init_dist=member.init_dist, recurrent_init=member.recurrent_init)
+        self.optimizer.reset_member(i, member)
+        self.members[i] = member
+        self._write_member(i, member)
+        self.states[i] = MemberState.RUNNING
+        self.member_epochs[i] = 0
+        for best, t in zip(self._best, self._state_tensors(), strict=True):
+            best[i].copy_(t[i])
+        self.best_score[i], self.best_epoch[i], self._bad_epochs[i] = np.inf, -1, 0
+
+    def _state_tensors(self) -> list[Tensor]:
+        return [self._flat, *self.model.buffers()]
+
+    def _restore_best(self, i: int) -> None:
+        for best, t in zip(self._best, self._state_tensors(), strict=True):
+            t.detach()[i].copy_(best[i])
+
+    @property
+    def active(self) -> Tensor:
+        """(K,) bool: who is still training."""
+        return torch.tensor([s is MemberState.RUNNING for s in self.states], device=self.device)
+
+    def member_module(self, i: int) -> torch.nn.Module:
+        """Member ``i`` as a standalone ``nn.Module`` (a copy; see PopulationModel)."""
+        return self.model.member_module(i)
+
+    # -- training -----------------------------------------------------------------------
+    def step_epoch(self, x: Tensor, y: Tensor, *, order: Tensor | None = None,
+                   sample_weight: Tensor | None = None) -> EpochResult:
+        """Train every running member for one epoch over ``(x, y)``.
+
+        ``order`` fixes the sample order (default: a shuffle from the population's seed);
+        ``sample_weight`` (K, N) overrides the members' own (bagging) weights for this epoch.
+        """
+        x, y = self._to_device(x, y)
+        n = x.shape[0]
+        if self._sample_weight is None or self._sample_weight.shape[1] != n:
+            self._sample_weight = torch.stack([self._bootstrap(m, n) for m in self.members])
+        weights = self._sample_weight if sample_weight is None else \
+            torch.as_tensor(sample_weight, dtype=self.dtype, device=self.device)
+        if weights.shape != (self.k, n):
+            raise UserError(f"sample_weight must be (K, N) = ({self.k}, {n}); "
+                            f"got {tuple(weights.shape)}")
+        if order is None:
+            order = torch.randperm(n, generator=self._gen)
+        order = torch.as_tensor(order, device=self.device)
+        self._set_lr()
+        active = self.active
+        mask = None if bool(active.all()) else active
+        self.model.train()
+        total = torch.zeros(self.k, dtype=self.dtype, device=self.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            total += self._train_batch(x[idx], y[idx], weights[:, idx], mask) * len(idx)
+        train_loss = (total / n).detach().cpu().numpy()
+        diverged = self._check_divergence(train_loss)
+        self.epoch += 1
+        self.member_epochs += np.array([s is MemberState.RUNNING for s in self.states])
+        return EpochResult(self.epoch - 1, train_loss, tuple(self.states), diverged)
+
+    def _to_device(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.as_tensor(x).to(self.device, self.dtype)
+        y = torch.as_tensor(y).to(self.device)
+        y = y.long() if self.spec.task == "multiclass" else y.to(self.dtype)
+        if x.shape[0] != y.shape[0]:
+            raise UserError(f"x and y must hold the same number of rows; got {x.shape[0]} "
+                            f"and {y.shape[0]}")
+        return x, y
+
+    def _set_lr(self) -> None:
+        # Each member's schedule runs on its own epoch count (a refilled slot starts at 0),
+        # from its base rate in the member spec, not from the optimizer's current one.
+        lrs = [lr_at(member_hparams(self.optimizer.kind, m)["lr"], m.schedule, int(e))
+               for m, e in zip(self.members, self.member_epochs, strict=True)]
+        self.optimizer.set_lr(torch.tensor(lrs, dtype=self.dtype))
+
+    def _train_batch(self, xb: Tensor, yb: Tensor, wb: Tensor, mask: Tensor | None) -> Tensor:
+        """Forward, per-member loss, backward (chunk by chunk), clip, step; returns the (K,)
+        data losses."""
+        use_dropout = bool((self._dropout > 0).any())
+        use_l1 = bool((self._l1 > 0).any())
+        key = None
+        if use_dropout:
+            key = _mix32((self._seed_keys + self._batches * 0x61C88647) & _M32)
+        losses = []
+        for start in range(0, self.k, self.member_chunk):
+            sl = slice(start, min(start + self.member_chunk, self.k))
+            losses.append(self._chunk_backward(xb, yb, wb[sl], sl, mask, key, use_dropout,
+                                               use_l1))
+        if bool(torch.isfinite(self._clip).any()):
+            clip_member_grads([self._grad], self._clip)
+        self.optimizer.step(mask, grads=[self._grad])
+        self._batches += 1
+        return torch.cat(losses)
+
+    def _chunk_backward(self, xb: Tensor, yb: Tensor, wb: Tensor, sl: slice,
+                        mask: Tensor | None, key: Tensor | None, use_dropout: bool,
+                        use_l1: bool) -> Tensor:
+        """Gradients of members ``sl`` into their rows of the flat gradient buffer."""
+        # contiguous copies: the views into the flat buffer have a member stride that would make
+        # every batched matrix product copy its weights again
+        leaves = {name: getattr(self.model, name)[sl].detach().contiguous().requires_grad_()
+                  for name in self.model.param_names}
+        out = self.model(xb, members=sl, params=leaves,
+                         dropout_p=self._dropout if use_dropout else None, dropout_key=key,
+                         update=mask)
+        losses = member_losses(out, yb, wb, self.loss, self.huber_delta)
+        objective = losses
+        if use_l1:
+            penalty = sum(leaves[n].abs().flatten(1).sum(dim=1) for n in self._weight_names)
+            objective = objective + self._l1[sl] * penalty
+        # The sum's gradient for member k is member k's own: members never share a term.
+        grads = torch.autograd.grad(objective.sum(), list(leaves.values()))
+        rows = self._grad[sl]
+        for name, g in zip(leaves, grads, strict=True):
+            rows[:, self.model.slices[name]].copy_(g.reshape(g.shape[0], -1))
+        return losses.detach()
+
+    @torch.no_grad()
+    def _check_divergence(self, train_loss: np.ndarray) -> tuple[int, ...]:
+        finite = np.isfinite(train_loss) & torch.isfinite(self._flat).all(dim=1).cpu().numpy()
+        newly = tuple(i for i in range(self.k)
+                      if not finite[i] and self.states[i] is MemberState.RUNNING)
+        for i in newly:
+            self._restore_best(i)  # keep NaN out of the slot's tensors
+            for st in self.optimizer.state:
+                for t in st.values():
+                    t[i].zero_()  # inactive from now on; zero keeps NaN out for good
+            self.states[i] = MemberState.DIVERGED
+        return newly
+
+    # -- validation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Every member's outputs (K, N, n_outputs) in evaluation mode (no dropout, batch-norm
+        running statistics), computed in chunks of rows."""
+        x = torch.as_tensor(x).to(self.device, self.dtype)
+        self.model.eval()
+        outs = [self.model(x[s:s + _VALIDATION_ROWS]) for s in range(0, x.shape[0],
+                                                                     _VALIDATION_ROWS)]
+        self.model.train()
+        return torch.cat(outs, dim=1)
+
+    @torch.no_grad()
+    def validate(self, x: Tensor, y: Tensor, *, baseline: Tensor | None = None) -> ValidationResult:
+        """Score every member on ``(x, y)`` in one pass; save new bests; apply patience.
+
+        Regression reports loss, mse, mae and, given a ``baseline`` forecast (N,), the
+        out-of-sample ``r2`` against it; binary: loss, log_loss, accuracy, auc; multiclass:
+        loss, log_loss, accuracy. Only running members can improve or run out of patience.
+        """
+        x, y = self._to_device(x, y)
+        out = self.predict(x)
+        metrics = {"loss": member_losses(out, y, None, self.loss, self.huber_delta)
+                   .cpu().numpy().astype(np.float64)}
+        if self.spec.task == "regression":
+            pred = out.mean(dim=2) if out.shape[2] > 1 else out[..., 0]
+            metrics["mse"] = _metrics.mse(pred, y if y.dim() == 1 else y.mean(dim=1))
+            metrics["mae"] = _metrics.mae(pred, y if y.dim() == 1 else y.mean(dim=1))
+            if baseline is not None:
+                base = torch.as_tensor(baseline).to(self.device, self.dtype)
+                if base.shape != y.shape:
+                    raise UserError(f"baseline must hold one forecast per row, shape "
+                                    f"{tuple(y.shape)}; got {tuple(base.shape)}")
+                metrics["r2"] = _metrics.r2_oos(pred, y, base)
+        elif self.spec.task == "binary":
+            metrics["log_loss"] = _metrics.log_loss(out[..., 0], y)
+            metrics["accuracy"] = _metrics.accuracy(out[..., 0], y)
+            metrics["auc"] = _metrics.auc(out[..., 0], y)
+        else:
+            metrics["log_loss"] = _metrics.log_loss(out, y)
+            metrics["accuracy"] = _metrics.accuracy(out, y)
+        if self.monitor not in metrics:
+            raise UserError(f"monitor {self.monitor!r} needs a baseline forecast; pass "
+                            "baseline=... to validate()")
+        score = metrics[self.monitor]
+        lower = score if self.monitor in _LOWER_IS_BETTER else -score
+        running = np.array([s is MemberState.RUNNING for s in self.states])
+        improved = running & np.isfinite(lower) & (lower < self.best_score)
+        self._save_best(improved)
+        self.best_score = np.where(improved, lower, self.best_score)
+        self.best_epoch = np.where(improved, self.epoch - 1, self.best_epoch)
+        self._bad_epochs = np.where(improved, 0, self._bad_epochs + running)
+        stopped = []
+        for i in np.flatnonzero(running & ~improved):
+            patience = self.members[i].patience
+            if patience is not None and self._bad_epochs[i] >= patience:
+                self.freeze(int(i))
+                stopped.append(int(i))
+        return ValidationResult(self.epoch - 1, metrics, score, improved, tuple(stopped),
+                                tuple(self.states))
+
+    def _save_best(self, improved: np.ndarray) -> None:
+        if not improved.any():
+            return
+        mask = torch.as_tensor(improved, device=self.device)
+        for best, t in zip(self._best, self._state_tensors(), strict=True):
+            shape = (self.k,) + (1,) * (t.dim() - 1)
+            best.copy_(torch.where(mask.view(shape), t.detach(), best))
