@@ -6,18 +6,33 @@ import doctest
 import importlib
 
 import pytest
+import torch
+
+torch.set_num_threads(1)
 
 MODULES = [
     "netrace.errors",
     "netrace.config._schema",
+    "netrace.config._space",
     "netrace.data._sources",
     "netrace.data._splits",
     "netrace.data._dataset",
+    "netrace.storage._storage",
+    "netrace.race._proposer",
+    "netrace.models",
+    "netrace.models._specs",
+    "netrace.models._population_model",
+    "netrace.train",
+    "netrace.train._member",
+    "netrace.train._optim",
+    "netrace.train._device",
+    "netrace.train._population",
 ]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name: str) -> None:
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS,
+                             extraglobs={"torch": torch})
     assert result.attempted > 0
     assert result.failed == 0
