@@ -71,14 +71,15 @@ def check_books(storage: Storage, study: str) -> None:
         epochs, values = storage.curve(t.id)
         assert epochs == list(range(len(epochs))), t
         assert t.epochs == len(epochs)
-        if t.state in (TrialState.COMPLETE, TrialState.STOPPED):
-            ck = storage.checkpoint(t.id)
+        if t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.epochs > 0:
+            ck = storage.checkpoint(t.id)  # (a slot refilled as the race ended trained nothing)
             assert ck is not None and ck.epoch <= len(epochs) - 1
     assert storage.epochs_spent(st.id) == sum(t.epochs for t in trials)
 
 
 def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
-    cfg = write(tmp_path, rule="median", budget=60)
+    # long enough that the second worker has started (imports, data) well before the end
+    cfg = write(tmp_path, rule="median", population=8, epochs=10, budget=600)
     proc = run(cfg, "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     assert "budget spent" in proc.stdout
@@ -91,8 +92,9 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     check_books(s, "race")
     best = s.best_trial(st.id)
     assert best is not None and best.best_value > 0  # networks beat the historical mean
-    d = s.decisions(trials[0].id)
-    assert d and d[0].rule == "median" and "best" in d[0].prediction
+    judged = [d for d in (s.decisions(t.id) for t in trials) if d]
+    assert judged  # every network still running after an epoch was judged by the rule
+    assert all(x.rule == "median" and "best" in x.prediction for d in judged for x in d)
     # the checkpoint holds the best weights and the fitted preprocessing
     import io
 
