@@ -62,6 +62,13 @@ def run(cfg: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=timeout)
 
 
+def start(cfg: Path, workers: int) -> subprocess.Popen:
+    """`netrace run` in the background, as a user starts it."""
+    return subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--workers", str(workers)],
+                            cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
 def check_books(storage: Storage, study: str) -> None:
     """No trial counted twice, every finished trial has its whole curve and a checkpoint."""
     st = storage.get_study(study)
@@ -162,9 +169,7 @@ def _finished_before(s: Storage, study: str) -> dict[int, tuple]:
 def test_sigkill_of_a_worker_then_the_race_finishes(tmp_path: Path) -> None:
     # budget enough for the replacement worker to start (imports, data) while the race goes on
     cfg = write(tmp_path, rule="none", budget=400, epochs=8)
-    proc = subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--workers", "2"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start(cfg, 2)
     s = _wait_epochs(tmp_path / "netrace.db", "race", 30)
     st = s.get_study("race")
     before = _finished_before(s, "race")
@@ -195,8 +200,7 @@ def test_sigkill_of_a_worker_then_the_race_finishes(tmp_path: Path) -> None:
 
 def test_kill_whole_run_then_resume(tmp_path: Path) -> None:
     cfg = write(tmp_path, rule="none", budget=120, epochs=8)
-    proc = subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--workers", "2"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start(cfg, 2)
     s = _wait_epochs(tmp_path / "netrace.db", "race", 30)
     before = _finished_before(s, "race")
     pids = [w["pid"] for w in s.workers(s.get_study("race").id)]
@@ -219,9 +223,7 @@ def test_kill_whole_run_then_resume(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_gracefully_and_resumes(tmp_path: Path) -> None:
     cfg = write(tmp_path, rule="none", budget=100, epochs=8)
-    proc = subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--workers", "1"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start(cfg, 1)
     s = _wait_epochs(tmp_path / "netrace.db", "race", 12)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
