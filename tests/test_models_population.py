@@ -20,6 +20,8 @@ SPECS = [
             n_outputs=3),
     CNNSpec(length=20, channels=(4, 3), kernel_size=3, padding=1, pool="avg", hidden=(5,)),
     CNNSpec(length=20, in_channels=2, channels=(4,), kernel_size=5, stride=2, pool="none"),
+    CNNSpec(length=20, channels=(4, 3), kernel_size=3, norm="batch", hidden=(5,)),
+    CNNSpec(length=20, channels=(4,), kernel_size=3, norm="layer"),
     RNNSpec(in_features=2, cell="lstm", hidden_size=6, layers=2, hidden=(4,)),
     RNNSpec(in_features=1, cell="gru", hidden_size=6, layers=3),
 ]

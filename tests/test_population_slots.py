@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from netrace.errors import UserError
-from netrace.models import MLPSpec, RNNSpec
+from netrace.models import CNNSpec, MLPSpec, RNNSpec
 from netrace.train import MemberSpec, MemberState, Population
 
 torch.set_num_threads(1)
@@ -17,6 +17,9 @@ torch.set_num_threads(1)
 SPECS = {
     "mlp-batchnorm": MLPSpec(in_features=5, hidden=(8, 6), norm="batch"),
     "lstm": RNNSpec(in_features=1, cell="lstm", hidden_size=6, layers=2),
+    "gru": RNNSpec(in_features=1, cell="gru", hidden_size=6),
+    "cnn-batchnorm": CNNSpec(length=10, channels=(4, 3), kernel_size=3, norm="batch"),
+    "mlp": MLPSpec(in_features=5, hidden=(8, 6)),
 }
 
 

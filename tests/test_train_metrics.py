@@ -160,3 +160,21 @@ def test_bad_hyperparameters_are_user_errors():
         MemberSpec(nesterov=True)
     with pytest.raises(UserError, match="loss 'bce' does not fit a regression task"):
         Population(MLPSpec(in_features=2), [MemberSpec()], loss="bce", device="cpu")
+
+
+def test_multiclass_auc_matches_sklearn_one_vs_rest_macro():
+    g = torch.Generator().manual_seed(4)
+    k, n, c = 3, 60, 4
+    y = torch.randint(0, c, (n,), generator=g)
+    logits = torch.randn(k, n, c, generator=g, dtype=torch.float64)
+    logits[:, torch.arange(n), y] += torch.arange(k, dtype=torch.float64).unsqueeze(1)
+    got = metrics.auc(logits, y)
+    want = [skm.roc_auc_score(y.numpy(), torch.softmax(row, dim=1).numpy(), multi_class="ovr",
+                              average="macro") for row in logits]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    # a class absent from the labels is left out of the average, not a NaN for everyone
+    y_missing = torch.where(y == 3, 0, y)
+    got = metrics.auc(logits, y_missing)
+    want = [np.mean([skm.roc_auc_score(y_missing.numpy() == j, torch.softmax(row, dim=1)[:, j])
+                     for j in range(3)]) for row in logits]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["activate", "dropout", "linear", "norm"]
+__all__ = ["activate", "dropout", "dropout_mask", "linear", "norm"]
 
 _M32 = 0xFFFFFFFF
 _BN_MOMENTUM = 0.1  # torch.nn.BatchNorm1d's default, so member_module() matches
@@ -96,14 +96,23 @@ def dropout(h: Tensor, p: Tensor, key: Tensor, site: int, member_dim: int = 0) -
     members never share or shift each other's random streams (unlike one shared generator).
     """
     hm = h.movedim(member_dim, 0)
-    k = hm.shape[0]
-    n = hm[0].numel()
+    mask = dropout_mask(hm.shape, p, key, site, h.dtype)
+    return h * mask.movedim(0, member_dim)
+
+
+def dropout_mask(shape: tuple[int, ...] | torch.Size, p: Tensor, key: Tensor, site: int,
+                 dtype: torch.dtype) -> Tensor:
+    """The inverted-dropout mask (0 or ``1/(1-p_k)``) of shape ``(K, ...)`` for ``site``; the
+    hash counts elements in the row-major order of ``shape[1:]``."""
+    k = shape[0]
+    n = 1
+    for d in shape[1:]:
+        n *= d
     base = _mix32((key + site * 0x3C6EF372) & _M32)
-    idx = torch.arange(n, device=h.device, dtype=torch.int64)
+    idx = torch.arange(n, device=key.device, dtype=torch.int64)
     bits = _mix32((base.unsqueeze(1) + idx.unsqueeze(0) * 0x9E3779B1) & _M32)
-    u = (bits >> 8).to(h.dtype) * (1.0 / (1 << 24))
-    pk = p.to(h.dtype).unsqueeze(1)
+    u = (bits >> 8).to(dtype) * (1.0 / (1 << 24))
+    pk = p.to(dtype).unsqueeze(1)
     scale = torch.where(pk < 1, 1.0 / (1.0 - pk.clamp(max=0.999999)), torch.zeros_like(pk))
-    mask = (u >= pk).to(h.dtype) * scale
-    mask = mask.view(hm.shape).movedim(0, member_dim)
-    return h * mask
+    mask = (u >= pk).to(dtype) * scale
+    return mask.view(k, *shape[1:])

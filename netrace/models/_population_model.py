@@ -11,8 +11,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from netrace.errors import UserError
+from netrace.models._dense import dense_stack
 from netrace.models._init import check_init, draw_weight
-from netrace.models._layers import NORM_EPS, activate, dropout, linear, norm
+from netrace.models._layers import (
+    _BN_MOMENTUM,
+    NORM_EPS,
+    activate,
+    dropout,
+    dropout_mask,
+    linear,
+    norm,
+)
+from netrace.models._recurrent import recurrence
 from netrace.models._specs import CNNSpec, MLPSpec, ModelSpec, RNNSpec
 
 __all__ = ["PopulationModel", "build_model"]
@@ -95,6 +105,12 @@ class PopulationModel(nn.Module):
     def _dense_norm_buffers(self) -> None:
         if self.spec.norm != "batch":
             return
+        if isinstance(self.spec, CNNSpec):
+            for j, c in enumerate(self.spec.channels):
+                self.register_buffer(f"cnorm{j}_mean",
+                                     torch.zeros(self.k, c, dtype=self._dtype, device=self._device))
+                self.register_buffer(f"cnorm{j}_var",
+                                     torch.ones(self.k, c, dtype=self._dtype, device=self._device))
         for j, size in enumerate(self.spec.hidden):
             self.register_buffer(f"norm{j}_mean",
                                  torch.zeros(self.k, size, dtype=self._dtype, device=self._device))
@@ -181,15 +197,27 @@ class PopulationModel(nn.Module):
             if dropout_key is None:
                 raise UserError("dropout_p needs a dropout_key (K,) int64 to draw masks from")
             ctx = _Dropout(dropout_p[sl], dropout_key[sl])
-        h = self._features(x, params, ctx)
-        return self._dense(h, params, buffers, ctx, None if update is None else update[sl])
+        upd = None if update is None else update[sl]
+        h = self._features(x, params, ctx, buffers, upd)
+        return self._dense(h, params, buffers, ctx, upd)
 
-    def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None) -> Tensor:
+    def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
+                  buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
         raise NotImplementedError
 
     def _dense(self, h: Tensor, P: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
                ctx: _Dropout | None, update: Tensor | None) -> Tensor:
         n = len(self.spec.hidden)
+        if self.spec.norm == "none":
+            # one fused function with a hand-written backward (see _dense): the same numbers
+            # as the layer-by-layer autograd path below, several times faster
+            masks = None
+            if ctx is not None:
+                k, b = P["dense0_w"].shape[0], h.shape[-2]
+                masks = [ctx.mask((k, b, d), h.dtype) for d in self.spec.hidden]
+            return dense_stack(h, [P[f"dense{j}_w"] for j in range(n + 1)],
+                               [P[f"dense{j}_b"] for j in range(n + 1)],
+                               self.spec.activation, masks)
         for j in range(n + 1):
             h = linear(h, P[f"dense{j}_w"], P.get(f"dense{j}_b"))
             if j == n:
@@ -256,6 +284,11 @@ class _Dropout:
         self.site += 1
         return dropout(h, self.p, self.key, self.site, member_dim)
 
+    def mask(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """The next site's mask, ``(K, ...)``, as ``__call__`` would apply it."""
+        self.site += 1
+        return dropout_mask(shape, self.p, self.key, self.site, dtype)
+
 
 def _activation_module(name: str) -> nn.Module:
     return {"relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(0.01), "tanh": nn.Tanh(),
@@ -271,7 +304,8 @@ class _MLP(PopulationModel):
     def _feature_size(self) -> int:
         return self.spec.in_features
 
-    def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None) -> Tensor:
+    def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
+                  buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.spec.in_features:
             raise UserError(f"an MLP with in_features={self.spec.in_features} takes a batch "
                             f"(B, {self.spec.in_features}); got shape {tuple(x.shape)}")
@@ -290,7 +324,11 @@ class _CNN(PopulationModel):
         for j, c in enumerate(s.channels):
             self._add(f"conv{j}_w", (c, c_in, s.kernel_size), "weight",
                       c_in * s.kernel_size, c * s.kernel_size)
-            self._add(f"conv{j}_b", (c,), "bias")
+            if s.norm != "batch":  # batch norm subtracts the mean: no bias before it
+                self._add(f"conv{j}_b", (c,), "bias")
+            if s.norm != "none":
+                self._add(f"cnorm{j}_g", (c,), "gain")
+                self._add(f"cnorm{j}_b", (c,), "bias")
             c_in = c
         self._add_dense()
 
@@ -302,7 +340,8 @@ class _CNN(PopulationModel):
         conv = sum(c * n for c, n in zip(s.channels, s.conv_lengths(), strict=True))
         return 4 * conv * s.pool_size + super().activation_size()
 
-    def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None) -> Tensor:
+    def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
+                  buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
         s, k = self.spec, P["conv0_w"].shape[0]
         if x.dim() == 2 and s.in_channels == 1:
             x = x.unsqueeze(1)
@@ -316,9 +355,12 @@ class _CNN(PopulationModel):
             # Members as conv groups: the first layer reads the shared input with all K*c
             # filters at once; later layers see only their own member's channels. (Measured
             # on CPU: faster than im2col + bmm, and max_pool1d faster than a reshape + amax.)
+            bias = P.get(f"conv{j}_b")
             h = F.conv1d(h, w.reshape(k * c, w.shape[2], w.shape[3]),
-                         P[f"conv{j}_b"].reshape(k * c), s.stride, s.padding,
+                         None if bias is None else bias.reshape(k * c), s.stride, s.padding,
                          groups=1 if j == 0 else k)
+            if s.norm != "none":
+                h = self._conv_norm(h, j, k, P, buffers, update)
             h = activate(h, s.activation)
             if s.pool == "max":
                 h = F.max_pool1d(h, s.pool_size)
@@ -328,15 +370,52 @@ class _CNN(PopulationModel):
                 h = ctx(h.view(h.shape[0], k, -1), member_dim=1).view(h.shape)
         return h.reshape(h.shape[0], k, -1).transpose(0, 1)
 
+    def _conv_norm(self, h: Tensor, j: int, k: int, P: Mapping[str, Tensor],
+                   buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
+        """Normalize conv block ``j``'s output ``(B, K*c, L)``: each member's channels are
+        channels of one wide batch norm, and its window one group of a group norm."""
+        gain = P[f"cnorm{j}_g"].reshape(-1)
+        bias = P[f"cnorm{j}_b"].reshape(-1)
+        if self.spec.norm == "layer":
+            return F.group_norm(h, k, gain, bias, NORM_EPS)
+        mean, var = buffers[f"cnorm{j}_mean"], buffers[f"cnorm{j}_var"]
+        if not self.training:
+            return F.batch_norm(h, mean.reshape(-1), var.reshape(-1), gain, bias, False, 0.0,
+                                NORM_EPS)
+        # batch_norm moves the running statistics it is given in place (torch's momentum 0.1
+        # and unbiased variance, as nn.BatchNorm1d); it gets copies, because its backward
+        # keeps them, and only members allowed to move take the new values
+        run_mean, run_var = mean.reshape(-1).clone(), var.reshape(-1).clone()
+        out = F.batch_norm(h, run_mean, run_var, gain, bias, True, _BN_MOMENTUM, NORM_EPS)
+        with torch.no_grad():
+            move = torch.ones_like(mean, dtype=torch.bool) if update is None else \
+                update.unsqueeze(1).expand_as(mean)
+            mean.copy_(torch.where(move, run_mean.view_as(mean), mean))
+            var.copy_(torch.where(move, run_var.view_as(var), var))
+        return out
+
     def _member_module(self, i: int, dropout_p: float) -> nn.Module:
         s = self.spec
         layers: list[nn.Module] = []
         c_in = s.in_channels
         for j, c in enumerate(s.channels):
-            conv = nn.Conv1d(c_in, c, s.kernel_size, s.stride, s.padding, dtype=torch.float64)
+            conv = nn.Conv1d(c_in, c, s.kernel_size, s.stride, s.padding,
+                             bias=s.norm != "batch", dtype=torch.float64)
             conv.weight.copy_(getattr(self, f"conv{j}_w")[i])
-            conv.bias.copy_(getattr(self, f"conv{j}_b")[i])
-            layers += [conv, _activation_module(s.activation)]
+            if conv.bias is not None:
+                conv.bias.copy_(getattr(self, f"conv{j}_b")[i])
+            layers.append(conv)
+            if s.norm != "none":
+                if s.norm == "batch":
+                    nm: nn.Module = nn.BatchNorm1d(c, eps=NORM_EPS, dtype=torch.float64)
+                    nm.running_mean.copy_(getattr(self, f"cnorm{j}_mean")[i])
+                    nm.running_var.copy_(getattr(self, f"cnorm{j}_var")[i])
+                else:
+                    nm = nn.GroupNorm(1, c, eps=NORM_EPS, dtype=torch.float64)
+                nm.weight.copy_(getattr(self, f"cnorm{j}_g")[i])
+                nm.bias.copy_(getattr(self, f"cnorm{j}_b")[i])
+                layers.append(nm)
+            layers.append(_activation_module(s.activation))
             if s.pool == "max":
                 layers.append(nn.MaxPool1d(s.pool_size))
             elif s.pool == "avg":
@@ -404,7 +483,8 @@ class _RNN(PopulationModel):
 
     _window = 32  # a guess at the steps per window, for sizing only
 
-    def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None) -> Tensor:
+    def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
+                  buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
         s, k, hs = self.spec, P["rnn0_wih"].shape[0], self.spec.hidden_size
         if x.dim() == 2 and s.in_features == 1:
             x = x.unsqueeze(-1)
@@ -413,49 +493,27 @@ class _RNN(PopulationModel):
                             f"{' or (B, steps)' if s.in_features == 1 else ''}; "
                             f"got shape {tuple(x.shape)}")
         b, t = x.shape[0], x.shape[1]
-        seq: Tensor | None = None  # (T, K, B, H) outputs of the previous layer
+        # Feature-major, as the recurrence runs (see _recurrent): (K, H, T, B) per layer.
+        seq: Tensor | None = None
+        h_last = x  # replaced by the first layer
         for j in range(s.layers):
             wih, bih = P[f"rnn{j}_wih"], P[f"rnn{j}_bih"]
             if s.cell == "lstm":  # both LSTM biases simply add: fold them into the projection
                 bih = bih + P[f"rnn{j}_bhh"]
-            gh = wih.shape[2]
+            gsz = wih.shape[2]
             if seq is None:
-                # All steps' input projections at once, as one wide matrix product.
-                xp = torch.addmm(bih.reshape(1, k * gh), x.reshape(b * t, -1),
-                                 wih.permute(1, 0, 2).reshape(-1, k * gh))
-                xp = xp.view(b, t, k, gh).permute(1, 2, 0, 3)
+                # every step's input projection at once, one wide product: (K*G, T*B)
+                xt = x.permute(2, 1, 0).reshape(x.shape[2], t * b)
+                wide = wih.transpose(1, 2).reshape(k * gsz, -1)
+                xp = torch.addmm(bih.reshape(k * gsz, 1), wide, xt).view(k, gsz, t, b)
             else:
-                inp = seq.permute(1, 0, 2, 3).reshape(k, t * b, hs)
-                xp = torch.baddbmm(bih.unsqueeze(1), inp, wih).view(k, t, b, gh).transpose(0, 1)
-            xp = xp.contiguous()
-            whh = P[f"rnn{j}_whh"]
-            h = x.new_zeros(k, b, hs)
-            outs = []
-            if s.cell == "lstm":
-                c = x.new_zeros(k, b, hs)
-                # unbind/chunk, not indexing: their backward writes each gradient once, where
-                # one select or slice per step would zero-fill a full-size gradient every time
-                for x_t in xp.unbind(0):
-                    i_g, f_g, g_g, o_g = torch.baddbmm(x_t, h, whh).chunk(4, dim=2)
-                    i_g, f_g, o_g = torch.sigmoid(i_g), torch.sigmoid(f_g), torch.sigmoid(o_g)
-                    g_g = torch.tanh(g_g)
-                    c = f_g * c + i_g * g_g
-                    h = o_g * torch.tanh(c)
-                    outs.append(h)
-            else:
-                bhh = P[f"rnn{j}_bhh"].unsqueeze(1)
-                for x_t in xp.unbind(0):
-                    gi_r, gi_z, gi_n = x_t.chunk(3, dim=2)
-                    gh_r, gh_z, gh_n = torch.baddbmm(bhh, h, whh).chunk(3, dim=2)
-                    r = torch.sigmoid(gi_r + gh_r)
-                    z = torch.sigmoid(gi_z + gh_z)
-                    n = torch.tanh(gi_n + r * gh_n)
-                    h = (h - n) * z + n  # = (1 - z) * n + z * h, in aten's order
-                    outs.append(h)
-            if j < s.layers - 1:
-                seq = torch.stack(outs)
-                if ctx is not None:
-                    seq = ctx(seq, member_dim=1)
+                xp = torch.baddbmm(bih.unsqueeze(2), wih.transpose(1, 2),
+                                   seq.reshape(k, hs, t * b)).view(k, gsz, t, b)
+            seq, h_last = recurrence(s.cell, xp, P[f"rnn{j}_whh"],
+                                     None if s.cell == "lstm" else P[f"rnn{j}_bhh"])
+            if j < s.layers - 1 and ctx is not None:
+                seq = ctx(seq)
+        h = h_last.transpose(1, 2)  # (K, B, H)
         if ctx is not None:
             h = ctx(h)
         return h

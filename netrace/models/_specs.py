@@ -88,8 +88,11 @@ class MLPSpec(_HeadSpec):
 class CNNSpec(_HeadSpec):
     """A 1-D CNN over windows ``(batch, in_channels, length)``: conv blocks, then a dense head.
 
-    Each conv block is conv -> activation -> pooling (``pool`` = max, avg or none, window and
-    stride ``pool_size``). ``norm`` applies to the dense head's hidden layers.
+    Each conv block is conv -> normalization -> activation -> pooling (``pool`` = max, avg or
+    none, window and stride ``pool_size``). ``norm`` applies to the conv blocks and the dense
+    head's hidden layers: ``batch`` is ``nn.BatchNorm1d`` over each channel, ``layer``
+    normalizes each window over all its channels and steps with a gain and bias per channel
+    (``nn.GroupNorm(1, channels)``, the layer norm of convolutional layers).
 
     >>> CNNSpec(length=20, channels=(16, 16), kernel_size=3).in_channels
     1

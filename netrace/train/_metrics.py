@@ -58,9 +58,26 @@ def log_loss(logits: Tensor, y: Tensor) -> np.ndarray:
 
 
 def auc(scores: Tensor, y: Tensor) -> np.ndarray:
-    """Area under the ROC curve per member (ties count one half, via mid-ranks); NaN when the
-    labels hold one class only."""
-    s, labels = _np(scores), _np(y) > 0.5
+    """Area under the ROC curve per member (ties count one half, via mid-ranks).
+
+    Binary: ``scores`` (K, N) logits, NaN when the labels hold one class only. Multiclass:
+    ``scores`` (K, N, C) logits, the one-vs-rest AUC of each class's softmax probability,
+    averaged over the classes present with both positives and negatives (scikit-learn's
+    ``roc_auc_score(multi_class="ovr", average="macro")`` when every class is present).
+    """
+    if scores.dim() == 3:
+        proba = torch.softmax(scores.to(torch.float64), dim=2)
+        labels = y.long()
+        per_class = [_binary_auc(_np(proba[..., c]), _np(labels == c) > 0.5)
+                     for c in range(scores.shape[2])]
+        present = [a for a in per_class if not np.isnan(a).all()]
+        if not present:
+            return np.full(scores.shape[0], np.nan)
+        return np.mean(present, axis=0)
+    return _binary_auc(_np(scores), _np(y) > 0.5)
+
+
+def _binary_auc(s: np.ndarray, labels: np.ndarray) -> np.ndarray:
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos
     if n_pos == 0 or n_neg == 0:

@@ -197,17 +197,20 @@ class BatchedOptimizer:
         lr, b1, b2 = hp["lr"], hp["beta1"], hp["beta2"]
         if decoupled:
             p.mul_(1 - lr * hp["weight_decay"])
-        else:
+        elif bool(hp["weight_decay"].any()):
             g = g.addcmul_(p, hp["weight_decay"])
         exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
+        # Six passes over memory per step: the same formulas as torch, with the products by
+        # per-member numbers merged (lerp, addcmul with out=) where torch multiplies twice.
         exp_avg.lerp_(g, (1 - b1).expand_as(g))
-        exp_avg_sq.mul_(b2).addcmul_(g.mul_(g), 1 - b2)
+        exp_avg_sq.lerp_(g.mul_(g), (1 - b2).expand_as(g))
         bias_correction1 = 1 - b1 ** step
         bias_correction2 = 1 - b2 ** step
         step_size = lr / bias_correction1
         # torch's capturable form: fold -step_size into the denominator (one pass fewer)
-        denom = (exp_avg_sq.sqrt() / (bias_correction2.sqrt() * -step_size)).add_(
-            hp["eps"] / -step_size)
+        denom = exp_avg_sq.sqrt()
+        torch.addcmul(hp["eps"] / -step_size, denom, 1 / (bias_correction2.sqrt() * -step_size),
+                      out=denom)
         p.addcdiv_(exp_avg, denom)
 
     @classmethod
