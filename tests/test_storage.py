@@ -19,6 +19,7 @@ from netrace.storage import (
     Checkpoint,
     DecisionRecord,
     EpochValue,
+    ResumeState,
     Storage,
     TrialEnd,
     TrialState,
@@ -145,6 +146,67 @@ def test_recover_dead_worker(storage_url: str) -> None:
     assert r.state is TrialState.FAILED and "died 2 times" in r.note
 
 
+def _blob(trial_id: int, epochs: int) -> bytes:
+    return f"{trial_id}:{epochs};".encode() * 2000  # ~15 KB, telling what it is
+
+
+def test_requeued_trials_keep_their_state_and_the_curve_that_goes_with_it(
+        storage_url: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="minimize", config={})
+    w = s.register_worker(st.id)
+    a, b, done = s.add_trials(st.id, [{}, {}, {}], [1, 2, 3], worker_id=w)
+    for e in range(4):
+        running = [a, b] if e == 3 else [a, b, done]
+        s.record_epoch(w, [EpochValue(t.id, e, 1.0 / (e + 1)) for t in (a, b, done)],
+                       ends=[TrialEnd(done.id, TrialState.COMPLETE)] if e == 3 else [],
+                       states=[ResumeState(t.id, e + 1, _blob(t.id, e + 1)) for t in running])
+    # the worker is killed after committing epoch 4 but before saving the states after it
+    s.record_epoch(w, [EpochValue(a.id, 4, 0.2), EpochValue(b.id, 4, 0.1)])
+    assert s.epochs_spent(st.id) == 14
+    assert sorted(s.recover_worker(w)) == sorted([a.id, b.id])
+    for t in (a, b):  # the curve is cut back to the state, never the other way round
+        r, saved = s.trial(t.id), s.resume_state(t.id)
+        assert r.state is TrialState.QUEUED and r.epochs == 4 and s.curve(t.id)[0] == [0, 1, 2, 3]
+        assert saved is not None and saved.epochs == 4 and saved.data == _blob(t.id, 4)
+    assert s.resume_state(done.id) is None and s.trial(done.id).epochs == 4
+    assert s.epochs_spent(st.id) == 12
+    # another worker continues both; it saves a's state after its epoch, then dies before
+    # saving b's: b goes back to the state it was claimed with
+    w2 = s.register_worker(st.id)
+    assert [t.epochs for t in s.claim_queued(st.id, w2, 5)] == [4, 4]
+    s.record_epoch(w2, [EpochValue(a.id, 4, 0.3), EpochValue(b.id, 4, 0.3)],
+                   states=[ResumeState(a.id, 5, _blob(a.id, 5))])
+    s.record_epoch(w2, [EpochValue(a.id, 5, 0.3), EpochValue(b.id, 5, 0.3)])
+    s.recover_worker(w2)
+    assert s.trial(a.id).epochs == 5 and s.resume_state(a.id).data == _blob(a.id, 5)
+    assert s.trial(b.id).epochs == 4 and s.resume_state(b.id).data == _blob(b.id, 4)
+    assert s.trial(b.id).attempt == 2 and s.epochs_spent(st.id) == 4 + 5 + 4
+    # a trial that ends drops its state; so does one whose workers died too often
+    w3 = s.register_worker(st.id)
+    s.claim_queued(st.id, w3, 5)
+    s.record_epoch(w3, [EpochValue(a.id, 5, 0.3)], ends=[TrialEnd(a.id, TrialState.STOPPED)],
+                   states=[ResumeState(b.id, 4, _blob(b.id, 4))])
+    assert s.resume_state(a.id) is None
+    s.recover_worker(w3, max_attempts=3)
+    assert s.trial(b.id).state is TrialState.FAILED and s.resume_state(b.id) is None
+    with pytest.raises(ValueError, match="states belong to a worker"):
+        s.record_epoch(None, states=[ResumeState(b.id, 1, b"x")])
+
+
+def test_released_worker_keeps_states(storage_url: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="minimize", config={})
+    w = s.register_worker(st.id)
+    (t,) = s.add_trials(st.id, [{}], [1], worker_id=w)
+    for e in range(3):
+        s.record_epoch(w, [EpochValue(t.id, e, 1.0)], states=[ResumeState(t.id, e + 1, b"s")])
+    assert s.release_worker(w) == [t.id]
+    r = s.trial(t.id)
+    assert r.state is TrialState.QUEUED and r.epochs == 3 and r.attempt == 0
+    assert s.resume_state(t.id) == ResumeState(t.id, 3, b"s")
+
+
 def _claim(url: str, study_id: int, out: mp.Queue) -> None:
     s = Storage(url)
     w = s.register_worker(study_id)
@@ -237,6 +299,52 @@ def test_sigkill_loses_no_committed_epoch(storage_url: str) -> None:
     (w,) = s.stale_workers(st.id, timeout=0.0)
     assert len(s.recover_worker(w)) == 64
     assert s.epochs_spent(st.id) == s.checkpoint(trials[0].id).epoch + 1  # only its curve stays
+
+
+STATE_WRITER = textwrap.dedent("""
+    import sys
+    from netrace.storage import Storage, EpochValue, ResumeState
+    s = Storage(sys.argv[1])
+    st = s.create_study("kill", direction="minimize", config={})
+    w = s.register_worker(st.id)
+    trials = s.add_trials(st.id, [{"i": i} for i in range(64)], list(range(64)), worker_id=w)
+    epoch = 0
+    while True:
+        s.record_epoch(w, [EpochValue(t.id, epoch, 1.0 / (epoch + 1)) for t in trials],
+                       states=[ResumeState(t.id, epoch + 1,
+                                           (epoch + 1).to_bytes(4, "little") * 25_000)
+                               for t in trials])
+        print(epoch, flush=True)   # acknowledged after the epoch and its states are saved
+        epoch += 1
+""")
+
+
+def test_sigkill_leaves_curves_and_states_in_agreement(storage_url: str) -> None:
+    """A writer of 64 trials' curves and 100 KB states per epoch, killed with SIGKILL at any
+    moment: after recovery every trial's curve length is its state's epoch count (the states of
+    the last acknowledged epoch at least), whatever the moment of the kill."""
+    proc = subprocess.Popen([sys.executable, "-c", STATE_WRITER, storage_url], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    acked = -1
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        acked = int(line)
+        if acked >= 12:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    s = Storage(storage_url)
+    st = s.get_study("kill")
+    (w,) = s.stale_workers(st.id, timeout=0.0)
+    assert len(s.recover_worker(w)) == 64
+    for t in s.trials(st.id):
+        saved = s.resume_state(t.id)
+        assert saved is not None and saved.epochs >= acked + 1
+        assert t.epochs == saved.epochs and s.curve(t.id)[0] == list(range(saved.epochs))
+        assert saved.data == saved.epochs.to_bytes(4, "little") * 25_000
+    epochs = {s.trial(t.id).epochs for t in s.trials(st.id)}
+    assert len(epochs) == 1  # one epoch's states are saved together
+    assert s.epochs_spent(st.id) == 64 * epochs.pop()
 
 
 def test_bad_storage_locations(tmp_path: Path) -> None:

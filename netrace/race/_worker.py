@@ -4,7 +4,12 @@ One worker runs one population at a time (one per fold when the split has folds;
 score per epoch is its mean over folds). After every epoch it records the validation values of
 all members, lets the rule judge every running network at once, ends the finished ones with a
 checkpoint of their best state, and refills freed slots from the sampler, which has seen the
-results of every worker. Everything it learns goes to storage in one transaction per epoch.
+results of every worker. Everything it learns goes to storage in one transaction per epoch,
+with the whole training state of every network still running, so that if this worker dies
+another one continues those networks where they were (re-queued trials are claimed before new
+proposals). A resumed network sees its new population's minibatch order from then on; its
+weights, optimizer state, schedule, dropout keys, bagging weights, best state and patience go
+on exactly.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ from netrace.race._build import (
     population_settings,
 )
 from netrace.race._proposer import Proposer, population_key
+from netrace.race._resume import load_slot, save_slots
 from netrace.storage import (
     Checkpoint,
     DecisionRecord,
     EpochValue,
+    ResumeState,
     Storage,
     TrialEnd,
     TrialRecord,
@@ -68,7 +75,7 @@ def race_metric(config: Config) -> tuple[str, str]:
     metric = config.race.metric or DEFAULT_METRIC[task]
     allowed = {"regression": ("r2", "mse", "mae", "loss"),
                "binary": ("auc", "log_loss", "accuracy", "loss"),
-               "multiclass": ("accuracy", "log_loss", "loss")}[task]
+               "multiclass": ("accuracy", "auc", "log_loss", "loss")}[task]
     if metric not in allowed:
         raise UserError(f"[race] metric = {metric!r} does not apply to a {task} task; choose one "
                         f"of {', '.join(allowed)}")
@@ -226,6 +233,9 @@ class _Worker:
         inputs = [(model_inputs(xtr, settings), ytr, model_inputs(xva, settings), yva, base)
                   for xtr, ytr, xva, yva, base, _ in self.folds]
         curves: list[list[float]] = [[] for _ in trials]
+        for i, t in enumerate(trials):
+            if t is not None and not self._resume(pops, i, t, settings, curves):
+                trials[i] = None
         started = len(trials)
         while any(t is not None for t in trials):
             if self.ctx.should_stop() or self.over():
@@ -241,7 +251,32 @@ class _Worker:
                     for pop in pops:
                         pop.replace(i, m)
                     trials[i], curves[i] = t, []
+                    if not self._resume(pops, i, t, settings, curves):
+                        trials[i] = None
                 started += len(new)
+
+    def _resume(self, pops: list[Population], i: int, t: TrialRecord,
+                settings: PopulationSettings, curves: list[list[float]]) -> bool:
+        """Slot ``i`` holds ``t`` as a new network; if ``t`` was re-queued with a saved state,
+        that state takes the slot and ``t``'s curve goes on from the kept one. False if the
+        state does not fit (the trial fails, the slot stays free)."""
+        saved = self.storage.resume_state(t.id) if t.epochs > 0 else None
+        if saved is None:
+            return True  # starts over; a kept curve (a checkpoint's) is overwritten epoch by epoch
+        _, kept = self.storage.curve(t.id)
+        try:
+            if len(kept) != saved.epochs:
+                raise UserError(f"its saved state is from epoch {saved.epochs}, its curve has "
+                                f"{len(kept)} epochs")
+            load_slot(pops, i, member_spec(t.params, t.seed, settings.optimizer), saved.data)
+        except UserError as exc:  # e.g. the config's data or split changed since
+            for pop in pops:
+                pop.stop(i)
+            self.storage.record_epoch(self.wid, ends=[
+                TrialEnd(t.id, TrialState.FAILED, f"cannot resume this network: {exc}")])
+            return False
+        curves[i] = kept
+        return True
 
     def _epoch(self, pops: list[Population], inputs: list, trials: list[TrialRecord | None],
                curves: list[list[float]], settings: PopulationSettings) -> None:
@@ -295,9 +330,18 @@ class _Worker:
                     pop.stop(i)
             ends.append(end)
             trials[i] = None
-        self.storage.record_epoch(self.wid, values, decisions, ends, ckpts)
+        self.storage.record_epoch(self.wid, values, decisions, ends, ckpts,
+                                  self._states(pops, trials, curves))
         self._target_check(values)
         self._spend_check()
+
+    def _states(self, pops: list[Population], trials: list[TrialRecord | None],
+                curves: list[list[float]]) -> list[ResumeState]:
+        """The running networks' states after this epoch, each with its curve's length."""
+        running = [(i, t) for i, t in enumerate(trials) if t is not None]
+        blobs = save_slots(pops, [i for i, _ in running])
+        return [ResumeState(t.id, len(curves[i]), blob)
+                for (i, t), blob in zip(running, blobs, strict=True)]
 
     def _judge(self, running: list[int], curves: list[list[float]]
                ) -> list[tuple[int, str, dict[str, Any]]]:

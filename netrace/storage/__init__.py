@@ -1,4 +1,5 @@
-"""Persistence of studies: trials, validation curves, rule decisions, checkpoints, workers.
+"""Persistence of studies: trials, validation curves, rule decisions, checkpoints, the
+resumable states of running trials, workers.
 
 SQLite by default (one file, no server); PostgreSQL (``postgresql://``) for several machines.
 """
@@ -9,6 +10,7 @@ from netrace.storage._records import (
     Checkpoint,
     DecisionRecord,
     EpochValue,
+    ResumeState,
     StudyRecord,
     TrialEnd,
     TrialRecord,
@@ -20,6 +22,7 @@ __all__ = [
     "Checkpoint",
     "DecisionRecord",
     "EpochValue",
+    "ResumeState",
     "Storage",
     "StudyRecord",
     "TrialEnd",

@@ -14,6 +14,7 @@ __all__ = [
     "DecisionRecord",
     "TrialEnd",
     "Checkpoint",
+    "ResumeState",
 ]
 
 
@@ -101,4 +102,16 @@ class Checkpoint:
 
     trial_id: int
     epoch: int
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """A running trial's training state after ``epochs`` epochs, saved after every epoch so
+    that another worker can continue it where it was if its worker dies. ``epochs`` is the
+    length of the curve it goes with: the storage keeps the two in agreement. ``data`` is
+    opaque here (the race encodes the networks' weights, optimizer state and books)."""
+
+    trial_id: int
+    epochs: int
     data: bytes = field(repr=False)

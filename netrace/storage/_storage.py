@@ -5,6 +5,17 @@ epoch of its population (validation values, rule decisions, finished trials, che
 heartbeat) in one transaction with ``executemany``, so storage costs one commit per population
 epoch, not one per network. A committed epoch survives a crash of any process (SQLite in WAL mode
 with ``synchronous=NORMAL``; PostgreSQL's own log).
+
+Running trials are resumable: with each epoch a worker saves every running network's whole
+training state (:class:`ResumeState`, ~100 KB for an MLP 32-64-64-1 with Adam), so a dead
+worker's networks continue where they were instead of starting over. Those bytes are most of
+what a worker writes, so they go where they cost least: with SQLite, one file per worker next to
+the database (``race.db-states/``, see ``_files.py``), a new one after each epoch's commit; with
+PostgreSQL (other machines must read them), an UNLOGGED table written in the epoch's
+transaction (no write-ahead log: a server crash empties it, and those networks start over).
+When a worker dies its trials go back to the queue with their states, and their curves are cut
+back to the epoch of the state (a kill between the commit and the file leaves the curve one
+epoch ahead), so a trial's curve and its state always agree.
 """
 
 from __future__ import annotations
@@ -23,10 +34,12 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from netrace.errors import UserError
+from netrace.storage._files import StateFiles
 from netrace.storage._records import (
     Checkpoint,
     DecisionRecord,
     EpochValue,
+    ResumeState,
     StudyRecord,
     TrialEnd,
     TrialRecord,
@@ -102,6 +115,21 @@ _checkpoints = sa.Table(
     sa.Column("epoch", sa.Integer, nullable=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
+
+
+def _resume_table(meta: sa.MetaData, *prefixes: str) -> sa.Table:
+    return sa.Table(
+        "resume_states", meta,
+        sa.Column("trial_id", sa.Integer, primary_key=True),
+        sa.Column("epochs", sa.Integer, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        prefixes=list(prefixes))
+
+
+# Created apart from _meta: UNLOGGED on PostgreSQL. With SQLite it holds only the states of
+# re-queued trials (moved there from the dead worker's file).
+_resume = _resume_table(sa.MetaData())
+
 _info = sa.Table(
     "netrace_info", _meta,
     sa.Column("key", sa.String(40), primary_key=True),
@@ -146,6 +174,7 @@ class Storage:
     def __init__(self, url: str | os.PathLike[str]) -> None:
         self.url = storage_url(url)
         self.dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
+        self._files: StateFiles | None = None  # SQLite: running trials' states, per worker
         if self.dialect == "sqlite":
             path = self.url.split("sqlite:///", 1)[-1]
             if path and path != ":memory:":
@@ -155,6 +184,8 @@ class Storage:
                                     "give another path")
             self._write = self._sqlite_engine(immediate=True)
             self._read = self._sqlite_engine(immediate=False)
+            if path and path != ":memory:":
+                self._files = StateFiles(Path(path).resolve().parent / f"{Path(path).name}-states")
         else:
             try:
                 import psycopg  # noqa: F401
@@ -165,6 +196,8 @@ class Storage:
             self._read = self._write
         try:
             _meta.create_all(self._write)
+            (_resume if self.dialect == "sqlite" else _resume_table(sa.MetaData(), "UNLOGGED")
+             ).create(self._write, checkfirst=True)
             with self._write.begin() as c:
                 row = c.execute(sa.select(_info.c.value).where(_info.c.key == "schema")).first()
                 if row is None:
@@ -264,6 +297,8 @@ class Storage:
         with self._write.begin() as c:
             c.execute(_workers.update().where(_workers.c.id == worker_id)
                       .values(state="done", heartbeat=time.time()))
+        if self._files is not None:
+            self._files.drop(worker_id)
 
     def stale_workers(self, study_id: int, timeout: float) -> list[int]:
         """Workers marked alive whose last heartbeat is older than ``timeout`` seconds."""
@@ -275,8 +310,10 @@ class Storage:
 
     def recover_worker(self, worker_id: int, *, max_attempts: int = 3) -> list[int]:
         """A worker died: its running trials go back to the queue (or fail after
-        ``max_attempts``). A re-queued trial keeps its id and its curve up to its checkpoint
-        (none: the curve is cleared), so no epoch is ever counted twice. Returns their ids."""
+        ``max_attempts``). A re-queued trial keeps its id, its :class:`ResumeState` and its
+        curve up to that state's epoch (without a state: up to its checkpoint; with neither,
+        the curve is cleared), so no epoch is ever counted twice and a worker that claims it
+        continues it from there. Returns their ids."""
         return self._requeue(worker_id, "dead", died=True, max_attempts=max_attempts)
 
     def release_worker(self, worker_id: int) -> list[int]:
@@ -286,6 +323,7 @@ class Storage:
 
     def _requeue(self, worker_id: int, worker_state: str, *, died: bool,
                  max_attempts: int) -> list[int]:
+        saved = {} if self._files is None else self._files.read(worker_id)
         with self._write.begin() as c:
             c.execute(_workers.update().where(_workers.c.id == worker_id)
                       .values(state=worker_state))
@@ -295,9 +333,7 @@ class Storage:
             ids = []
             for trial_id, attempt in rows:
                 ids.append(trial_id)
-                ck = c.execute(sa.select(_checkpoints.c.epoch)
-                               .where(_checkpoints.c.trial_id == trial_id)).first()
-                keep = -1 if ck is None else int(ck[0])
+                keep = self._resume_point(c, trial_id, saved.get(trial_id))
                 c.execute(_curve.delete().where((_curve.c.trial_id == trial_id)
                                                 & (_curve.c.epoch > keep)))
                 c.execute(_decisions.delete().where((_decisions.c.trial_id == trial_id)
@@ -305,6 +341,8 @@ class Storage:
                 best = self._best_from_curve(c, trial_id)
                 attempts = attempt + 1 if died else attempt
                 failed = died and attempts >= max_attempts
+                if failed:
+                    c.execute(_resume.delete().where(_resume.c.trial_id == trial_id))
                 note = (f"its worker died {attempts} times" if failed else
                         f"re-queued after its worker {worker_id} died" if died else
                         "re-queued: the run was stopped before it finished")
@@ -313,7 +351,42 @@ class Storage:
                     worker_id=None, attempt=attempts, epochs=keep + 1,
                     best_value=best[0], best_epoch=best[1],
                     ended=time.time() if failed else None, note=note))
+        if self._files is not None:
+            self._files.drop(worker_id)  # its states are in the table now
         return ids
+
+    def _resume_point(self, c: sa.Connection, trial_id: int, newest: ResumeState | None) -> int:
+        """The last epoch a re-queued trial keeps: its saved state's (the newer of the dead
+        worker's file and the table), else its checkpoint's, else none (-1)."""
+        if newest is not None:
+            row = c.execute(sa.select(_resume.c.epochs)
+                            .where(_resume.c.trial_id == trial_id)).first()
+            if row is None or row[0] < newest.epochs:
+                self._upsert_states(c, [newest])
+        row = c.execute(sa.select(_resume.c.epochs).where(_resume.c.trial_id == trial_id)).first()
+        if row is not None:
+            recorded = c.execute(sa.select(sa.func.count()).select_from(_curve).where(
+                (_curve.c.trial_id == trial_id) & (_curve.c.epoch < row[0]))).scalar_one()
+            if recorded == row[0]:  # the curve reaches the state (it is never behind it)
+                return int(row[0]) - 1
+            c.execute(_resume.delete().where(_resume.c.trial_id == trial_id))
+        ck = c.execute(sa.select(_checkpoints.c.epoch)
+                       .where(_checkpoints.c.trial_id == trial_id)).first()
+        return -1 if ck is None else int(ck[0])
+
+    def _upsert_states(self, c: sa.Connection, states: list[ResumeState]) -> None:
+        ins = self._insert(_resume)
+        c.execute(ins.on_conflict_do_update(
+            index_elements=["trial_id"], set_={"epochs": ins.excluded.epochs,
+                                               "data": ins.excluded.data}),
+            [dict(trial_id=r.trial_id, epochs=r.epochs, data=r.data) for r in states])
+
+    def resume_state(self, trial_id: int) -> ResumeState | None:
+        """The state a re-queued trial continues from (None: it starts over). Its ``epochs``
+        equals the trial's kept curve length."""
+        with self._read.connect() as c:
+            row = c.execute(sa.select(_resume).where(_resume.c.trial_id == trial_id)).first()
+        return None if row is None else ResumeState(row.trial_id, row.epochs, bytes(row.data))
 
     def workers(self, study_id: int) -> list[dict[str, Any]]:
         """The study's workers: id, host, pid, state, started, heartbeat."""
@@ -407,11 +480,19 @@ class Storage:
 
     def record_epoch(self, worker_id: int | None, values: Iterable[EpochValue] = (),
                      decisions: Iterable[DecisionRecord] = (), ends: Iterable[TrialEnd] = (),
-                     checkpoints: Iterable[Checkpoint] = ()) -> None:
+                     checkpoints: Iterable[Checkpoint] = (),
+                     states: Iterable[ResumeState] = ()) -> None:
         """One population epoch in one transaction: values, decisions, ends, checkpoints, and
-        the worker's heartbeat. Re-recording an epoch replaces it (never counted twice)."""
+        the worker's heartbeat. Re-recording an epoch replaces it (never counted twice).
+
+        ``states`` are the worker's running trials' states after this epoch, all of them
+        (with SQLite they go to a new file of the worker once the transaction has committed,
+        so a kill in between leaves the curve ahead, never behind; :meth:`recover_worker`
+        cuts it back). A trial that ends drops its state."""
         values, decisions = list(values), list(decisions)
-        ends, checkpoints = list(ends), list(checkpoints)
+        ends, checkpoints, states = list(ends), list(checkpoints), list(states)
+        if states and worker_id is None:
+            raise ValueError("states belong to a worker: pass its worker_id")
         with self._write.begin() as c:
             if values:
                 now = time.time()
@@ -442,9 +523,15 @@ class Storage:
                 c.execute(_trials.update().where(_trials.c.id == sa.bindparam("tid"))
                           .values(state=sa.bindparam("st"), ended=now, note=sa.bindparam("nt")),
                           [dict(tid=e.trial_id, st=e.state.value, nt=e.note) for e in ends])
+                c.execute(_resume.delete().where(_resume.c.trial_id.in_(
+                    [e.trial_id for e in ends])))
+            if states and self._files is None:
+                self._upsert_states(c, states)
             if worker_id is not None:
                 c.execute(_workers.update().where(_workers.c.id == worker_id)
                           .values(heartbeat=time.time()))
+        if states and worker_id is not None and self._files is not None:
+            self._files.write(worker_id, states)
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "sqlite":

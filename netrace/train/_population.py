@@ -33,7 +33,7 @@ __all__ = ["EpochResult", "MemberState", "Population", "ValidationResult"]
 _LOWER_IS_BETTER = ("loss", "mse", "mae", "log_loss")
 _METRICS = {"regression": ("loss", "mse", "mae", "r2"),
             "binary": ("loss", "log_loss", "accuracy", "auc"),
-            "multiclass": ("loss", "log_loss", "accuracy")}
+            "multiclass": ("loss", "log_loss", "accuracy", "auc")}
 _VALIDATION_ROWS = 512  # rows per validation chunk: bounds (K, rows, ...) activations
 
 
@@ -347,7 +347,8 @@ class Population:
 
         Regression reports loss, mse, mae and, given a ``baseline`` forecast (N,), the
         out-of-sample ``r2`` against it; binary: loss, log_loss, accuracy, auc; multiclass:
-        loss, log_loss, accuracy. Only running members can improve or run out of patience.
+        loss, log_loss, accuracy, auc (one-vs-rest, macro). Only running members can improve
+        or run out of patience.
         """
         x, y = self._to_device(x, y)
         out = self.predict(x)
@@ -370,6 +371,7 @@ class Population:
         else:
             metrics["log_loss"] = _metrics.log_loss(out, y)
             metrics["accuracy"] = _metrics.accuracy(out, y)
+            metrics["auc"] = _metrics.auc(out, y)
         if self.monitor not in metrics:
             raise UserError(f"monitor {self.monitor!r} needs a baseline forecast; pass "
                             "baseline=... to validate()")
@@ -397,3 +399,124 @@ class Population:
         for best, t in zip(self._best, self._state_tensors(), strict=True):
             shape = (self.k,) + (1,) * (t.dim() - 1)
             best.copy_(torch.where(mask.view(shape), t.detach(), best))
+
+    # -- member state: a network moved to another population, e.g. after its worker died --
+    _STATE_SCALARS = ("optimizer", "optim_steps", "batches", "epochs", "best_score",
+                      "best_epoch", "bad_epochs", "state")
+
+    def _state_names(self) -> list[str]:
+        """Names of ``_state_tensors()`` in a member state: ``params``, then each buffer."""
+        return ["params", *(f"buffer.{name}" for name, _ in self.model.named_buffers())]
+
+    @torch.no_grad()
+    def member_states(self, index: Sequence[int]
+                      ) -> list[dict[str, np.ndarray | int | float | str]]:
+        """Everything that decides members ``index``'s future training, one dict each, to
+        continue them in a slot of another population (:meth:`load_member_state`).
+
+        Arrays, in the population's dtype: ``params`` (the member's row of the flat
+        parameters), ``buffer.<name>`` (batch-norm statistics), ``optim.<j>.<name>`` (the
+        optimizer's state rows) and ``best.params`` / ``best.buffer.<name>`` (its best
+        validation state; left out when equal to the current one, as after an improvement,
+        which saves a quarter of the bytes). Numbers: ``optimizer`` (its kind), ``optim_steps``,
+        ``batches`` (the dropout-key counter), ``epochs`` (its own epochs, which drive its
+        learning-rate schedule), ``best_score``, ``best_epoch`` (counted in its own epochs, not
+        the population's; right for a running member), ``bad_epochs`` and ``state``.
+        Hyperparameters, seed, bootstrap weights and dropout keys come from its
+        :class:`MemberSpec`. Not included: the population's minibatch order, which a member
+        continued elsewhere takes from its new population. One gather per tensor for all of
+        ``index``; each dict's arrays are views into those copies.
+        """
+        for i in index:
+            self._check_index(i)
+        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.device)
+        names = self._state_names()
+        current = [t.detach().index_select(0, idx) for t in self._state_tensors()]
+        best = [b.index_select(0, idx) for b in self._best]
+        same = torch.ones(len(idx), dtype=torch.bool, device=self.device)
+        for c, b in zip(current, best, strict=True):
+            same &= (c == b).flatten(1).all(dim=1)
+        arrays = {name: c.cpu().numpy() for name, c in zip(names, current, strict=True)}
+        arrays.update({f"best.{name}": b.cpu().numpy() for name, b in zip(names, best,
+                                                                          strict=True)})
+        for j, st in enumerate(self.optimizer.state):
+            arrays.update({f"optim.{j}.{name}": t.index_select(0, idx).cpu().numpy()
+                           for name, t in st.items()})
+        steps = self.optimizer.steps.index_select(0, idx).tolist()
+        batches = self._batches.index_select(0, idx).tolist()
+        same_rows = same.tolist()
+        out = []
+        for r, i in enumerate(index):
+            state: dict[str, np.ndarray | int | float | str] = {
+                name: a[r] for name, a in arrays.items()
+                if not (same_rows[r] and name.startswith("best."))}
+            epochs = int(self.member_epochs[i])
+            start = self.epoch - epochs  # the population epoch the member started in
+            state.update(optimizer=self.optimizer.kind, optim_steps=int(steps[r]),
+                         batches=int(batches[r]), epochs=epochs,
+                         best_score=float(self.best_score[i]),
+                         best_epoch=int(self.best_epoch[i] - start)
+                         if np.isfinite(self.best_score[i]) else -1,
+                         bad_epochs=int(self._bad_epochs[i]), state=self.states[i].value)
+            out.append(state)
+        return out
+
+    def member_state(self, i: int) -> dict[str, np.ndarray | int | float | str]:
+        """Member ``i``'s state (see :meth:`member_states`)."""
+        return self.member_states([i])[0]
+
+    @torch.no_grad()
+    def load_member_state(self, i: int, member: MemberSpec,
+                          state: dict[str, np.ndarray | int | float | str]) -> None:
+        """Put the member whose :meth:`member_state` is ``state`` into slot ``i``, as
+        :meth:`replace` puts a new one: its weights, optimizer state, counters and books go on
+        exactly where they were. ``member`` must be the spec it was trained with (its
+        hyperparameters, seed, bootstrap weights and dropout keys come from it). Fed the same
+        minibatches, it then trains exactly as it would have in its old population. The other
+        members are not touched."""
+        self._check_index(i)
+        self._check_member_state(state)
+        member_hparams(self.optimizer.kind, member)
+        self.optimizer.reset_member(i, member)  # its hyperparameters; the state follows
+        self.members[i] = member
+        self._write_member(i, member)
+        names = self._state_names()
+        for name, t, best in zip(names, self._state_tensors(), self._best, strict=True):
+            t.detach()[i].copy_(torch.as_tensor(state[name]))
+            best[i].copy_(torch.as_tensor(state.get(f"best.{name}", state[name])))
+        for j, st in enumerate(self.optimizer.state):
+            for name, t in st.items():
+                t[i].copy_(torch.as_tensor(state[f"optim.{j}.{name}"]))
+        self.optimizer.steps[i] = int(state["optim_steps"])
+        self._batches[i] = int(state["batches"])
+        epochs = int(state["epochs"])
+        self.member_epochs[i] = epochs
+        best_epoch = int(state["best_epoch"])
+        # in the population's numbering, as validate() counts: negative when the member's
+        # best came before this population's first epoch
+        self.best_epoch[i] = self.epoch - epochs + best_epoch if best_epoch >= 0 else -1
+        self.best_score[i] = float(state["best_score"])
+        self._bad_epochs[i] = int(state["bad_epochs"])
+        self.states[i] = MemberState(state["state"])
+
+    def _check_member_state(self, state: dict[str, np.ndarray | int | float | str]) -> None:
+        """A member state fits only a population of the same architecture and optimizer."""
+        mine = {name: tuple(t.shape[1:]) for name, t in
+                zip(self._state_names(), self._state_tensors(), strict=True)}
+        for j, st in enumerate(self.optimizer.state):
+            mine.update({f"optim.{j}.{name}": tuple(t.shape[1:]) for name, t in st.items()})
+        theirs = {name: tuple(np.shape(v)) for name, v in state.items()
+                  if name not in self._STATE_SCALARS and not name.startswith("best.")}
+        best_fits = all(mine.get(name[5:]) == tuple(np.shape(v)) for name, v in state.items()
+                        if name.startswith("best."))
+        missing = [n for n in self._STATE_SCALARS if n not in state]
+        if theirs != mine or not best_fits or missing or \
+                state["optimizer"] != self.optimizer.kind:
+            p = mine["params"][0]
+            given = theirs.get("params", ("?",))[0]
+            raise UserError(
+                f"this member state does not fit the population: it holds {given} parameters "
+                f"for optimizer {state.get('optimizer')!r}"
+                + (f" (missing {', '.join(missing)})" if missing else "")
+                + f", the population's members have {p} for {self.optimizer.kind!r}; load it "
+                "into a population of the same architecture and optimizer")
