@@ -73,16 +73,22 @@ def test_fused_stack_passes_gradcheck():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_recurrence_passes_gradcheck_through_both_outputs(cell):
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-input", "member-input"])
+@pytest.mark.parametrize("n_in", [2, 6], ids=["few-features", "many-features"])
+def test_recurrence_passes_gradcheck_through_both_outputs(cell, shared, n_in):
     g = torch.Generator().manual_seed(3)
     k, h, t, b = 2, 3, 4, 5
     gates = 4 if cell == "lstm" else 3
-    xp = torch.randn(k, gates * h, t, b, generator=g, dtype=torch.float64, requires_grad=True)
-    whh = (torch.randn(k, h, gates * h, generator=g, dtype=torch.float64) * 0.5).requires_grad_()
-    bhh = (torch.randn(k, gates * h, generator=g, dtype=torch.float64) * 0.1).requires_grad_()
 
-    def run(xp, whh, bhh):
-        seq, last = recurrence(cell, xp, whh, bhh if cell == "gru" else None)
+    def rand(*shape, scale=0.5):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).requires_grad_()
+
+    inp = rand(b, t, n_in, scale=1.0) if shared else rand(k, n_in, t, b, scale=1.0)
+    wih, bih = rand(k, n_in, gates * h), rand(k, gates * h, scale=0.1)
+    whh, bhh = rand(k, h, gates * h), rand(k, gates * h, scale=0.1)
+
+    def run(inp, wih, bih, whh, bhh):
+        seq, last = recurrence(cell, inp, wih, bih, whh, bhh if cell == "gru" else None)
         return seq.sin().sum() + (last * last).sum()  # gradients flow into both outputs
 
-    assert torch.autograd.gradcheck(run, (xp, whh, bhh))
+    assert torch.autograd.gradcheck(run, (inp, wih, bih, whh, bhh))

@@ -48,7 +48,9 @@ def _worker_main(fn: Callable[..., Any], index: int, threads: int, stop: Any,
     try:
         import torch
 
-        torch.set_num_threads(threads)
+        from netrace.train import set_worker_threads
+
+        set_worker_threads(threads)
         try:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # already set once in this process

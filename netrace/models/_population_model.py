@@ -477,39 +477,30 @@ class _RNN(PopulationModel):
         return self.spec.hidden_size
 
     def activation_size(self) -> int:
-        # per step: the gates (G*H) and their activations, c, tanh(c), h; as run by autograd
-        return self._window * self.spec.layers * self.spec.hidden_size * 16 + \
+        # per step: the input projection and the activated gates (G*H each), c, h, and the
+        # gates' gradient in the backward pass (see _recurrent)
+        return self._window * self.spec.layers * self.spec.hidden_size * 14 + \
             super().activation_size()
 
     _window = 32  # a guess at the steps per window, for sizing only
 
     def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
                   buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
-        s, k, hs = self.spec, P["rnn0_wih"].shape[0], self.spec.hidden_size
+        s = self.spec
         if x.dim() == 2 and s.in_features == 1:
             x = x.unsqueeze(-1)
         if x.dim() != 3 or x.shape[2] != s.in_features:
             raise UserError(f"this {s.cell.upper()} takes windows (B, steps, {s.in_features})"
                             f"{' or (B, steps)' if s.in_features == 1 else ''}; "
                             f"got shape {tuple(x.shape)}")
-        b, t = x.shape[0], x.shape[1]
         # Feature-major, as the recurrence runs (see _recurrent): (K, H, T, B) per layer.
-        seq: Tensor | None = None
+        seq: Tensor = x
         h_last = x  # replaced by the first layer
         for j in range(s.layers):
-            wih, bih = P[f"rnn{j}_wih"], P[f"rnn{j}_bih"]
+            bih = P[f"rnn{j}_bih"]
             if s.cell == "lstm":  # both LSTM biases simply add: fold them into the projection
                 bih = bih + P[f"rnn{j}_bhh"]
-            gsz = wih.shape[2]
-            if seq is None:
-                # every step's input projection at once, one wide product: (K*G, T*B)
-                xt = x.permute(2, 1, 0).reshape(x.shape[2], t * b)
-                wide = wih.transpose(1, 2).reshape(k * gsz, -1)
-                xp = torch.addmm(bih.reshape(k * gsz, 1), wide, xt).view(k, gsz, t, b)
-            else:
-                xp = torch.baddbmm(bih.unsqueeze(2), wih.transpose(1, 2),
-                                   seq.reshape(k, hs, t * b)).view(k, gsz, t, b)
-            seq, h_last = recurrence(s.cell, xp, P[f"rnn{j}_whh"],
+            seq, h_last = recurrence(s.cell, seq, P[f"rnn{j}_wih"], bih, P[f"rnn{j}_whh"],
                                      None if s.cell == "lstm" else P[f"rnn{j}_bhh"])
             if j < s.layers - 1 and ctx is not None:
                 seq = ctx(seq)
