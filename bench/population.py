@@ -173,7 +173,9 @@ def main() -> None:
                   f"| {seq / seconds:.1f}x | {pool / seconds:.1f}x | {mark}{seq:.1f} "
                   f"| {mark}{pool:.1f} | {rss:.0f} | {chunk} | {gflops:.1f} | {100 * gflops / rate:.0f}% |",
                   flush=True)
-    print(f"\nmember chunk: {args.chunk or 'auto'}; baselines timed on {args.sample} members "
+    again = mm_gflops(cores)
+    print(f"\nfp32 mm rate again at the end: {again:.0f} GFLOP/s (the % column uses the first)")
+    print(f"member chunk: {args.chunk or 'auto'}; baselines timed on {args.sample} members "
           f"and scaled to K where marked ~; fastest of {args.repeat} run(s) each.")
 
 
