@@ -4,9 +4,12 @@ population epoch it records, all measured in the same run.
     .venv/bin/python bench/storage.py [--k 256] [--epochs 20]
 
 Prints a markdown table: milliseconds per epoch for netrace's batched write (values, metrics and
-rule decisions of all K members in one transaction) on SQLite, Optuna's ``trial.report`` per
-member on its SQLite RDBStorage, and one K=256 training epoch of an MLP 32-64-64-1 (batch 128,
-2,000 samples); the storage share of the wall time is storage / (epoch + storage).
+rule decisions of all K members in one transaction) on SQLite, the same write with every
+member's resumable training state (weights, Adam state, best weights: what the race saves after
+each epoch so a killed worker's networks continue; exporting and packing them included), Optuna's
+``trial.report`` per member on its SQLite RDBStorage, and one K=256 training epoch of an MLP
+32-64-64-1 (batch 128, 2,000 samples); the storage share of the wall time is
+storage / (epoch + storage).
 """
 
 from __future__ import annotations
@@ -18,10 +21,24 @@ import tempfile
 import time
 
 
-def netrace_write(k: int, epochs: int, folder: str) -> float:
-    from netrace.storage import DecisionRecord, EpochValue, Storage
+def _population(k: int):  # noqa: ANN202
+    import torch
 
-    s = Storage(os.path.join(folder, "netrace.db"))
+    from netrace.models import MLPSpec
+    from netrace.train import MemberSpec, Population
+
+    torch.manual_seed(0)
+    return Population(MLPSpec(in_features=32, hidden=(64, 64)),
+                      [MemberSpec(seed=i, lr=1e-4 * (1 + i % 50)) for i in range(k)],
+                      optimizer="adam", batch_size=128, device="cpu")
+
+
+def netrace_write(k: int, epochs: int, folder: str, with_states: bool = False) -> float:
+    from netrace.race._resume import save_slots
+    from netrace.storage import DecisionRecord, EpochValue, ResumeState, Storage
+
+    pop = _population(k) if with_states else None
+    s = Storage(os.path.join(folder, f"netrace{int(with_states)}.db"))
     st = s.create_study("bench", direction="maximize", config={})
     w = s.register_worker(st.id)
     trials = s.add_trials(st.id, [{"lr": 1e-3 * (i + 1)} for i in range(k)], list(range(k)),
@@ -34,7 +51,11 @@ def netrace_write(k: int, epochs: int, folder: str) -> float:
                                                            "mean": 0.5, "std": 0.01})
                for t in trials]
         t0 = time.perf_counter()
-        s.record_epoch(w, vals, dec)
+        states = []
+        if pop is not None:
+            blobs = save_slots([pop], list(range(k)))
+            states = [ResumeState(t.id, e + 1, b) for t, b in zip(trials, blobs, strict=True)]
+        s.record_epoch(w, vals, dec, states=states)
         times.append(time.perf_counter() - t0)
     return 1000 * statistics.median(times)
 
@@ -60,14 +81,8 @@ def optuna_reports(k: int, epochs: int, folder: str) -> float:
 def engine_epoch(k: int, epochs: int) -> float:
     import torch
 
-    from netrace.models import MLPSpec
-    from netrace.train import MemberSpec, Population
-
-    torch.manual_seed(0)
+    pop = _population(k)
     x, y = torch.randn(2000, 32), torch.randn(2000)
-    pop = Population(MLPSpec(in_features=32, hidden=(64, 64)),
-                     [MemberSpec(seed=i, lr=1e-4 * (1 + i % 50)) for i in range(k)],
-                     optimizer="adam", batch_size=128, device="cpu")
     times = []
     for _ in range(max(3, epochs // 4)):
         t0 = time.perf_counter()
@@ -82,18 +97,20 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=20)
     a = ap.parse_args()
-    import torch
+    from netrace.train import set_worker_threads
 
-    torch.set_num_threads(1)  # one worker's share of this 2-core machine
+    set_worker_threads(1)  # one worker's share of this 2-core machine
     with tempfile.TemporaryDirectory() as d:
         ours = netrace_write(a.k, a.epochs, d)
+        full = netrace_write(a.k, a.epochs, d, with_states=True)
         theirs = optuna_reports(a.k, max(3, a.epochs // 4), d)
     epoch = engine_epoch(a.k, a.epochs)
-    print("| K | netrace batched write (ms/epoch) | Optuna report per member (ms/epoch) | "
-          "ratio | population epoch, 1 thread (ms) | storage share of wall time |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {a.k} | {ours:.1f} | {theirs:.0f} | {theirs / ours:.0f}x | {epoch:.0f} | "
-          f"{100 * ours / (ours + epoch):.1f}% |")
+    print("| K | netrace batched write (ms/epoch) | with resumable states (ms/epoch) | "
+          "Optuna report per member (ms/epoch) | ratio | population epoch, 1 thread (ms) | "
+          "storage share of wall time, with states |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {a.k} | {ours:.1f} | {full:.1f} | {theirs:.0f} | {theirs / ours:.0f}x | {epoch:.0f} | "
+          f"{100 * ours / (ours + epoch):.1f}%, {100 * full / (full + epoch):.1f}% |")
 
 
 if __name__ == "__main__":
