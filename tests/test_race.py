@@ -78,8 +78,10 @@ def check_books(storage: Storage, study: str) -> None:
         epochs, values = storage.curve(t.id)
         assert epochs == list(range(len(epochs))), t
         assert t.epochs == len(epochs)
+        # a slot refilled as the race ended goes back to the queue, not "stopped" untrained
+        assert not (t.state is TrialState.STOPPED and t.epochs == 0), t
         if t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.epochs > 0:
-            ck = storage.checkpoint(t.id)  # (a slot refilled as the race ended trained nothing)
+            ck = storage.checkpoint(t.id)
             assert ck is not None and ck.epoch <= len(epochs) - 1
     assert storage.epochs_spent(st.id) == sum(t.epochs for t in trials)
 

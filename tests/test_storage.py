@@ -116,6 +116,23 @@ def test_ends_and_checkpoints(storage_url: str) -> None:
         s.record_epoch(w, ends=[TrialEnd(t[0].id, TrialState.RUNNING)])
 
 
+def test_unclaim_requeues_only_untrained_running_trials(storage_url: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="maximize", config={})
+    w = s.register_worker(st.id)
+    trained, fresh, done = s.add_trials(st.id, [{}, {}, {}], [1, 2, 3], worker_id=w)
+    s.record_epoch(w, [EpochValue(trained.id, 0, 0.5), EpochValue(done.id, 0, 0.7)],
+                   ends=[TrialEnd(done.id, TrialState.COMPLETE)])
+    assert s.unclaim([trained.id, fresh.id, done.id]) == [fresh.id]
+    assert s.trial(fresh.id).state is TrialState.QUEUED and s.trial(fresh.id).worker_id is None
+    assert "before it trained an epoch" in s.trial(fresh.id).note
+    assert s.trial(trained.id).state is TrialState.RUNNING
+    assert s.trial(done.id).state is TrialState.COMPLETE
+    assert s.epochs_spent(st.id) == 2
+    w2 = s.register_worker(st.id)
+    assert [t.id for t in s.claim_queued(st.id, w2, 5)] == [fresh.id]
+
+
 def test_recover_dead_worker(storage_url: str) -> None:
     s = Storage(storage_url)
     st = s.create_study("x", direction="minimize", config={})

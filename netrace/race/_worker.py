@@ -408,11 +408,13 @@ class _Worker:
         if self.ctx.should_stop() and not self.over():
             return  # release_worker re-queues them when the worker exits
         _, reason = self.storage.study_state(self.study.id)
-        ends = [TrialEnd(t.id, TrialState.STOPPED, f"race ended: {reason}")
-                for t in trials if t is not None]
-        ckpts = [self._checkpoint(pops, i, t, settings, len(curves[i]) - 1)
-                 for i, t in enumerate(trials) if t is not None and curves[i]]
+        trained = [(i, t) for i, t in enumerate(trials) if t is not None and curves[i]]
+        ends = [TrialEnd(t.id, TrialState.STOPPED, f"race ended: {reason}") for _, t in trained]
+        ckpts = [self._checkpoint(pops, i, t, settings, len(curves[i]) - 1) for i, t in trained]
         self.storage.record_epoch(self.wid, ends=ends, checkpoints=ckpts)
+        # a network refilled into a slot as the race ended has trained nothing: back to the
+        # queue, for a resume with more budget, rather than "stopped" after 0 epochs
+        self.storage.unclaim(t.id for i, t in enumerate(trials) if t is not None and not curves[i])
 
 
 class _BadPopulation(Exception):

@@ -355,6 +355,23 @@ class Storage:
             self._files.drop(worker_id)  # its states are in the table now
         return ids
 
+    def unclaim(self, trial_ids: Iterable[int]) -> list[int]:
+        """Running trials that have not trained a single epoch go back to the queue (a slot
+        refilled just as the race ended): they cost nothing, and a later run (a resume with
+        more budget) starts them. Trials that did train are left alone. Returns the ids
+        re-queued."""
+        ids = [int(t) for t in trial_ids]
+        if not ids:
+            return []
+        with self._write.begin() as c:
+            mine = (_trials.c.id.in_(ids) & (_trials.c.state == TrialState.RUNNING.value)
+                    & (_trials.c.epochs == 0))
+            back = [r[0] for r in c.execute(sa.select(_trials.c.id).where(mine)).all()]
+            c.execute(_trials.update().where(mine).values(
+                state=TrialState.QUEUED.value, worker_id=None,
+                note="re-queued: the race ended before it trained an epoch"))
+        return back
+
     def _resume_point(self, c: sa.Connection, trial_id: int, newest: ResumeState | None) -> int:
         """The last epoch a re-queued trial keeps: its saved state's (the newer of the dead
         worker's file and the table), else its checkpoint's, else none (-1)."""
