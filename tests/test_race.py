@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from netrace.storage import Storage, TrialState
+from netrace.storage import Storage, TrialRecord, TrialState
 
 EXE = str(Path(sys.executable).parent / "netrace")
 
@@ -69,6 +69,12 @@ def start(cfg: Path, workers: int) -> subprocess.Popen:
                             text=True)
 
 
+def settled(t: TrialRecord) -> bool:
+    """What an ended race leaves: a finished trial, or one refilled into a slot as the race
+    ended, back in the queue untrained (a resume with more budget starts it)."""
+    return t.state.finished or (t.state is TrialState.QUEUED and t.epochs == 0)
+
+
 def check_books(storage: Storage, study: str) -> None:
     """No trial counted twice, every finished trial has its whole curve and a checkpoint."""
     st = storage.get_study(study)
@@ -95,7 +101,7 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     s = Storage(tmp_path / "netrace.db")
     st = s.get_study("race")
     trials = s.trials(st.id)
-    assert all(t.state.finished for t in trials)
+    assert all(settled(t) for t in trials)
     assert {w["state"] for w in s.workers(st.id)} == {"done"} and len(s.workers(st.id)) == 2
     assert len({t.worker_id for t in trials}) == 2  # both workers trained networks
     check_books(s, "race")
@@ -132,7 +138,7 @@ def test_target_stops_every_worker(tmp_path: Path) -> None:
     s = Storage(tmp_path / "netrace.db")
     st = s.get_study("race")
     assert s.epochs_spent(st.id) < 100  # ended long before the budget
-    assert all(t.state.finished for t in s.trials(st.id))
+    assert all(settled(t) for t in s.trials(st.id))
     assert time.monotonic() - t0 < 200
 
 
@@ -144,7 +150,7 @@ def test_diverging_networks_end_alone(tmp_path: Path) -> None:
     trials = s.trials(s.get_study("race").id)
     diverged = [t for t in trials if t.state is TrialState.DIVERGED]
     assert diverged and all("NaN or infinite" in t.note for t in diverged)
-    assert all(t.state.finished for t in trials)
+    assert all(settled(t) for t in trials)
 
 
 def _wait_epochs(db: Path, study: str, n: int, timeout: float = 200) -> Storage:
@@ -260,12 +266,13 @@ def test_kill_whole_run_then_resume(tmp_path: Path) -> None:
     for tid, v in before.items():
         assert after[tid] == v
     st = s.get_study("race")
-    assert all(t.state.finished for t in s.trials(st.id))
+    assert all(settled(t) for t in s.trials(st.id))
     check_books(s, "race")
 
 
 def test_ctrl_c_stops_gracefully_and_resumes(tmp_path: Path) -> None:
-    cfg = write(tmp_path, rule="none", budget=100, epochs=8)
+    # a budget the race cannot spend before the Ctrl-C arrives, however fast the engine
+    cfg = write(tmp_path, rule="none", budget=1_000_000, epochs=8)
     proc = start(cfg, 1)
     s = _wait_epochs(tmp_path / "netrace.db", "race", 12)
     proc.send_signal(signal.SIGINT)
@@ -277,9 +284,11 @@ def test_ctrl_c_stops_gracefully_and_resumes(tmp_path: Path) -> None:
     trials = s.trials(st.id)
     assert not any(t.state is TrialState.RUNNING for t in trials)
     assert {w["state"] for w in s.workers(st.id)} == {"done"}
+    # resume with a budget that ends the race: the interrupted networks finish first
+    cfg = write(tmp_path, rule="none", budget=s.epochs_spent(st.id) + 60, epochs=8)
     again = run(cfg, "--workers", "1")
     assert again.returncode == 0, again.stderr
-    assert all(t.state.finished for t in s.trials(st.id))
+    assert all(settled(t) for t in s.trials(st.id))
     check_books(s, "race")
 
 
