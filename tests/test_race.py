@@ -205,7 +205,7 @@ def test_sigkill_of_a_worker_resumes_its_networks(tmp_path: Path) -> None:
     the queue with their states and curves and are claimed before any new proposal, so with
     budget left each one continues its curve where it was, on another worker; nothing completed
     is lost and nothing is counted twice."""
-    budget, max_epochs = 400, 10
+    budget, max_epochs = 800, 10  # room to spare however fast the engine trains
     cfg = write(tmp_path, rule="none", budget=budget, epochs=max_epochs)
     proc = start(cfg, 2)
     s = _wait_epochs(tmp_path / "netrace.db", "race", 1)
