@@ -10,7 +10,9 @@ leaves a study that the same command resumes; a second Ctrl-C kills them.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -82,9 +84,25 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
     be.start(worker_main, (plan,), list(range(n)), threads)
     restarts = 0
     interrupted = 0
+    # The first Ctrl-C only sets a flag, read at the top of every loop: a KeyboardInterrupt
+    # raised deep inside a library call can be swallowed there, and then the stop request
+    # would be lost. A second Ctrl-C raises KeyboardInterrupt and kills the workers.
+    requests: list[float] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        requests.append(time.monotonic())
+        if len(requests) > 1:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: Ctrl-C stays a KeyboardInterrupt
+        previous = None
     try:
         while True:
             try:
+                if len(requests) > interrupted:  # a Ctrl-C not acted on yet
+                    raise KeyboardInterrupt
                 exits = be.wait(1.0)
                 pids = getattr(be, "last_pids", {})
                 for e in exits:
@@ -121,6 +139,8 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
                             storage.release_worker(w["id"])
                     break
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         if be.running():
             be.kill()
     final = snapshot(storage, study, budget)
