@@ -282,20 +282,27 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_sigkill_loses_no_committed_epoch(storage_url: str) -> None:
-    """A real writer process killed with SIGKILL mid-write: every acknowledged epoch is there,
-    nothing is half-written, and the study resumes."""
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, storage_url], cwd=ROOT,
+def _kill_writer(script: str, storage_url: str, after: int) -> tuple[int, int | None]:
+    """Run a writer process, SIGKILL it once it has acknowledged epoch ``after``; returns the
+    last acknowledged epoch and its exit code."""
+    proc = subprocess.Popen([sys.executable, "-c", script, storage_url], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     acked = -1
     assert proc.stdout is not None
     for line in proc.stdout:
         acked = int(line)
-        if acked >= 25:
+        if acked >= after:
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
+    return acked, proc.returncode
+
+
+def test_sigkill_loses_no_committed_epoch(storage_url: str) -> None:
+    """A real writer process killed with SIGKILL mid-write: every acknowledged epoch is there,
+    nothing is half-written, and the study resumes."""
+    acked, returncode = _kill_writer(WRITER, storage_url, after=25)
+    assert returncode == -signal.SIGKILL
     s = Storage(storage_url)
     st = s.get_study("kill")
     trials = s.trials(st.id)
@@ -340,16 +347,7 @@ def test_sigkill_leaves_curves_and_states_in_agreement(storage_url: str) -> None
     """A writer of 64 trials' curves and 100 KB states per epoch, killed with SIGKILL at any
     moment: after recovery every trial's curve length is its state's epoch count (the states of
     the last acknowledged epoch at least), whatever the moment of the kill."""
-    proc = subprocess.Popen([sys.executable, "-c", STATE_WRITER, storage_url], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
-    acked = -1
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        acked = int(line)
-        if acked >= 12:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    acked, _ = _kill_writer(STATE_WRITER, storage_url, after=12)
     s = Storage(storage_url)
     st = s.get_study("kill")
     (w,) = s.stale_workers(st.id, timeout=0.0)

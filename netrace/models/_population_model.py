@@ -388,10 +388,13 @@ class _CNN(PopulationModel):
         run_mean, run_var = mean.reshape(-1).clone(), var.reshape(-1).clone()
         out = F.batch_norm(h, run_mean, run_var, gain, bias, True, _BN_MOMENTUM, NORM_EPS)
         with torch.no_grad():
-            move = torch.ones_like(mean, dtype=torch.bool) if update is None else \
-                update.unsqueeze(1).expand_as(mean)
-            mean.copy_(torch.where(move, run_mean.view_as(mean), mean))
-            var.copy_(torch.where(move, run_var.view_as(var), var))
+            new_mean, new_var = run_mean.view_as(mean), run_var.view_as(var)
+            if update is not None:
+                keep = ~update.unsqueeze(1)
+                new_mean = torch.where(keep, mean, new_mean)
+                new_var = torch.where(keep, var, new_var)
+            mean.copy_(new_mean)
+            var.copy_(new_var)
         return out
 
     def _member_module(self, i: int, dropout_p: float) -> nn.Module:
