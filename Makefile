@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c requirements/constraints.txt "torch==2.13.0"
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,parquet,postgres]"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[dev,parquet,postgres,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,14 +1,15 @@
 """The race on built-in S&P 500 volatility: rules compared at the same sampler seed and budget,
 the race's throughput against the bare population engine, and 2 workers against 1.
 
-    .venv/bin/python bench/race.py [--part rules|throughput|workers|all] [--population 16]
-                                   [--epochs 20] [--budget-factor 4]
+    .venv/bin/python bench/race.py [--part rules|throughput|workers|ray|all] [--population 16]
+                                   [--epochs 20] [--budget-factor 4] [--repeat 3]
 
 rules: for none, lc, median, hyperband (one worker, same sampler seed, same budget): the
 network-epochs spent until the running best validation R² is within 1% of the `none` race's
 final best, and each race's final best. throughput: a race of one K=256 population (rule none)
 against the same population trained bare by the engine, network-epochs per second measured in
-the same run. workers: the same race with 2 workers against 1. Prints markdown tables.
+the same run. workers: the same race with 2 workers against 1. ray (not in all): 2 workers as
+actors of a Ray head started on 127.0.0.1 against 2 local processes. Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ def config(rule: str, population: int, epochs: int, budget: int, space: dict | N
     })
 
 
-def race(cfg, folder: str, name: str, workers: int = 1):
+def race(cfg, folder: str, name: str, workers: int = 1, backend: str = "local"):
     from netrace.race import run_race
     from netrace.storage import Storage
 
     url = os.path.join(folder, f"{name}.db")
     t0 = time.perf_counter()
-    run_race(cfg, storage_url=url, study=name, workers=workers, seed=0)
+    run_race(cfg, storage_url=url, study=name, workers=workers, seed=0, backend=backend)
     wall = time.perf_counter() - t0
     s = Storage(url)
     return s.timeline(s.get_study(name).id), wall
@@ -154,9 +155,48 @@ def part_workers(a: argparse.Namespace, folder: str) -> None:
     print(f"| {rates[1]:.0f} | {rates[2]:.0f} | {rates[2] / rates[1]:.2f}x |")
 
 
+def part_ray(a: argparse.Namespace, folder: str) -> None:
+    """2 workers as Ray actors (a head started here on 127.0.0.1) against 2 local processes,
+    alternating, same race as ``workers``."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.servers import RAY_ENV, RayHead
+
+    os.environ.update(RAY_ENV)
+    head = RayHead(cpus=2)
+    os.environ["RAY_ADDRESS"] = head.address
+    k, epochs = 64, 10
+    space = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam",
+             "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
+    rows = []
+    try:
+        for r in range(a.repeat):
+            rates = {}
+            for backend in ("local", "ray"):
+                tl, wall = race(config("none", k, epochs, 4 * k * epochs, space), folder,
+                                f"{backend}{r}", workers=2, backend=backend)
+                rates[backend] = (_rate(tl), wall)
+            rows.append(rates)
+            print(f"  run {r + 1}: local {rates['local'][0]:.0f}, ray {rates['ray'][0]:.0f} "
+                  "network-epochs/s", flush=True)
+    finally:
+        head.stop()
+    print(f"\nRay actors vs local processes, 2 workers, K={k} MLPs, {4 * k * epochs} "
+          "network-epochs, rule none\n")
+    print("| run | local (network-epochs/s) | Ray (network-epochs/s) | Ray / local | "
+          "wall local / Ray (s) |")
+    print("|---|---|---|---|---|")
+    for r, x in enumerate(rows, 1):
+        print(f"| {r} | {x['local'][0]:.0f} | {x['ray'][0]:.0f} | "
+              f"{x['ray'][0] / x['local'][0]:.0%} | {x['local'][1]:.1f} / {x['ray'][1]:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", default="all", choices=["rules", "throughput", "workers", "all"])
+    ap.add_argument("--part", default="all",
+                    choices=["rules", "throughput", "workers", "ray", "all"])
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--budget-factor", type=int, default=4)
@@ -168,6 +208,8 @@ def main() -> None:
             part_throughput(a, folder)
         if a.part in ("workers", "all"):
             part_workers(a, folder)
+        if a.part == "ray":
+            part_ray(a, folder)
 
 
 if __name__ == "__main__":

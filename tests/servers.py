@@ -68,3 +68,49 @@ class Postgres:
         finally:
             time.sleep(0.1)
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+RAY_ENV = {
+    # keep the head, its processes and the drivers on 127.0.0.1: without this, Ray on Linux
+    # swaps a loopback node address for the machine's routable one
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+class RayHead:
+    """``ray start --head`` on 127.0.0.1:<free port>, its files in a temp folder; ``stop``
+    ends its processes."""
+
+    def __init__(self, cpus: int = 2) -> None:
+        import sys
+
+        self.exe = str(Path(sys.executable).parent / "ray")
+        self.dir = Path(tempfile.mkdtemp(prefix="nrray-", dir="/tmp"))  # short socket paths
+        self.port = free_port()
+        self.env = {**os.environ, **RAY_ENV}
+        self.env.pop("RAY_ADDRESS", None)
+        subprocess.run([self.exe, "start", "--head", "--node-ip-address=127.0.0.1",
+                        f"--port={self.port}", "--include-dashboard=false",
+                        "--disable-usage-stats", f"--num-cpus={cpus}",
+                        f"--temp-dir={self.dir}"],
+                       check=True, capture_output=True, timeout=180, env=self.env)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        subprocess.run([self.exe, "stop", "--force"], capture_output=True, timeout=120,
+                       env=self.env, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def listening(names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(local address, process) of every listening TCP socket whose process name contains
+    one of ``names`` (from ``ss -ltnpH``)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and any(n in parts[5] for n in names):
+            rows.append((parts[3], parts[5]))
+    return rows

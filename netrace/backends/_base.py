@@ -14,8 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Backend", "WorkerContext", "WorkerExit", "StopFlag", "default_workers",
-           "threads_per_worker"]
+__all__ = [
+    "Backend",
+    "StopFlag",
+    "WorkerContext",
+    "WorkerExit",
+    "default_workers",
+    "threads_per_worker",
+]
 
 
 class StopFlag(Protocol):
@@ -53,6 +59,8 @@ class WorkerExit:
             return f"worker {self.index} finished"
         if self.signal is not None:
             return f"worker {self.index} was killed by {signal.Signals(self.signal).name}"
+        if self.exitcode is None:  # gone without an exit code (a Ray actor's process or node)
+            return f"worker {self.index} died" + (f": {self.error}" if self.error else "")
         detail = f": {self.error}" if self.error else ""
         return f"worker {self.index} failed (exit code {self.exitcode}){detail}"
 
@@ -91,6 +99,17 @@ class Backend(ABC):
     @abstractmethod
     def kill(self) -> list[WorkerExit]:
         """End every worker now."""
+
+    def workers_for(self) -> int:
+        """The default number of workers: one per core of where the workers run."""
+        return default_workers()
+
+    def threads_for(self, workers: int) -> int:
+        """Torch threads per worker when ``workers`` share the cores."""
+        return threads_per_worker(workers)
+
+    def close(self) -> None:
+        """Release what the backend holds (after its workers ended)."""
 
     def shutdown(self, grace: float = 30.0) -> list[WorkerExit]:
         """Ask workers to stop, wait up to ``grace`` seconds, then kill what is left."""

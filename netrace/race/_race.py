@@ -16,14 +16,20 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from netrace.backends import Backend, LocalBackend, default_workers, threads_per_worker
+from netrace.backends import Backend, LocalBackend
 from netrace.config import Config
 from netrace.errors import UserError
 from netrace.race._progress import Progress, Snapshot, snapshot
-from netrace.race._worker import RacePlan, budget_of, race_metric, search_space, worker_main
+from netrace.race._worker import (
+    RacePlan,
+    budget_of,
+    race_metric,
+    search_space,
+    worker_main,
+)
 from netrace.storage import Storage
 
-__all__ = ["run_race", "config_record"]
+__all__ = ["config_record", "run_race"]
 
 MAX_RESTARTS = 10
 
@@ -77,10 +83,11 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
             final = snapshot(storage, study, budget)
             progress.finish(final)
             return final
-    n = workers or config.race.workers or default_workers()
     be = _backend(backend)
-    plan = RacePlan(config, storage.url, study, seed=seed, device=device)
-    threads = threads_per_worker(n)
+    n = workers or config.race.workers or be.workers_for()
+    _check_shared_storage(be, storage)
+    plan = RacePlan(config, _absolute(storage.url), study, seed=seed, device=device)
+    threads = be.threads_for(n)
     be.start(worker_main, (plan,), list(range(n)), threads)
     restarts = 0
     interrupted = 0
@@ -104,12 +111,12 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
                 if len(requests) > interrupted:  # a Ctrl-C not acted on yet
                     raise KeyboardInterrupt
                 exits = be.wait(1.0)
-                pids = getattr(be, "last_pids", {})
+                where = getattr(be, "last_where", {})
                 for e in exits:
                     if e.ok:
                         continue
                     progress.message(e.describe() + (f": {e.error}" if e.error else ""))
-                    requeued = _recover_exited(storage, st.id, pids.get(e.index))
+                    requeued = _recover_exited(storage, st.id, where.get(e.index))
                     if requeued:
                         progress.message(f"re-queued {len(requeued)} trial(s) of worker "
                                          f"{e.index}")
@@ -143,39 +150,65 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
             signal.signal(signal.SIGINT, previous)
         if be.running():
             be.kill()
+        be.close()
     final = snapshot(storage, study, budget)
     progress.finish(final)
     return final
+
+
+def _absolute(url: str) -> str:
+    """A SQLite URL with an absolute path: workers may not share the coordinator's folder."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:" and not os.path.isabs(path):
+            return "sqlite:///" + os.path.abspath(path)
+    return url
+
+
+def _check_shared_storage(be: Backend, storage: Storage) -> None:
+    nodes = getattr(be, "nodes", lambda: 1)()
+    if nodes > 1 and storage.dialect == "sqlite":
+        be.close()
+        raise UserError(f"the Ray cluster has {nodes} machines, but the study is a SQLite file "
+                        "only this machine can open; pass --storage postgresql://user@host/db "
+                        "(a PostgreSQL server every machine reaches)")
 
 
 def _backend(name: str) -> Backend:
     if name == "local":
         return _TrackingLocal()
     if name == "ray":
-        raise UserError("--backend ray needs a Ray cluster; it is not available in this version "
-                        "of netrace yet (use --backend local)")
+        from netrace.backends._ray import RayBackend
+
+        return RayBackend()
     raise UserError(f"unknown backend '{name}'; choose local or ray")
 
 
 class _TrackingLocal(LocalBackend):
-    """Remembers each worker's pid, so the storage records of a dead worker can be found."""
+    """Remembers each worker's host and pid, so the storage records of a dead worker can be
+    found (the Ray backend keeps the same ``last_where``)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.last_pids: dict[int, int] = {}
+        self.last_where: dict[int, tuple[str, int]] = {}
 
     def start(self, *args: Any, **kwargs: Any) -> None:
         super().start(*args, **kwargs)
-        self.last_pids.update(self.pids())
+        host = socket.gethostname()
+        self.last_where.update({i: (host, pid) for i, pid in self.pids().items()})
 
 
-def _recover_exited(storage: Storage, study_id: int, pid: int | None) -> list[int]:
+def _recover_exited(storage: Storage, study_id: int, where: tuple[str, int] | None) -> list[int]:
+    """Re-queue the trials of the worker that ran as ``where`` (host, pid); without it, of
+    every worker of this machine whose process is gone."""
     host = socket.gethostname()
     out: list[int] = []
     for w in storage.workers(study_id):
-        if w["state"] == "alive" and w["host"] == host and (pid is None or w["pid"] == pid):
-            if pid is None and _pid_alive(w["pid"]):
-                continue
+        if w["state"] != "alive":
+            continue
+        mine = ((w["host"], w["pid"]) == tuple(where) if where is not None
+                else w["host"] == host and not _pid_alive(w["pid"]))
+        if mine:
             out += storage.recover_worker(w["id"])
     return out
 

@@ -1,0 +1,164 @@
+"""The race on a real Ray head on 127.0.0.1 (``--backend ray``): workers are Ray actors; a
+SIGKILLed actor's networks continue on another; nothing of Ray listens beyond loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from netrace.storage import Storage, TrialState
+from tests.servers import RAY_ENV, RayHead, free_port, listening
+from tests.test_race import (
+    EXE,
+    _finished_before,
+    _freeze_victim,
+    _wait_epochs,
+    check_books,
+    settled,
+    write,
+)
+
+RAY_PROCESSES = ("gcs_server", "raylet", "ray::", "netrace")
+
+
+@pytest.fixture(scope="module")
+def head():
+    server = RayHead(cpus=2)
+    yield server
+    server.stop()
+
+
+def _env(address: str) -> dict[str, str]:
+    env = {**os.environ, "RAY_ADDRESS": address, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # netrace sets it for a loopback head
+    return env
+
+
+def _start(cfg: Path, address: str, workers: int = 2) -> subprocess.Popen:
+    return subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--backend", "ray", "--workers",
+                             str(workers)], cwd=cfg.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(address))
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host == "::1" or host.startswith(("127.", "::ffff:127."))
+
+
+def test_race_on_ray_actors_stays_on_loopback(head: RayHead, tmp_path: Path) -> None:
+    # long enough that both actors train (each imports torch and prepares the data first)
+    cfg = write(tmp_path, rule="median", population=8, epochs=10, budget=1200)
+    proc = _start(cfg, head.address)
+    s = _wait_epochs(tmp_path / "netrace.db", "race", 1)
+    st = s.get_study("race")
+    seen = listening(RAY_PROCESSES)  # the head, its raylet, and the running actors
+    workers = s.workers(st.id)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "budget spent" in out
+    assert len({p for _, p in seen}) >= 3 and any("raylet" in p for _, p in seen), seen
+    assert all(_loopback(a) for a, _ in seen), [x for x in seen if not _loopback(x[0])]
+    # the workers were Ray's processes, not children of the netrace command
+    for w in workers:
+        assert w["pid"] != proc.pid
+    trials = s.trials(st.id)
+    assert len(s.workers(st.id)) == 2 and {w["state"] for w in s.workers(st.id)} == {"done"}
+    assert len({t.worker_id for t in trials}) == 2  # both actors trained networks
+    assert all(settled(t) for t in trials)
+    check_books(s, "race")
+    assert s.best_trial(st.id).best_value > 0
+
+
+def test_sigkill_of_a_ray_actor_resumes_its_networks(head: RayHead, tmp_path: Path) -> None:
+    budget, max_epochs = 800, 10
+    cfg = write(tmp_path, rule="none", budget=budget, epochs=max_epochs)
+    proc = _start(cfg, head.address)
+    s = _wait_epochs(tmp_path / "netrace.db", "race", 1)
+    st = s.get_study("race")
+    victim, running = _freeze_victim(s, "race", min_epochs=3)
+    before = _finished_before(s, "race")
+    assert s.epochs_spent(st.id) + 2 * 2 * 4 * max_epochs < budget
+    killed_at = time.time()
+    os.kill(victim["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "worker" in err and "died" in err and f"re-queued {len(running)} trial(s)" in err
+    after = _finished_before(s, "race")
+    for tid, v in before.items():
+        assert after[tid] == v
+    trials = {t.id: t for t in s.trials(st.id)}
+    assert {i for i, t in trials.items() if t.attempt == 1} == set(running)
+    since: dict[int, list[int]] = {}
+    for recorded, tid, epoch, _ in s.timeline(st.id):
+        if recorded > killed_at:
+            since.setdefault(tid, []).append(epoch)
+    for tid, curve in running.items():
+        values = s.curve(tid)[1]
+        kept = len(curve) - 1
+        assert values[:kept] == curve[:kept]  # continued, not retrained
+        assert since[tid] and min(since[tid]) >= kept
+        assert trials[tid].worker_id != victim["id"]
+        assert trials[tid].state in (TrialState.COMPLETE, TrialState.DIVERGED)
+    workers = s.workers(st.id)
+    assert len(workers) == 3
+    assert next(w for w in workers if w["id"] == victim["id"])["state"] == "dead"
+    check_books(s, "race")
+    assert s.study_state(st.id)[0] == "done"
+
+
+def test_no_ray_head_is_one_clear_error(tmp_path: Path) -> None:
+    cfg = write(tmp_path, rule="none", budget=20, epochs=2)
+    env = {**_env(f"127.0.0.1:{free_port()}"), **RAY_ENV}
+    t0 = time.monotonic()
+    proc = subprocess.run([EXE, "run", str(cfg), "--quiet", "--backend", "ray"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert proc.returncode == 2
+    assert "no Ray cluster answers at 127.0.0.1:" in proc.stderr and "ray start --head" in proc.stderr
+    assert "Traceback" not in proc.stderr and time.monotonic() - t0 < 60
+    # nothing was lost: the study was created and can run on local workers
+    assert Storage(tmp_path / "netrace.db").find_study("race") is not None
+
+
+def test_ray_workers_share_a_postgresql_study(head: RayHead, postgres, tmp_path: Path) -> None:
+    """The several-machines layout on one machine: Ray actors, one PostgreSQL study."""
+    url = postgres.new_database("ray_race")
+    cfg = write(tmp_path, rule="hyperband", population=8, epochs=9, budget=400)
+    proc = subprocess.run([EXE, "run", str(cfg), "--quiet", "--backend", "ray", "--workers", "2",
+                           "--storage", url], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env=_env(head.address), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "budget spent" in proc.stdout
+    s = Storage(url)
+    st = s.get_study("race")
+    trials = s.trials(st.id)
+    assert len(s.workers(st.id)) == 2 and len({t.worker_id for t in trials}) == 2
+    assert all(settled(t) for t in trials)
+    check_books(s, "race")
+    assert not (tmp_path / "netrace.db").exists()  # nothing went to a local file
+
+
+def test_ctrl_c_stops_ray_actors_gracefully(head: RayHead, tmp_path: Path) -> None:
+    """Ctrl-C reaches the actors through the stop flag: they end after their epoch and hand
+    their networks back to the queue; the study resumes on local workers."""
+    cfg = write(tmp_path, rule="none", budget=1_000_000, epochs=8)
+    proc = _start(cfg, head.address)
+    s = _wait_epochs(tmp_path / "netrace.db", "race", 12)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command to resume it" in err
+    st = s.get_study("race")
+    assert s.study_state(st.id)[0] == "running"
+    assert not any(t.state is TrialState.RUNNING for t in s.trials(st.id))
+    assert {w["state"] for w in s.workers(st.id)} == {"done"}
+    cfg = write(tmp_path, rule="none", budget=s.epochs_spent(st.id) + 60, epochs=8)
+    again = subprocess.run([EXE, "run", str(cfg), "--quiet", "--workers", "1"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert all(settled(t) for t in s.trials(st.id))
+    check_books(s, "race")
