@@ -88,7 +88,12 @@ def bare_engine(k: int, epochs: int) -> float:
     import torch
 
     from netrace.data import prepare
-    from netrace.race._build import DataShape, member_spec, model_inputs, population_settings
+    from netrace.race._build import (
+        DataShape,
+        member_spec,
+        model_inputs,
+        population_settings,
+    )
     from netrace.train import Population
 
     cfg = config("none", k, epochs, k * epochs)
@@ -174,7 +179,7 @@ def part_ray(a: argparse.Namespace, folder: str) -> None:
         for r in range(a.repeat):
             rates = {}
             for backend in ("local", "ray"):
-                tl, wall = race(config("none", k, epochs, 4 * k * epochs, space), folder,
+                tl, wall = race(config("none", k, epochs, 10 * k * epochs, space), folder,
                                 f"{backend}{r}", workers=2, backend=backend)
                 rates[backend] = (_rate(tl), wall)
             rows.append(rates)
@@ -182,7 +187,7 @@ def part_ray(a: argparse.Namespace, folder: str) -> None:
                   "network-epochs/s", flush=True)
     finally:
         head.stop()
-    print(f"\nRay actors vs local processes, 2 workers, K={k} MLPs, {4 * k * epochs} "
+    print(f"\nRay actors vs local processes, 2 workers, K={k} MLPs, {10 * k * epochs} "
           "network-epochs, rule none\n")
     print("| run | local (network-epochs/s) | Ray (network-epochs/s) | Ray / local | "
           "wall local / Ray (s) |")
