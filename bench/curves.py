@@ -33,7 +33,14 @@ sys.path.insert(0, str(ROOT))
 from netrace.curves import CALIBRATED, PAPER, RAW, Calibration, LCRule, extrapolate
 from netrace.curves._fit import prepare
 from netrace.curves._replay import lc_with_precomputed_forecasts, replay_many, simulate
-from netrace.curves._rules import HyperbandRule, MedianRule, NoRule, TopKRule
+from netrace.curves._rules import (
+    HyperbandRule,
+    MedianRule,
+    NoRule,
+    Rule,
+    TopKRule,
+    checkpoints,
+)
 from netrace.replay import load_curves
 
 SHARED = ROOT.parent / "shared"
@@ -179,12 +186,44 @@ def part_extrap(args) -> None:
         print(_table(rows) + "\n")
 
 
+class VetoedRule(Rule):
+    """An experiment, not a netrace rule: ``base`` stops a curve only if the lc forecast also
+    gives it probability < ``epsilon`` of reaching the best value seen in other curves (the
+    forecast made at the curve's latest lc checkpoint, against the current best)."""
+
+    def __init__(self, base: Rule, lc: LCRule, epsilon: float) -> None:
+        self.base, self.lc, self.epsilon = base, lc, epsilon
+        self.name = f"{base.name}+lc"
+
+    def _stop(self, best: np.ndarray, curves) -> np.ndarray:
+        stop = self.base._stop(best, curves)
+        for c in np.nonzero(stop)[0]:
+            n = int(curves.observed[c])
+            due = [m for m in checkpoints(self.lc.min_observed, self.lc.growth,
+                                          int(curves.budget[c])) if m <= n]
+            if not due:
+                stop[c] = False
+                continue
+            m = due[-1]
+            thr = np.nanmax(np.delete(best, c, axis=0))
+            if best[c, n - 1] >= thr:
+                stop[c] = False
+                continue
+            f = self.lc.forecast([np.arange(1.0, m + 1)], [best[c, :m]], curves.budget[[c]])
+            stop[c] = float(f.prob_above(np.array([thr]))[0]) < self.epsilon
+        return stop
+
+
 def part_replay(args) -> None:
     curves = load_curves(args.data)
     rules = [("none", NoRule()), ("median (50th pct, after 5)", MedianRule()),
+             ("median 10th pct", MedianRule(percentile=10.0)),
              ("median 25th pct", MedianRule(percentile=25.0)),
+             ("median 75th pct", MedianRule(percentile=75.0)),
              ("hyperband (ASHA eta 3, rungs 3..243)", HyperbandRule()),
+             ("hyperband keep a quarter", HyperbandRule(keep=0.25)),
              ("hyperband keep half", HyperbandRule(keep=0.5)),
+             ("hyperband keep two thirds", HyperbandRule(keep=2 / 3)),
              ("topk (top third at 10%)", TopKRule()), ("topk (top half at 10%)", TopKRule(keep=0.5))]
     print(f"## Replay ({args.workers} workers, 5 arrival orders, seed 0)\n")
     summary = ["| rule | median speedup | median regret | worst regret (workload) | time (s) |", "|---|---|---|---|---|"]
@@ -220,6 +259,15 @@ def part_replay(args) -> None:
                    for w, ys in curves.items()}
             record(f"lc (eps {eps}, {cal_name})", out, time.perf_counter() - t0 + t_cache)
             t_cache = 0.0
+        if cal_name == "CALIBRATED":  # the experiment: hyperband whose stops lc may veto
+            for keep, eps in ((0.5, 0.1), (1 / 3, 0.01), (0.25, 0.01)):
+                t0 = time.perf_counter()
+                out = {w: [simulate(ys, VetoedRule(HyperbandRule(keep=keep),
+                                                   LCRule(calibration=cal, forecast=caches[w]), eps),
+                                    workers=args.workers, seed=k) for k in range(5)]
+                       for w, ys in curves.items()}
+                record(f"experiment: hyperband keep {keep:.2f}, lc veto eps {eps}", out,
+                       time.perf_counter() - t0)
     print("\n" + "\n".join(summary) + "\n")
     print("Per workload: steps consumed (regret); 'none' = training everything\n")
     print("| workload | " + " | ".join(names) + " |")

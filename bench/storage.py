@@ -1,7 +1,7 @@
 """Storage cost per population epoch at K=256, against Optuna's per-report path and against the
 population epoch it records, all measured in the same run.
 
-    .venv/bin/python bench/storage.py [--k 256] [--epochs 20]
+    .venv/bin/python bench/storage.py [--k 256] [--epochs 20] [--postgres]
 
 Prints a markdown table: milliseconds per epoch for netrace's batched write (values, metrics and
 rule decisions of all K members in one transaction) on SQLite, the same write with every
@@ -21,7 +21,7 @@ import tempfile
 import time
 
 
-def _population(k: int):  # noqa: ANN202
+def _population(k: int):
     import torch
 
     from netrace.models import MLPSpec
@@ -33,12 +33,13 @@ def _population(k: int):  # noqa: ANN202
                       optimizer="adam", batch_size=128, device="cpu")
 
 
-def netrace_write(k: int, epochs: int, folder: str, with_states: bool = False) -> float:
+def netrace_write(k: int, epochs: int, folder: str, with_states: bool = False,
+                  url: str | None = None) -> float:
     from netrace.race._resume import save_slots
     from netrace.storage import DecisionRecord, EpochValue, ResumeState, Storage
 
     pop = _population(k) if with_states else None
-    s = Storage(os.path.join(folder, f"netrace{int(with_states)}.db"))
+    s = Storage(url or os.path.join(folder, f"netrace{int(with_states)}.db"))
     st = s.create_study("bench", direction="maximize", config={})
     w = s.register_worker(st.id)
     trials = s.add_trials(st.id, [{"lr": 1e-3 * (i + 1)} for i in range(k)], list(range(k)),
@@ -96,6 +97,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--k", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--postgres", action="store_true",
+                    help="also on a PostgreSQL server started here on 127.0.0.1 (Debian's)")
     a = ap.parse_args()
     from netrace.train import set_worker_threads
 
@@ -104,6 +107,20 @@ def main() -> None:
         ours = netrace_write(a.k, a.epochs, d)
         full = netrace_write(a.k, a.epochs, d, with_states=True)
         theirs = optuna_reports(a.k, max(3, a.epochs // 4), d)
+        pg = pg_full = None
+        if a.postgres:
+            import sys
+
+            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            from tests.servers import Postgres
+
+            server = Postgres()
+            try:
+                pg = netrace_write(a.k, a.epochs, d, url=server.new_database("values"))
+                pg_full = netrace_write(a.k, a.epochs, d, with_states=True,
+                                        url=server.new_database("states"))
+            finally:
+                server.stop()
     epoch = engine_epoch(a.k, a.epochs)
     print("| K | netrace batched write (ms/epoch) | with resumable states (ms/epoch) | "
           "Optuna report per member (ms/epoch) | ratio | population epoch, 1 thread (ms) | "
@@ -111,6 +128,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     print(f"| {a.k} | {ours:.1f} | {full:.1f} | {theirs:.0f} | {theirs / ours:.0f}x | {epoch:.0f} | "
           f"{100 * ours / (ours + epoch):.1f}%, {100 * full / (full + epoch):.1f}% |")
+    if pg is not None:
+        print(f"\nPostgreSQL (server on these 2 cores): batched write {pg:.1f} ms/epoch, with "
+              f"states {pg_full:.1f} ms/epoch; storage share {100 * pg / (pg + epoch):.1f}% "
+              f"without states, {100 * pg_full / (pg_full + epoch):.1f}% with")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def test_race_on_ray_actors_stays_on_loopback(head: RayHead, tmp_path: Path) -> 
         assert w["pid"] != proc.pid
     trials = s.trials(st.id)
     assert len(s.workers(st.id)) == 2 and {w["state"] for w in s.workers(st.id)} == {"done"}
-    assert len({t.worker_id for t in trials}) == 2  # both actors trained networks
+    # both actors trained networks (a slot refilled as the race ended is back in the queue)
+    assert len({t.worker_id for t in trials if t.epochs > 0}) == 2
     assert all(settled(t) for t in trials)
     check_books(s, "race")
     assert s.best_trial(st.id).best_value > 0
@@ -136,7 +137,8 @@ def test_ray_workers_share_a_postgresql_study(head: RayHead, postgres, tmp_path:
     s = Storage(url)
     st = s.get_study("race")
     trials = s.trials(st.id)
-    assert len(s.workers(st.id)) == 2 and len({t.worker_id for t in trials}) == 2
+    assert len(s.workers(st.id)) == 2
+    assert len({t.worker_id for t in trials if t.epochs > 0}) == 2
     assert all(settled(t) for t in trials)
     check_books(s, "race")
     assert not (tmp_path / "netrace.db").exists()  # nothing went to a local file
@@ -156,7 +158,8 @@ def test_ctrl_c_stops_ray_actors_gracefully(head: RayHead, tmp_path: Path) -> No
     assert s.study_state(st.id)[0] == "running"
     assert not any(t.state is TrialState.RUNNING for t in s.trials(st.id))
     assert {w["state"] for w in s.workers(st.id)} == {"done"}
-    cfg = write(tmp_path, rule="none", budget=s.epochs_spent(st.id) + 60, epochs=8)
+    # the two actors handed back up to 8 networks of at most 8 epochs: budget for all of them
+    cfg = write(tmp_path, rule="none", budget=s.epochs_spent(st.id) + 150, epochs=8)
     again = subprocess.run([EXE, "run", str(cfg), "--quiet", "--workers", "1"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0, again.stderr
