@@ -92,6 +92,18 @@ def test_record_epoch_keeps_books(storage_url: str, direction: str) -> None:
     assert best is not None and best.id == (a.id if direction == "maximize" else b.id)
 
 
+def test_several_epochs_of_one_trial_in_one_write(storage_url: str) -> None:
+    """The array path (PostgreSQL) takes one value per trial; several go the row path."""
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="maximize", config={})
+    w = s.register_worker(st.id)
+    (a,) = s.add_trials(st.id, [{}], [1], worker_id=w)
+    s.record_epoch(w, [EpochValue(a.id, 0, 0.2), EpochValue(a.id, 1, 0.6), EpochValue(a.id, 2, 0.4)])
+    r = s.trial(a.id)
+    assert (r.epochs, r.best_value, r.best_epoch) == (3, 0.6, 1)
+    assert s.curve(a.id) == ([0, 1, 2], [0.2, 0.6, 0.4])
+
+
 def test_ends_and_checkpoints(storage_url: str) -> None:
     s = Storage(storage_url)
     st = s.create_study("x", direction="minimize", config={})

@@ -196,8 +196,14 @@ class Storage:
             self._read = self._write
         try:
             _meta.create_all(self._write)
-            (_resume if self.dialect == "sqlite" else _resume_table(sa.MetaData(), "UNLOGGED")
-             ).create(self._write, checkfirst=True)
+            if self.dialect == "sqlite":
+                _resume.create(self._write, checkfirst=True)
+            elif not sa.inspect(self._write).has_table("resume_states"):
+                with self._write.begin() as c:
+                    _resume_table(sa.MetaData(), "UNLOGGED").create(c)
+                    # raw float arrays do not compress: skip pglz, store out of line as is
+                    c.exec_driver_sql("ALTER TABLE resume_states ALTER COLUMN data "
+                                      "SET STORAGE EXTERNAL")
             with self._write.begin() as c:
                 row = c.execute(sa.select(_info.c.value).where(_info.c.key == "schema")).first()
                 if row is None:
@@ -392,6 +398,14 @@ class Storage:
         return -1 if ck is None else int(ck[0])
 
     def _upsert_states(self, c: sa.Connection, states: list[ResumeState]) -> None:
+        if self.dialect == "postgresql":
+            # tens of MB per epoch: the driver's own executemany (pipelined, binary bytea) is
+            # several times faster than SQLAlchemy's multi-row INSERT rewriting
+            c.exec_driver_sql(
+                "INSERT INTO resume_states (trial_id, epochs, data) VALUES (%s, %s, %s) "
+                "ON CONFLICT (trial_id) DO UPDATE SET epochs = excluded.epochs, "
+                "data = excluded.data", [(r.trial_id, r.epochs, r.data) for r in states])
+            return
         ins = self._insert(_resume)
         c.execute(ins.on_conflict_do_update(
             index_elements=["trial_id"], set_={"epochs": ins.excluded.epochs,
@@ -511,7 +525,10 @@ class Storage:
         if states and worker_id is None:
             raise ValueError("states belong to a worker: pass its worker_id")
         with self._write.begin() as c:
-            if values:
+            fast = self.dialect == "postgresql" and len({v.trial_id for v in values}) == len(values)
+            if values and fast:
+                self._pg_values(c, values)
+            elif values:
                 now = time.time()
                 rows = [dict(trial_id=v.trial_id, epoch=v.epoch, value=_finite(v.value),
                              metrics=None if v.metrics is None else json.dumps(v.metrics),
@@ -521,7 +538,16 @@ class Storage:
                     index_elements=["trial_id", "epoch"],
                     set_={"value": ins.excluded.value, "metrics": ins.excluded.metrics}), rows)
                 self._update_books(c, values)
-            if decisions:
+            if decisions and self.dialect == "postgresql":
+                c.exec_driver_sql(
+                    "INSERT INTO decisions (trial_id, epoch, rule, action, prediction) "
+                    "SELECT * FROM unnest(%(t)s::integer[], %(e)s::integer[], %(r)s::text[], "
+                    "%(a)s::text[], %(p)s::text[])",
+                    {"t": [d.trial_id for d in decisions], "e": [d.epoch for d in decisions],
+                     "r": [d.rule for d in decisions], "a": [d.action for d in decisions],
+                     "p": [None if d.prediction is None else json.dumps(d.prediction)
+                           for d in decisions]})
+            elif decisions:
                 c.execute(_decisions.insert(), [dict(
                     trial_id=d.trial_id, epoch=d.epoch, rule=d.rule, action=d.action,
                     prediction=None if d.prediction is None else json.dumps(d.prediction))
@@ -556,6 +582,31 @@ class Storage:
         else:
             from sqlalchemy.dialects.postgresql import insert
         return insert(table)
+
+    def _pg_values(self, c: sa.Connection, values: list[EpochValue]) -> None:
+        """PostgreSQL, one value per trial: the curve rows and the trials' books as two
+        statements over arrays (row-per-statement paths cost ~15 ms per 256 rows here)."""
+        direction = c.execute(sa.select(_studies.c.direction).join(
+            _trials, _trials.c.study_id == _studies.c.id)
+            .where(_trials.c.id == values[0].trial_id)).scalar_one()
+        arrays = {"t": [v.trial_id for v in values], "e": [v.epoch for v in values],
+                  "v": [_finite(v.value) for v in values],
+                  "m": [None if v.metrics is None else json.dumps(v.metrics) for v in values],
+                  "now": time.time()}
+        c.exec_driver_sql(
+            "INSERT INTO curve (trial_id, epoch, value, metrics, recorded) "
+            "SELECT u.t, u.e, u.v, u.m, %(now)s FROM unnest(%(t)s::integer[], %(e)s::integer[], "
+            "%(v)s::float8[], %(m)s::text[]) AS u(t, e, v, m) "
+            "ON CONFLICT (trial_id, epoch) DO UPDATE SET value = excluded.value, "
+            "metrics = excluded.metrics", arrays)
+        op = ">" if direction == "maximize" else "<"
+        improves = f"u.v IS NOT NULL AND (t.best_value IS NULL OR u.v {op} t.best_value)"
+        c.exec_driver_sql(
+            "UPDATE trials AS t SET epochs = GREATEST(t.epochs, u.e + 1), "
+            f"best_epoch = CASE WHEN {improves} THEN u.e ELSE t.best_epoch END, "
+            f"best_value = CASE WHEN {improves} THEN u.v ELSE t.best_value END "
+            "FROM unnest(%(t)s::integer[], %(v)s::float8[], %(e)s::integer[]) AS u(tid, v, e) "
+            "WHERE t.id = u.tid", arrays)
 
     def _update_books(self, c: sa.Connection, values: list[EpochValue]) -> None:
         """Per trial: epochs seen, and the best value and its epoch, in the study's direction."""
