@@ -3,6 +3,7 @@ the race's throughput against the bare population engine, and 2 workers against 
 
     .venv/bin/python bench/race.py [--part rules|throughput|workers|ray|all] [--population 16]
                                    [--epochs 20] [--budget-factor 4] [--repeat 3]
+                                   [--seeds 0 1 2]
 
 rules: for none, lc, median, hyperband (one worker, same sampler seed, same budget): the
 network-epochs spent until the running best validation R² is within 1% of the `none` race's
@@ -55,32 +56,44 @@ def race(cfg, folder: str, name: str, workers: int = 1, backend: str = "local"):
     return s.timeline(s.get_study(name).id), wall
 
 
+def config_seed(cfg, seed: int):
+    import dataclasses
+
+    return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, seed=seed))
+
+
 def part_rules(a: argparse.Namespace, folder: str) -> None:
     budget = a.population * a.epochs * a.budget_factor
-    results = {}
-    for rule in ("none", "lc", "median", "hyperband"):
-        tl, wall = race(config(rule, a.population, a.epochs, budget), folder, f"rule_{rule}")
-        values = np.array([r[3] for r in tl])
-        best = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values))
-        results[rule] = (best, wall)
-        print(f"  {rule}: {len(values)} network-epochs, final best {best[-1]:.4f}, "
-              f"{wall:.0f} s", flush=True)
-    ref = results["none"][0][-1]
-    goal = ref - 0.01 * abs(ref)
+    rules = ("none", "lc", "median", "hyperband")
+    table: dict[str, list] = {r: [] for r in rules}
+    for seed in a.seeds:
+        results = {}
+        for rule in rules:
+            cfg = config_seed(config(rule, a.population, a.epochs, budget), seed)
+            tl, wall = race(cfg, folder, f"rule_{rule}_{seed}")
+            values = np.array([r[3] for r in tl])
+            best = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values))
+            results[rule] = (best, wall)
+            print(f"  seed {seed} {rule}: {len(values)} network-epochs, final best "
+                  f"{best[-1]:.4f}, {wall:.0f} s", flush=True)
+        ref = results["none"][0][-1]
+        goal = ref - 0.01 * abs(ref)
+        base = None
+        for rule, (best, wall) in results.items():
+            hit = np.flatnonzero(best >= goal)
+            reach = int(hit[0]) + 1 if hit.size else None
+            base = reach if rule == "none" else base
+            table[rule].append((seed, reach, base, best[-1], wall))
     print(f"\nS&P 500 next-day volatility, validation R², population {a.population}, "
-          f"max_epochs {a.epochs}, budget {budget} network-epochs, TPE seed 0, 1 worker\n")
-    print("| rule | network-epochs to within 1% of none's final best | vs none | final best | "
-          "wall (s) |")
-    print("|---|---|---|---|---|")
-    base_reach = None
-    for rule, (best, wall) in results.items():
-        hit = np.flatnonzero(best >= goal)
-        reach = int(hit[0]) + 1 if hit.size else None
-        if rule == "none":
-            base_reach = reach
-        ratio = (f"{base_reach / reach:.2f}x fewer" if reach and base_reach else "never")
-        print(f"| {rule} | {reach if reach else 'never'} | {ratio} | {best[-1]:.4f} | "
-              f"{wall:.0f} |")
+          f"max_epochs {a.epochs}, budget {budget} network-epochs, TPE, 1 worker\n")
+    print("| TPE seed | rule | network-epochs to within 1% of none's final best | vs none | "
+          "final best | wall (s) |")
+    print("|---|---|---|---|---|---|")
+    for seed in a.seeds:
+        for rule in rules:
+            _, reach, base, final, wall = next(x for x in table[rule] if x[0] == seed)
+            ratio = f"{base / reach:.2f}x fewer" if reach and base else "never"
+            print(f"| {seed} | {rule} | {reach or 'never'} | {ratio} | {final:.4f} | {wall:.0f} |")
 
 
 def bare_engine(k: int, epochs: int) -> float:
@@ -205,6 +218,7 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--budget-factor", type=int, default=4)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         if a.part in ("rules", "all"):
