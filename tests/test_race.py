@@ -199,26 +199,12 @@ def _freeze_victim(s: Storage, study: str, min_epochs: int, timeout: float = 200
     raise AssertionError(f"no worker ran networks {min_epochs} epochs in")
 
 
-def test_sigkill_of_a_worker_resumes_its_networks(tmp_path: Path) -> None:
-    """What the race guarantees, whatever the speeds and start order of the processes: a worker
-    killed with SIGKILL loses at most the epoch it was training; its running networks go back to
-    the queue with their states and curves and are claimed before any new proposal, so with
-    budget left each one continues its curve where it was, on another worker; nothing completed
-    is lost and nothing is counted twice."""
-    budget, max_epochs = 800, 10  # room to spare however fast the engine trains
-    cfg = write(tmp_path, rule="none", budget=budget, epochs=max_epochs)
-    proc = start(cfg, 2)
-    s = _wait_epochs(tmp_path / "netrace.db", "race", 1)
+def check_continued_elsewhere(s: Storage, before: dict, running: dict[int, list[float]],
+                              victim: dict, killed_at: float, max_epochs: int) -> None:
+    """After a worker (``victim``) was killed at ``killed_at`` with ``running`` networks: nothing
+    finished ``before`` changed, each of them continued its curve on another worker from its
+    saved state, a new worker took the dead one's place, and the race ended."""
     st = s.get_study("race")
-    victim, running = _freeze_victim(s, "race", min_epochs=3)
-    before = _finished_before(s, "race")
-    # the killed networks need at most 2 populations of epochs per worker: budget enough
-    assert s.epochs_spent(st.id) + 2 * 2 * 4 * max_epochs < budget
-    killed_at = time.time()
-    os.kill(victim["pid"], signal.SIGKILL)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "was killed by SIGKILL" in err and f"re-queued {len(running)} trial(s)" in err
     after = _finished_before(s, "race")
     for tid, (state, curve) in before.items():  # nothing completed was lost or changed
         assert after[tid] == (state, curve)
@@ -244,6 +230,29 @@ def test_sigkill_of_a_worker_resumes_its_networks(tmp_path: Path) -> None:
     assert dead["state"] == "dead"
     check_books(s, "race")  # every curve whole, every epoch counted once
     assert s.study_state(st.id)[0] == "done"
+
+
+def test_sigkill_of_a_worker_resumes_its_networks(tmp_path: Path) -> None:
+    """What the race guarantees, whatever the speeds and start order of the processes: a worker
+    killed with SIGKILL loses at most the epoch it was training; its running networks go back to
+    the queue with their states and curves and are claimed before any new proposal, so with
+    budget left each one continues its curve where it was, on another worker; nothing completed
+    is lost and nothing is counted twice."""
+    budget, max_epochs = 800, 10  # room to spare however fast the engine trains
+    cfg = write(tmp_path, rule="none", budget=budget, epochs=max_epochs)
+    proc = start(cfg, 2)
+    s = _wait_epochs(tmp_path / "netrace.db", "race", 1)
+    st = s.get_study("race")
+    victim, running = _freeze_victim(s, "race", min_epochs=3)
+    before = _finished_before(s, "race")
+    # the killed networks need at most 2 populations of epochs per worker: budget enough
+    assert s.epochs_spent(st.id) + 2 * 2 * 4 * max_epochs < budget
+    killed_at = time.time()
+    os.kill(victim["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "was killed by SIGKILL" in err and f"re-queued {len(running)} trial(s)" in err
+    check_continued_elsewhere(s, before, running, victim, killed_at, max_epochs)
     assert not list((tmp_path / "netrace.db-states").glob("*.bin"))  # no state left behind
 
 

@@ -19,6 +19,7 @@ from tests.test_race import (
     _freeze_victim,
     _wait_epochs,
     check_books,
+    check_continued_elsewhere,
     settled,
     write,
 )
@@ -89,27 +90,7 @@ def test_sigkill_of_a_ray_actor_resumes_its_networks(head: RayHead, tmp_path: Pa
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "worker" in err and "died" in err and f"re-queued {len(running)} trial(s)" in err
-    after = _finished_before(s, "race")
-    for tid, v in before.items():
-        assert after[tid] == v
-    trials = {t.id: t for t in s.trials(st.id)}
-    assert {i for i, t in trials.items() if t.attempt == 1} == set(running)
-    since: dict[int, list[int]] = {}
-    for recorded, tid, epoch, _ in s.timeline(st.id):
-        if recorded > killed_at:
-            since.setdefault(tid, []).append(epoch)
-    for tid, curve in running.items():
-        values = s.curve(tid)[1]
-        kept = len(curve) - 1
-        assert values[:kept] == curve[:kept]  # continued, not retrained
-        assert since[tid] and min(since[tid]) >= kept
-        assert trials[tid].worker_id != victim["id"]
-        assert trials[tid].state in (TrialState.COMPLETE, TrialState.DIVERGED)
-    workers = s.workers(st.id)
-    assert len(workers) == 3
-    assert next(w for w in workers if w["id"] == victim["id"])["state"] == "dead"
-    check_books(s, "race")
-    assert s.study_state(st.id)[0] == "done"
+    check_continued_elsewhere(s, before, running, victim, killed_at, max_epochs)
 
 
 def test_no_ray_head_is_one_clear_error(tmp_path: Path) -> None:
@@ -165,3 +146,17 @@ def test_ctrl_c_stops_ray_actors_gracefully(head: RayHead, tmp_path: Path) -> No
     assert again.returncode == 0, again.stderr
     assert all(settled(t) for t in s.trials(st.id))
     check_books(s, "race")
+
+
+def test_backend_ray_without_ray_installed_is_one_clear_error(tmp_path: Path) -> None:
+    """A Python where ``import ray`` fails (a package that raises ImportError first on the path)."""
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    cfg = write(tmp_path, rule="none", budget=20, epochs=2)
+    env = {**_env("127.0.0.1:1"), "PYTHONPATH": str(shadow.parent)}
+    proc = subprocess.run([EXE, "run", str(cfg), "--quiet", "--backend", "ray"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert proc.returncode == 2
+    assert "--backend ray needs Ray, which is not installed" in proc.stderr
+    assert "pip install 'netrace[ray]'" in proc.stderr and "Traceback" not in proc.stderr

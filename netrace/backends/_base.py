@@ -65,6 +65,19 @@ class WorkerExit:
         return f"worker {self.index} failed (exit code {self.exitcode}){detail}"
 
 
+def set_threads(threads: int) -> None:
+    """In a worker process: torch uses ``threads`` threads (and one inter-op thread)."""
+    import torch
+
+    from netrace.train import set_worker_threads
+
+    set_worker_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set once in this process
+        pass
+
+
 def default_workers() -> int:
     """One worker per core."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -99,6 +112,15 @@ class Backend(ABC):
     @abstractmethod
     def kill(self) -> list[WorkerExit]:
         """End every worker now."""
+
+    def where(self, index: int) -> tuple[str, int] | None:
+        """Host and pid the worker ``index`` last ran as (to find its storage records once it
+        has died), if known."""
+        return None
+
+    def nodes(self) -> int:
+        """Machines the workers may run on."""
+        return 1
 
     def workers_for(self) -> int:
         """The default number of workers: one per core of where the workers run."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import socket
 import sys
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
-from netrace.backends._base import Backend, WorkerContext, WorkerExit
+from netrace.backends._base import Backend, WorkerContext, WorkerExit, set_threads
 
 __all__ = ["LocalBackend"]
 
@@ -45,18 +46,7 @@ def _worker_main(fn: Callable[..., Any], index: int, threads: int, stop: Any,
         raise SystemExit(1)
     # Ctrl-C goes to the parent, which asks workers to stop after their epoch
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import torch
-
-        from netrace.train import set_worker_threads
-
-        set_worker_threads(threads)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:  # already set once in this process
-            pass
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        pass
+    set_threads(threads)
     try:
         fn(WorkerContext(index, threads, _StopOrOrphaned(stop, parent)), *args)
     except BaseException as exc:
@@ -78,6 +68,7 @@ class LocalBackend(Backend):
         self._errors = self._ctx.Queue()
         self._procs: dict[int, Any] = {}
         self._messages: dict[int, str] = {}
+        self._where: dict[int, tuple[str, int]] = {}
 
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...], indices: list[int],
               threads: int) -> None:
@@ -90,6 +81,10 @@ class LocalBackend(Backend):
                                   daemon=False)
             p.start()
             self._procs[i] = p
+            self._where[i] = (socket.gethostname(), p.pid)
+
+    def where(self, index: int) -> tuple[str, int] | None:
+        return self._where.get(index)
 
     def pids(self) -> dict[int, int]:
         return {i: p.pid for i, p in self._procs.items() if p.is_alive()}

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from netrace.backends._base import Backend, WorkerContext, WorkerExit
+from netrace.backends._base import Backend, WorkerContext, WorkerExit, set_threads
 from netrace.errors import UserError
 
 __all__ = ["RayBackend"]
@@ -95,15 +95,7 @@ class _Worker:
     def run(self, fn: Callable[..., Any], index: int, threads: int, flag: Any,
             args: tuple[Any, ...]) -> str:
         try:
-            import torch
-
-            from netrace.train import set_worker_threads
-
-            set_worker_threads(threads)
-            try:
-                torch.set_num_interop_threads(1)
-            except RuntimeError:  # already set once in this process
-                pass
+            set_threads(threads)
             fn(WorkerContext(index, threads, _PolledFlag(flag)), *args)
         except BaseException as exc:  # reported to the coordinator, as a local worker's
             return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
@@ -133,11 +125,14 @@ class RayBackend(Backend):
         self._flag = ray.remote(num_cpus=0)(_Flag).remote()
         self._actors: dict[int, Any] = {}
         self._refs: dict[int, Any] = {}
-        self.last_where: dict[int, tuple[str, int]] = {}
+        self._where: dict[int, tuple[str, int]] = {}
 
     def cluster_cpus(self) -> int:
         """CPUs of the whole cluster."""
         return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
+
+    def where(self, index: int) -> tuple[str, int] | None:
+        return self._where.get(index)
 
     def nodes(self) -> int:
         """Machines alive in the cluster."""
@@ -163,7 +158,7 @@ class RayBackend(Backend):
         actors = {i: self._actor.options(num_cpus=threads).remote() for i in indices}
         wheres = self._ray.get([a.where.remote() for a in actors.values()])  # all start at once
         for (i, actor), where in zip(actors.items(), wheres, strict=True):
-            self.last_where[i] = tuple(where)
+            self._where[i] = tuple(where)
             self._actors[i] = actor
             self._refs[i] = actor.run.remote(fn, i, threads, self._flag, args)
 

@@ -111,12 +111,11 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
                 if len(requests) > interrupted:  # a Ctrl-C not acted on yet
                     raise KeyboardInterrupt
                 exits = be.wait(1.0)
-                where = getattr(be, "last_where", {})
                 for e in exits:
                     if e.ok:
                         continue
                     progress.message(e.describe() + (f": {e.error}" if e.error else ""))
-                    requeued = _recover_exited(storage, st.id, where.get(e.index))
+                    requeued = _recover_exited(storage, st.id, be.where(e.index))
                     if requeued:
                         progress.message(f"re-queued {len(requeued)} trial(s) of worker "
                                          f"{e.index}")
@@ -166,7 +165,7 @@ def _absolute(url: str) -> str:
 
 
 def _check_shared_storage(be: Backend, storage: Storage) -> None:
-    nodes = getattr(be, "nodes", lambda: 1)()
+    nodes = be.nodes()
     if nodes > 1 and storage.dialect == "sqlite":
         be.close()
         raise UserError(f"the Ray cluster has {nodes} machines, but the study is a SQLite file "
@@ -176,26 +175,12 @@ def _check_shared_storage(be: Backend, storage: Storage) -> None:
 
 def _backend(name: str) -> Backend:
     if name == "local":
-        return _TrackingLocal()
+        return LocalBackend()
     if name == "ray":
         from netrace.backends._ray import RayBackend
 
         return RayBackend()
     raise UserError(f"unknown backend '{name}'; choose local or ray")
-
-
-class _TrackingLocal(LocalBackend):
-    """Remembers each worker's host and pid, so the storage records of a dead worker can be
-    found (the Ray backend keeps the same ``last_where``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last_where: dict[int, tuple[str, int]] = {}
-
-    def start(self, *args: Any, **kwargs: Any) -> None:
-        super().start(*args, **kwargs)
-        host = socket.gethostname()
-        self.last_where.update({i: (host, pid) for i, pid in self.pids().items()})
 
 
 def _recover_exited(storage: Storage, study_id: int, where: tuple[str, int] | None) -> list[int]:

@@ -161,6 +161,13 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _direction(c: sa.Connection, trial_id: int) -> str:
+    """The direction (maximize | minimize) of the study a trial belongs to."""
+    return c.execute(sa.select(_studies.c.direction).join(
+        _trials, _trials.c.study_id == _studies.c.id)
+        .where(_trials.c.id == trial_id)).scalar_one()
+
+
 class Storage:
     """Reads and writes studies, trials, curves, decisions and checkpoints.
 
@@ -586,9 +593,7 @@ class Storage:
     def _pg_values(self, c: sa.Connection, values: list[EpochValue]) -> None:
         """PostgreSQL, one value per trial: the curve rows and the trials' books as two
         statements over arrays (row-per-statement paths cost ~15 ms per 256 rows here)."""
-        direction = c.execute(sa.select(_studies.c.direction).join(
-            _trials, _trials.c.study_id == _studies.c.id)
-            .where(_trials.c.id == values[0].trial_id)).scalar_one()
+        direction = _direction(c, values[0].trial_id)
         arrays = {"t": [v.trial_id for v in values], "e": [v.epoch for v in values],
                   "v": [_finite(v.value) for v in values],
                   "m": [None if v.metrics is None else json.dumps(v.metrics) for v in values],
@@ -610,9 +615,7 @@ class Storage:
 
     def _update_books(self, c: sa.Connection, values: list[EpochValue]) -> None:
         """Per trial: epochs seen, and the best value and its epoch, in the study's direction."""
-        direction = c.execute(sa.select(_studies.c.direction).join(
-            _trials, _trials.c.study_id == _studies.c.id)
-            .where(_trials.c.id == values[0].trial_id)).scalar_one()
+        direction = _direction(c, values[0].trial_id)
         # explicit casts: PostgreSQL cannot infer a parameter's type inside CASE
         v = sa.cast(sa.bindparam("v", type_=sa.Float), sa.Float)
         n = sa.cast(sa.bindparam("n", type_=sa.Integer), sa.Integer)
