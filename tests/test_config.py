@@ -137,6 +137,12 @@ def test_search_space() -> None:
     ({"layers": 1.5}, r"layers must be a whole number, got 1.5"),
     ({"optimizer": []}, r"optimizer = \[\] has no choices"),
     ({"norm": {"low": 1, "high": 2}}, r"norm takes a value or a list of choices, not a range"),
+    ({"model": ["mlp", "cnn"], "hidden_size": 8},
+     r"\[search.space\] hidden_size applies only to model = lstm or gru, which this space never "
+     r"proposes \(model: mlp, cnn\); remove hidden_size or add one of those to model"),
+    ({"momentum": 0.9}, r"momentum applies only to optimizer = sgd, momentum, nesterov or "
+                        r"rmsprop, which this space never proposes \(optimizer: not searched, "
+                        r"so adam\)"),
 ])
 def test_bad_search_space(space: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):

@@ -77,3 +77,59 @@ def test_sync_skips_unfinished_and_fails_diverged(tmp_path: Path) -> None:
 def test_population_key() -> None:
     p = {"lr": 0.1, "model": "lstm", "width": 32, "dropout": 0.2}
     assert population_key(p, SPACE) == (("model", "lstm"), ("width", 32))
+
+
+COND = parse_space({"model": ["mlp", "cnn", "gru"], "hidden_size": [8, 16], "channels": [4, 8],
+                    "optimizer": ["adam", "nesterov"], "momentum": {"low": 0.5, "high": 0.99},
+                    "beta1": {"low": 0.8, "high": 0.95}, "lr": {"low": 1e-4, "high": 1e-1,
+                                                                "log": True}})
+
+
+def cond_objective(p: dict) -> float:
+    """Lower is better: a GRU with 16 hidden units, Adam with beta1 near 0.9, lr near 1e-2."""
+    v = (math.log10(p["lr"]) + 2) ** 2
+    v += 0.0 if p["model"] == "gru" and p["hidden_size"] == 16 else 1.0
+    return v + (abs(p["beta1"] - 0.9) * 10 if p["optimizer"] == "adam" else 1.0)
+
+
+@pytest.mark.parametrize("kind", ["random", "tpe", "gp"])
+def test_conditional_keys_only_where_they_apply(kind: str) -> None:
+    proposer = Proposer(COND, kind, seed=0, startup=4)
+    seen = set()
+    for p in proposer.ask(40):
+        seen.add((p["model"], p["optimizer"]))
+        assert ("hidden_size" in p) == (p["model"] == "gru"), p
+        assert ("channels" in p) == (p["model"] == "cnn"), p
+        assert ("momentum" in p) == (p["optimizer"] == "nesterov"), p
+        assert ("beta1" in p) == (p["optimizer"] == "adam"), p
+        assert {"model", "optimizer", "lr"} <= set(p)
+    assert len(seen) == 6  # every branch proposed
+    fixed = proposer.ask(5, fixed={"model": "gru", "hidden_size": 8, "optimizer": "adam"})
+    assert all(p["hidden_size"] == 8 and "channels" not in p and "beta1" in p for p in fixed)
+
+
+@pytest.mark.parametrize("kind", ["tpe", "gp"])
+def test_sampler_learns_conditional_space(tmp_path: Path, kind: str) -> None:
+    storage = Storage(tmp_path / "s.db")
+    study = storage.create_study("s", direction="minimize", config={})
+    w = storage.register_worker(study.id)
+    params = Proposer(COND, "random", seed=1).ask(60)
+    # an older netrace recorded every key, applicable or not: the sampler takes what applies
+    params[0] = {**params[0], "hidden_size": 8, "channels": 4, "momentum": 0.9, "beta1": 0.9}
+    trials = storage.add_trials(study.id, params, list(range(len(params))), worker_id=w)
+    storage.record_epoch(w, [EpochValue(t.id, 0, cond_objective(t.params)) for t in trials],
+                         ends=[TrialEnd(t.id, TrialState.COMPLETE) for t in trials])
+    model = Proposer(COND, kind, seed=2, startup=10)
+    assert model.sync(storage.trials(study.id)) == 60
+    told = model._study.trials[0].params
+    assert set(told) == {k for k in params[0] if COND.applies(k, params[0])}
+    guided = [cond_objective(p) for p in model.ask(12 if kind == "tpe" else 5)]
+    blind = [cond_objective(p) for p in Proposer(COND, "random", seed=3).ask(200)]
+    assert np.median(guided) < np.percentile(blind, 25)
+
+
+def test_population_key_ignores_keys_that_do_not_apply() -> None:
+    mlps = [p for p in Proposer(COND, "random", seed=4).ask(60) if p["model"] == "mlp"]
+    keys = {population_key(p, COND) for p in mlps}
+    # MLPs differ only in their optimizer here: nothing else of the space applies to them
+    assert keys == {(("model", "mlp"), ("optimizer", o)) for o in ("adam", "nesterov")}

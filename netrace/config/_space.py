@@ -5,6 +5,12 @@ or a range table (``lr = {low = 1e-4, high = 1e-1, log = true}``; integer bounds
 range). A key is either a *population* parameter (it fixes tensor shapes or the optimizer
 algorithm, so networks that differ in it train in different populations) or a *member*
 parameter (shape-free: every member of a population has its own).
+
+Some keys mean something only for some values of another (``hidden_size`` only for an LSTM or
+a GRU, ``beta1`` only for Adam): the space is *conditional*, as Optuna's define-by-run spaces
+are. A network's parameters hold just the keys that apply to it, so an MLP never carries a
+``hidden_size`` that would split its population from other MLPs' or add a dimension of noise
+to the sampler's model.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 from netrace.errors import UserError, did_you_mean
 
-__all__ = ["Param", "SearchSpace", "SPACE_KEYS", "parse_space", "default_space"]
+__all__ = ["CONDITIONS", "Param", "SearchSpace", "SPACE_KEYS", "parse_space", "default_space"]
 
 MODELS = ("mlp", "cnn", "lstm", "gru")
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam",
@@ -53,6 +59,22 @@ SPACE_KEYS: dict[str, tuple[str, str, Any]] = {
     "bagging": ("member", "bool", (False, True)),
     "patience": ("member", "int", (1, 100_000, False, False)),
 }
+
+# key -> (the key it depends on, the values of that key for which it applies). The parent's
+# default (model "mlp", optimizer "adam", as the race builds networks) counts when the space
+# does not search the parent.
+CONDITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "conv_layers": ("model", ("cnn",)),
+    "channels": ("model", ("cnn",)),
+    "kernel_size": ("model", ("cnn",)),
+    "pool": ("model", ("cnn",)),
+    "hidden_size": ("model", ("lstm", "gru")),
+    "rnn_layers": ("model", ("lstm", "gru")),
+    "momentum": ("optimizer", ("sgd", "momentum", "nesterov", "rmsprop")),
+    "beta1": ("optimizer", ("adam", "adamw")),
+    "beta2": ("optimizer", ("adam", "adamw")),
+}
+_PARENT_DEFAULTS = {"model": "mlp", "optimizer": "adam"}
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,24 @@ class SearchSpace:
 
     def distributions(self) -> dict[str, Any]:
         return {p.name: p.distribution() for p in self.params}
+
+    def applies(self, name: str, params: dict[str, Any]) -> bool:
+        """Whether key ``name`` means something for a network whose other keys are
+        ``params`` (only its parent key is read).
+
+        >>> s = parse_space({"model": ["mlp", "gru"], "hidden_size": [8, 16]})
+        >>> s.applies("hidden_size", {"model": "gru"}), s.applies("hidden_size", {"model": "mlp"})
+        (True, False)
+        """
+        if name not in CONDITIONS:
+            return True
+        parent, values = CONDITIONS[name]
+        value = params.get(parent) if parent in self else _PARENT_DEFAULTS[parent]
+        return value in values
+
+    def ordered(self) -> tuple[Param, ...]:
+        """The keys in an order where every key comes after the key it depends on."""
+        return tuple(sorted(self.params, key=lambda p: p.name in CONDITIONS))
 
 
 def _check_value(where: str, name: str, value: Any) -> Any:
@@ -188,7 +228,26 @@ def parse_space(table: dict[str, Any], origin: str = "") -> SearchSpace:
                             f"{did_you_mean(name, SPACE_KEYS)} (known keys: "
                             f"{', '.join(sorted(SPACE_KEYS))})")
         params.append(_param(where, name, spec))
-    return SearchSpace(tuple(params))
+    space = SearchSpace(tuple(params))
+    _check_conditions(where, space)
+    return space
+
+
+def _check_conditions(where: str, space: SearchSpace) -> None:
+    """A key whose parent never takes a value it applies to would never be proposed: say so."""
+    for p in space.params:
+        if p.name not in CONDITIONS:
+            continue
+        parent, values = CONDITIONS[p.name]
+        possible = space[parent].values() if parent in space else (_PARENT_DEFAULTS[parent],)
+        if not any(v in values for v in possible):
+            given = "not searched, so " + _PARENT_DEFAULTS[parent] if parent not in space \
+                else ", ".join(map(str, possible))
+            either = " or ".join([", ".join(values[:-1]), values[-1]] if len(values) > 1
+                                 else values)
+            raise UserError(f"{where} {p.name} applies only to {parent} = {either}, which this "
+                            f"space never proposes ({parent}: "
+                            f"{given}); remove {p.name} or add one of those to {parent}")
 
 
 def default_space(time_series: bool) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Every worker keeps a :class:`Proposer`: an in-memory Optuna study fed with the finished trials
 of *all* workers (read from the shared storage), so each sampler sees every result. A proposal
 can fix some keys (a population's shape and optimizer, when a freed slot is refilled): those are
-enqueued as fixed parameters and the sampler proposes the rest.
+enqueued as fixed parameters and the sampler proposes the rest. The space is conditional
+(:meth:`SearchSpace.applies`): proposals are asked define-by-run, parents first, so a proposal
+holds only the keys that apply to it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class Proposer:
     ...                           "model": ["mlp", "lstm"]}), "random", seed=1)
     >>> sorted(p.ask(2, fixed={"model": "lstm"})[0])
     ['lr', 'model']
+    >>> q = Proposer(parse_space({"model": ["mlp", "gru"], "hidden_size": [8, 16]}), "random")
+    >>> sorted(q.ask(1, fixed={"model": "mlp"})[0]), sorted(q.ask(1, fixed={"model": "gru"})[0])
+    (['model'], ['hidden_size', 'model'])
     """
 
     def __init__(self, space: SearchSpace, sampler: str = "tpe", *, seed: int = 0,
@@ -56,13 +61,15 @@ class Proposer:
             if t.id in self._known or not t.state.finished:
                 continue
             self._known.add(t.id)
-            params = {k: v for k, v in t.params.items() if k in self._dists}
-            if set(params) != set(self._dists):
+            # the keys that apply to it (a record of an older netrace may hold others too)
+            wanted = {k for k in self._dists if self.space.applies(k, t.params)}
+            params = {k: v for k, v in t.params.items() if k in wanted}
+            if set(params) != wanted:
                 continue  # from another search space (the config changed): not comparable
             ok = t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.best_value is not None
             try:
                 self._study.add_trial(optuna.trial.create_trial(
-                    params=params, distributions=self._dists,
+                    params=params, distributions={k: self._dists[k] for k in params},
                     value=t.best_value if ok else None, state=OS.COMPLETE if ok else OS.FAIL))
             except ValueError:  # a value outside today's ranges: skip it
                 continue
@@ -81,10 +88,26 @@ class Proposer:
         for _ in range(n):
             if fixed:
                 self._study.enqueue_trial(fixed, skip_if_exists=False)
-            trial = self._study.ask(self._dists)
-            out.append(dict(trial.params))
+            trial = self._study.ask()
+            params: dict[str, Any] = {}
+            for p in self.space.ordered():
+                if self.space.applies(p.name, params):
+                    params[p.name] = _suggest(trial, p.name, self._dists[p.name])
+            out.append(params)
             self._study.tell(trial, state=OS.FAIL)
         return out
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    """``trial``'s value for ``name`` from ``dist`` (the public form of what ``study.ask(dists)``
+    does for every key at once)."""
+    import optuna.distributions as d
+
+    if isinstance(dist, d.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, d.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
 
 
 def _sampler(kind: str, seed: int, startup: int) -> Any:
