@@ -4,8 +4,9 @@ Autograd over ``(K, B, features)`` activations spends most of a small network's 
 the matrix products: strided activation backwards, layout copies and one graph node per
 operation. Here every activation is kept feature-major, ``(K, features, B)``, so that
 
-* a batch shared by all members enters as one wide product ``(K*out, in) @ (in, B)``;
-* every later layer is one contiguous batched product ``W_k^T (out, in) @ A_k (in, B)``;
+* every layer is one batched product ``W_k^T (out, in) @ A_k (in, B)``; a batch shared by all
+  members enters as ``A_k = X^T`` for every k, a broadcast view (no copy of X, and none of the
+  weights either, which a single wide ``(K*out, in) @ (in, B)`` product would need);
 * the backward pass reuses the saved activations in place, two products per layer (the
   weight gradient and the input gradient) plus one fused activation backward (aten's own
   ``threshold_backward``, ``tanh_backward``, ... as autograd would call them).
@@ -40,20 +41,22 @@ def _act_forward(z: Tensor, name: str) -> Tensor:
 
 
 def _act_backward(grad: Tensor, out: Tensor, pre: Tensor | None, name: str) -> Tensor:
-    """d activation: ``grad`` w.r.t. the output -> w.r.t. the input; ``out`` is the
-    activation's output (its sign is enough for relu and leaky_relu), ``pre`` for gelu its
-    input."""
+    """d activation: ``grad`` w.r.t. the output -> w.r.t. the input, written over ``grad`` (a
+    fresh product's result, read once: no new (K, features, B) tensor whose first writes would
+    have to pull cold memory in); ``out`` is the activation's output (its sign is enough for
+    relu and leaky_relu), ``pre`` for gelu its input."""
     aten = torch.ops.aten
-    if name == "relu":
-        return aten.threshold_backward(grad, out, 0.0)  # a float 0: twice as fast as an int
+    if name == "relu":  # a float 0: twice as fast as an int
+        return aten.threshold_backward.grad_input(grad, out, 0.0, grad_input=grad)
     if name == "leaky_relu":
-        return aten.leaky_relu_backward(grad, out, _LEAKY_SLOPE, True)
+        return aten.leaky_relu_backward.grad_input(grad, out, _LEAKY_SLOPE, True,
+                                                   grad_input=grad)
     if name == "tanh":
-        return aten.tanh_backward(grad, out)
+        return aten.tanh_backward.grad_input(grad, out, grad_input=grad)
     if name == "sigmoid":
-        return aten.sigmoid_backward(grad, out)
+        return aten.sigmoid_backward.grad_input(grad, out, grad_input=grad)
     assert pre is not None
-    return aten.gelu_backward(grad, pre)
+    return aten.gelu_backward.grad_input(grad, pre, grad_input=grad)
 
 
 class _DenseStack(torch.autograd.Function):
@@ -65,16 +68,13 @@ class _DenseStack(torch.autograd.Function):
         weights, biases = params[:n_layers], params[n_layers:]
         shared = h.dim() == 2
         k = weights[0].shape[0]
-        a = h.t() if shared else h.transpose(1, 2)  # (in, B) or (K, in, B)
+        # (K, in, B); a shared batch is one (in, B) matrix seen by every member
+        a = h.t().expand(k, -1, -1) if shared else h.transpose(1, 2)
         saved: list[Tensor] = []  # each layer's input, feature-major
         pres: list[Tensor | None] = []
         for j, (w, b) in enumerate(zip(weights, biases, strict=True)):
             saved.append(a)
-            if j == 0 and shared:
-                wt = w.transpose(1, 2).reshape(k * w.shape[2], w.shape[1])
-                z = torch.addmm(b.reshape(-1, 1), wt, a).view(k, w.shape[2], -1)
-            else:
-                z = torch.baddbmm(b.unsqueeze(2), w.transpose(1, 2), a)
+            z = torch.baddbmm(b.unsqueeze(2), w.transpose(1, 2), a)
             if j == n_layers - 1:
                 break
             # what the activation's backward reads: gelu its input; tanh and sigmoid their
@@ -104,7 +104,6 @@ class _DenseStack(torch.autograd.Function):
         pres_iter = iter(tensors[n:n + n_pre])
         pres = [next(pres_iter) if has else None for has in ctx.has_pre]
         weights = tensors[n + n_pre:]
-        k = weights[0].shape[0]
         dz = grad_out.transpose(1, 2)  # (K, out, B)
         dws: list[Tensor] = [None] * n  # type: ignore[list-item]
         dbs: list[Tensor] = [None] * n  # type: ignore[list-item]
@@ -112,12 +111,9 @@ class _DenseStack(torch.autograd.Function):
         for j in range(n - 1, -1, -1):
             a, w = saved[j], weights[j]
             dbs[j] = dz.sum(dim=2)
-            if j == 0 and ctx.shared:
-                # (K*out, B) @ (B, in) -> (K, out, in), returned as (K, in, out)
-                dws[j] = torch.mm(dz.reshape(k * w.shape[2], -1), a.t()) \
-                    .view(k, w.shape[2], w.shape[1]).transpose(1, 2)
-                break
             dws[j] = torch.bmm(a, dz.transpose(1, 2))
+            if j == 0 and ctx.shared:
+                break  # a shared batch needs no gradient
             # (K, in, B); a single output is an outer product, far faster as a broadcast
             da = w * dz if w.shape[2] == 1 else torch.bmm(w, dz)
             if j == 0:
