@@ -10,7 +10,8 @@ scoring sample, then the scoring uses it.
 
 Replay: every rule over every workload with the README's simulation (netrace.replay.run).
 
-    python bench/curves.py [--part extrap|replay|all] [--n 400] [--nni-python /tmp/nni/bin/python]
+    python bench/curves.py [--part extrap|replay|veto|transfer|all] [--n 400]
+                           [--nni-python /tmp/nni/bin/python]
 """
 
 from __future__ import annotations
@@ -232,6 +233,69 @@ def part_veto(args) -> None:
               f"{np.median(rg):.4f} | {rg[j]:.4f} ({list(res)[j]}) |", flush=True)
 
 
+class TransferRule(Rule):
+    """An experiment, not a netrace rule: the lc rule told what other curves of the same race
+    gained. At a checkpoint (growth 1.2) a curve at running best b needs to gain tau - b to reach
+    the best value seen (tau); every finished curve j gained g_j from the same fraction of its
+    budget to its end. p_emp = (sum_j w_j [b + g_j >= tau] + 1) / (sum_j w_j + 2), with w_j = 1
+    or a Gaussian kernel of bandwidth ``bw`` on how far j's running best was from b there.
+    ``mode`` "emp" stops on p_emp < epsilon (the forecast only before ``min_done`` curves
+    finished), "min" when either p_emp or the forecast's probability is below it."""
+
+    def __init__(self, lc: LCRule, epsilon: float, mode: str, bw: float = 0.0,
+                 min_done: int = 10) -> None:
+        self.lc, self.epsilon, self.mode, self.bw, self.min_done = lc, epsilon, mode, bw, min_done
+        self.name = f"transfer-{mode}"
+
+    def _stop(self, best: np.ndarray, curves) -> np.ndarray:
+        stop = np.zeros(len(best), dtype=bool)
+        done = np.nonzero((curves.observed >= curves.budget) & ~curves.running)[0]
+        for c in np.nonzero(curves.running)[0]:
+            n, size = int(curves.observed[c]), int(curves.budget[c])
+            if n not in checkpoints(self.lc.min_observed, self.lc.growth, size):
+                continue
+            others = np.delete(best, c, axis=0)
+            if not np.isfinite(others).any() or best[c, n - 1] >= np.nanmax(others):
+                continue
+            tau, b = np.nanmax(others), best[c, n - 1]
+            p_model = float(self.lc.forecast([np.arange(1.0, n + 1)], [best[c, :n]],
+                                             curves.budget[[c]]).prob_above(np.array([tau]))[0])
+            if len(done) < self.min_done:
+                stop[c] = p_model < self.epsilon
+                continue
+            ends = curves.budget[done].astype(int)
+            at = np.clip(np.rint(n / size * ends).astype(int), 1, ends)
+            level = best[done, at - 1]
+            gain = best[done, ends - 1] - level
+            w = np.ones(len(done)) if self.bw <= 0 else np.exp(-0.5 * ((level - b) / self.bw) ** 2)
+            p_emp = (np.sum(w * (b + gain >= tau)) + 1.0) / (w.sum() + 2.0)
+            p = p_emp if self.mode == "emp" else min(p_emp, p_model)
+            stop[c] = p < self.epsilon
+        return stop
+
+
+def part_transfer(args) -> None:
+    """The experiment: lc with what finished curves gained (TransferRule); one row a setting."""
+    curves = load_curves(args.data)
+    caches = {w: lc_with_precomputed_forecasts(ys, LCRule(calibration=CALIBRATED, growth=1.2))
+              .forecast for w, ys in curves.items()}
+    print("| rule | median speedup | median regret | worst regret (workload) |\n|---|---|---|---|")
+    settings = [("lc alone", 0.05, None, 0.0), ("emp", 0.05, "emp", 0.0),
+                ("min", 0.05, "min", 0.0), ("emp, kernel 0.05", 0.05, "emp", 0.05),
+                ("min, kernel 0.05", 0.05, "min", 0.05), ("emp, kernel 0.05", 0.1, "emp", 0.05)]
+    for name, eps, mode, bw in settings:
+        def rule(w: str) -> Rule:
+            lc = LCRule(epsilon=eps, calibration=CALIBRATED, growth=1.2, forecast=caches[w])
+            return lc if mode is None else TransferRule(lc, eps, mode, bw)
+        res = {w: [simulate(ys, rule(w), workers=args.workers, seed=k) for k in range(5)]
+               for w, ys in curves.items()}
+        sp = [np.mean([r.speedup for r in v]) for v in res.values()]
+        rg = [np.mean([r.regret for r in v]) for v in res.values()]
+        j = int(np.argmax(rg))
+        print(f"| {name}, eps {eps} | {np.median(sp):.2f} | {np.median(rg):.4f} | "
+              f"{rg[j]:.4f} ({list(res)[j]}) |", flush=True)
+
+
 def part_replay(args) -> None:
     curves = load_curves(args.data)
     rules = [("none", NoRule()), ("median (50th pct, after 5)", MedianRule()),
@@ -288,7 +352,8 @@ def part_replay(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["extrap", "replay", "veto", "all"], default="all")
+    ap.add_argument("--part", choices=["extrap", "replay", "veto", "transfer", "all"],
+                    default="all")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--n-fit", type=int, default=300)
@@ -303,6 +368,8 @@ def main() -> None:
         part_replay(args)
     if args.part == "veto":
         part_veto(args)
+    if args.part == "transfer":
+        part_transfer(args)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,30 @@ def test_a_state_only_fits_the_same_architecture_and_optimizer():
         _pop(spec, [MemberSpec()], "sgd", 0).load_member_state(0, MemberSpec(), state)
     with pytest.raises(UserError, match=r"member index must be an integer in \[0, 1\); got 1"):
         wider.load_member_state(1, MemberSpec(), state)
+
+
+def test_live_states_pack_like_snapshots():
+    """The race packs views of the live tensors (``snapshot=False``), copied only by the
+    packing: the same bytes as from copies. The views follow the population as it trains on;
+    the copies do not."""
+    from netrace.race._resume import pack_states, save_slots, unpack_states
+
+    spec = SPECS["mlp-batchnorm"]
+    x, y = _data(spec)
+    xv, yv = _data(spec, seed=1)
+    pop = _pop(spec, [MemberSpec(seed=s, lr=1e-2) for s in range(4)] + [MOVED], "adam", 0)
+    for _ in range(3):
+        _epoch(pop, x, y, xv, yv, None)
+    slots = [4, 1, 3]
+    copies = pop.member_states(slots)
+    live = pop.member_states(slots, snapshot=False)
+    packed = save_slots([pop], slots)
+    assert packed == [pack_states([c]) for c in copies]
+    for c, b in zip(copies, packed, strict=True):
+        _assert_same_state(c, unpack_states(b)[0])
+    _epoch(pop, x, y, xv, yv, None)
+    now = pop.member_states(slots)
+    for c, v, n in zip(copies, live, now, strict=True):
+        assert not np.array_equal(c["params"], n["params"])
+        np.testing.assert_array_equal(v["params"], n["params"])
+        np.testing.assert_array_equal(v["optim.0.exp_avg"], n["optim.0.exp_avg"])

@@ -70,7 +70,8 @@ def save_slots(pops: Sequence[Population], slots: Sequence[int]) -> list[bytes]:
     """The states of the networks in ``slots`` (one member per population), one blob each."""
     if not slots:
         return []
-    per_pop = [pop.member_states(slots) for pop in pops]
+    # views into the populations' tensors: packed (copied) here, before they train again
+    per_pop = [pop.member_states(slots, snapshot=False) for pop in pops]
     return [pack_states([states[r] for states in per_pop]) for r in range(len(slots))]
 
 

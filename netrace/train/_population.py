@@ -409,7 +409,7 @@ class Population:
         return ["params", *(f"buffer.{name}" for name, _ in self.model.named_buffers())]
 
     @torch.no_grad()
-    def member_states(self, index: Sequence[int]
+    def member_states(self, index: Sequence[int], *, snapshot: bool = True
                       ) -> list[dict[str, np.ndarray | int | float | str]]:
         """Everything that decides members ``index``'s future training, one dict each, to
         continue them in a slot of another population (:meth:`load_member_state`).
@@ -425,30 +425,37 @@ class Population:
         Hyperparameters, seed, bootstrap weights and dropout keys come from its
         :class:`MemberSpec`. Not included: the population's minibatch order, which a member
         continued elsewhere takes from its new population. One gather per tensor for all of
-        ``index``; each dict's arrays are views into those copies.
+        ``index``; each dict's arrays are views into those copies. With ``snapshot=False`` on
+        the CPU they are views into the population's own tensors instead (no copy: for a caller
+        that serializes them before the population trains again, as the race does after every
+        epoch).
         """
         for i in index:
             self._check_index(i)
         idx = torch.as_tensor(list(index), dtype=torch.long, device=self.device)
         names = self._state_names()
-        current = [t.detach().index_select(0, idx) for t in self._state_tensors()]
-        best = [b.index_select(0, idx) for b in self._best]
+        live = not snapshot and self.device.type == "cpu"
+        rows = list(index) if live else list(range(len(index)))
+
+        def take(t: Tensor) -> np.ndarray:
+            t = t.detach()
+            return t.numpy() if live else t.index_select(0, idx).cpu().numpy()
+
         same = torch.ones(len(idx), dtype=torch.bool, device=self.device)
-        for c, b in zip(current, best, strict=True):
-            same &= (c == b).flatten(1).all(dim=1)
-        arrays = {name: c.cpu().numpy() for name, c in zip(names, current, strict=True)}
-        arrays.update({f"best.{name}": b.cpu().numpy() for name, b in zip(names, best,
-                                                                          strict=True)})
+        for t, b in zip(self._state_tensors(), self._best, strict=True):
+            same &= (t.detach() == b).flatten(1).all(dim=1).index_select(0, idx)
+        arrays = {name: take(t) for name, t in zip(names, self._state_tensors(), strict=True)}
+        arrays.update({f"best.{name}": take(b) for name, b in zip(names, self._best,
+                                                                  strict=True)})
         for j, st in enumerate(self.optimizer.state):
-            arrays.update({f"optim.{j}.{name}": t.index_select(0, idx).cpu().numpy()
-                           for name, t in st.items()})
+            arrays.update({f"optim.{j}.{name}": take(t) for name, t in st.items()})
         steps = self.optimizer.steps.index_select(0, idx).tolist()
         batches = self._batches.index_select(0, idx).tolist()
         same_rows = same.tolist()
         out = []
         for r, i in enumerate(index):
             state: dict[str, np.ndarray | int | float | str] = {
-                name: a[r] for name, a in arrays.items()
+                name: a[rows[r]] for name, a in arrays.items()
                 if not (same_rows[r] and name.startswith("best."))}
             epochs = int(self.member_epochs[i])
             start = self.epoch - epochs  # the population epoch the member started in
