@@ -535,6 +535,8 @@ class Storage:
             fast = self.dialect == "postgresql" and len({v.trial_id for v in values}) == len(values)
             if values and fast:
                 self._pg_values(c, values)
+            elif values and self.dialect == "sqlite":
+                self._sqlite_values(c, values)
             elif values:
                 now = time.time()
                 rows = [dict(trial_id=v.trial_id, epoch=v.epoch, value=_finite(v.value),
@@ -554,6 +556,13 @@ class Storage:
                      "r": [d.rule for d in decisions], "a": [d.action for d in decisions],
                      "p": [None if d.prediction is None else json.dumps(d.prediction)
                            for d in decisions]})
+            elif decisions and self.dialect == "sqlite":
+                c.exec_driver_sql(
+                    "INSERT INTO decisions (trial_id, epoch, rule, action, prediction) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(d.trial_id, d.epoch, d.rule, d.action,
+                      None if d.prediction is None else json.dumps(d.prediction))
+                     for d in decisions])
             elif decisions:
                 c.execute(_decisions.insert(), [dict(
                     trial_id=d.trial_id, epoch=d.epoch, rule=d.rule, action=d.action,
@@ -612,6 +621,27 @@ class Storage:
             f"best_value = CASE WHEN {improves} THEN u.v ELSE t.best_value END "
             "FROM unnest(%(t)s::integer[], %(v)s::float8[], %(e)s::integer[]) AS u(tid, v, e) "
             "WHERE t.id = u.tid", arrays)
+
+    def _sqlite_values(self, c: sa.Connection, values: list[EpochValue]) -> None:
+        """SQLite: the curve rows and the trials' books as two plain executemany calls of the
+        driver (SQLAlchemy's per-row parameter processing cost more than SQLite's own work:
+        ~6 of ~10 ms per 256 rows). Rows are applied in order, so several epochs of one trial
+        in one call keep their books right."""
+        direction = _direction(c, values[0].trial_id)
+        now = time.time()
+        c.exec_driver_sql(
+            "INSERT INTO curve (trial_id, epoch, value, metrics, recorded) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (trial_id, epoch) DO UPDATE SET value = excluded.value, "
+            "metrics = excluded.metrics",
+            [(v.trial_id, v.epoch, _finite(v.value),
+              None if v.metrics is None else json.dumps(v.metrics), now) for v in values])
+        op = ">" if direction == "maximize" else "<"
+        improves = f"?2 IS NOT NULL AND (best_value IS NULL OR ?2 {op} best_value)"
+        c.exec_driver_sql(
+            f"UPDATE trials SET epochs = max(epochs, ?3 + 1), "
+            f"best_epoch = CASE WHEN {improves} THEN ?3 ELSE best_epoch END, "
+            f"best_value = CASE WHEN {improves} THEN ?2 ELSE best_value END WHERE id = ?1",
+            [(v.trial_id, _finite(v.value), v.epoch) for v in values])
 
     def _update_books(self, c: sa.Connection, values: list[EpochValue]) -> None:
         """Per trial: epochs seen, and the best value and its epoch, in the study's direction."""
