@@ -32,17 +32,11 @@ def activate(h: Tensor, name: str) -> Tensor:
 
 
 def linear(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    """``(K, B, in) @ (K, in, out) + b`` -> ``(K, B, out)``; a shared ``(B, in)`` input becomes
-    one wide ``(B, in) @ (in, K*out)`` matrix product, far faster than K small ones."""
-    k, n_in, n_out = w.shape
+    """``(K, B, in) @ (K, in, out) + b`` -> ``(K, B, out)``; a shared ``(B, in)`` input is seen
+    by every member as a broadcast view: no copy of it, and the result comes out members first
+    (half the time of one wide ``(B, in) @ (in, K*out)`` product and its re-layout)."""
     if h.dim() == 2:
-        wide = w.permute(1, 0, 2).reshape(n_in, k * n_out)
-        if b is None:
-            out = h @ wide
-        else:
-            out = torch.addmm(b.reshape(1, k * n_out), h, wide)
-        # members first and contiguous: the bmm and elementwise ops downstream run far faster
-        return out.view(h.shape[0], k, n_out).transpose(0, 1).contiguous()
+        h = h.expand(w.shape[0], -1, -1)
     if b is None:
         return torch.bmm(h, w)
     return torch.baddbmm(b.unsqueeze(1), h, w)
