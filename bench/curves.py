@@ -226,11 +226,17 @@ def part_veto(args) -> None:
                                            LCRule(calibration=CALIBRATED, forecast=caches[w]), eps),
                             workers=args.workers, seed=k) for k in range(5)]
                for w, ys in curves.items()}
-        sp = [np.mean([r.speedup for r in v]) for v in res.values()]
-        rg = [np.mean([r.regret for r in v]) for v in res.values()]
-        j = int(np.argmax(rg))
-        print(f"| hyperband keep {keep:.2f}, lc veto eps {eps} | {np.median(sp):.2f} | "
-              f"{np.median(rg):.4f} | {rg[j]:.4f} ({list(res)[j]}) |", flush=True)
+        print(_summary_row(f"hyperband keep {keep:.2f}, lc veto eps {eps}", res), flush=True)
+
+
+def _summary_row(name: str, res: dict) -> str:
+    """One markdown row: median speedup, median regret and the worst workload's regret over
+    the workloads of ``res`` (workload -> replays of several arrival orders)."""
+    sp = [np.mean([r.speedup for r in v]) for v in res.values()]
+    rg = [np.mean([r.regret for r in v]) for v in res.values()]
+    j = int(np.argmax(rg))
+    return (f"| {name} | {np.median(sp):.2f} | {np.median(rg):.4f} | {rg[j]:.4f} "
+            f"({list(res)[j]}) |")
 
 
 class TransferRule(Rule):
@@ -289,11 +295,7 @@ def part_transfer(args) -> None:
             return lc if mode is None else TransferRule(lc, eps, mode, bw)
         res = {w: [simulate(ys, rule(w), workers=args.workers, seed=k) for k in range(5)]
                for w, ys in curves.items()}
-        sp = [np.mean([r.speedup for r in v]) for v in res.values()]
-        rg = [np.mean([r.regret for r in v]) for v in res.values()]
-        j = int(np.argmax(rg))
-        print(f"| {name}, eps {eps} | {np.median(sp):.2f} | {np.median(rg):.4f} | "
-              f"{rg[j]:.4f} ({list(res)[j]}) |", flush=True)
+        print(_summary_row(f"{name}, eps {eps}", res), flush=True)
 
 
 def part_replay(args) -> None:
