@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -80,7 +81,8 @@ RAY_ENV = {
 
 class RayHead:
     """``ray start --head`` on 127.0.0.1:<free port>, its files in a temp folder; ``stop``
-    ends its processes."""
+    ends its processes, and only its: not a cluster of the user's own (``ray stop`` would end
+    every Ray process of the user on the machine)."""
 
     def __init__(self, cpus: int = 2) -> None:
         import sys
@@ -98,9 +100,56 @@ class RayHead:
         self.address = f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        subprocess.run([self.exe, "stop", "--force"], capture_output=True, timeout=120,
-                       env=self.env, check=False)
+        """SIGKILL (as ``ray stop --force``) to every process whose command line names this
+        head's folder (GCS, raylet, dashboard, monitors) and to their descendants (the
+        raylet's workers and agents, which rename themselves ``ray::...``); waits until they
+        are gone."""
+        pids = processes_under(str(self.dir))
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_running(p) for p in pids):
+            time.sleep(0.1)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def processes_under(marker: str) -> list[int]:
+    """Processes whose command line contains ``marker``, and all their descendants (Linux)."""
+    parent, roots = {}, []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(entry)
+        parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        if marker in cmdline and pid != os.getpid():
+            roots.append(pid)
+    found, todo = set(roots), list(roots)
+    while todo:
+        p = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in found:
+                found.add(child)
+                todo.append(child)
+    return sorted(found)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def listening(names: tuple[str, ...]) -> list[tuple[str, str]]:
