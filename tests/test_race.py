@@ -69,10 +69,17 @@ def start(cfg: Path, workers: int) -> subprocess.Popen:
                             text=True)
 
 
-def settled(t: TrialRecord) -> bool:
+def settled(t: TrialRecord, storage: Storage | None = None) -> bool:
     """What an ended race leaves: a finished trial, or one refilled into a slot as the race
-    ended, back in the queue untrained (a resume with more budget starts it)."""
-    return t.state.finished or (t.state is TrialState.QUEUED and t.epochs == 0)
+    ended, back in the queue untrained (a resume with more budget starts it). Given the
+    ``storage``, also a dead worker's network handed back to the queue that no worker claimed
+    before the budget was spent: it keeps its curve and the state that goes with it."""
+    if t.state.finished or (t.state is TrialState.QUEUED and t.epochs == 0):
+        return True
+    if storage is None or t.state is not TrialState.QUEUED:
+        return False
+    state = storage.resume_state(t.id)
+    return state is not None and state.epochs == len(storage.curve(t.id)[1]) == t.epochs
 
 
 def check_books(storage: Storage, study: str) -> None:
@@ -275,7 +282,9 @@ def test_kill_whole_run_then_resume(tmp_path: Path) -> None:
     for tid, v in before.items():
         assert after[tid] == v
     st = s.get_study("race")
-    assert all(settled(t) for t in s.trials(st.id))
+    # the killed run's networks are back in the queue with their states; those no worker
+    # claimed before the budget was spent wait there for a resume with more budget
+    assert all(settled(t, s) for t in s.trials(st.id))
     check_books(s, "race")
 
 
