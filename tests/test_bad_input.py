@@ -264,3 +264,11 @@ def test_numeric_time_and_column_target(tmp_path: Path,
 
     p = prepare(load_config(cfg))
     np.testing.assert_array_equal(p.dev.y, f.y.to_numpy()[p.dev.anchors + 2])
+
+
+def test_search_key_that_never_applies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write(tmp_path, make_prices(300), config=(
+        f'[data]\npath = "prices.csv"\ntime = "Date"\n{HEADER}'
+        '[search.space]\nmodel = ["mlp", "cnn"]\nhidden_size = 16\n'))
+    expect_error(capsys, cfg, r"hidden_size applies only to model = lstm or gru, which this "
+                              r"space never proposes \(model: mlp, cnn\); remove hidden_size")

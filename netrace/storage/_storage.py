@@ -556,18 +556,13 @@ class Storage:
                      "r": [d.rule for d in decisions], "a": [d.action for d in decisions],
                      "p": [None if d.prediction is None else json.dumps(d.prediction)
                            for d in decisions]})
-            elif decisions and self.dialect == "sqlite":
+            elif decisions:  # SQLite
                 c.exec_driver_sql(
                     "INSERT INTO decisions (trial_id, epoch, rule, action, prediction) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [(d.trial_id, d.epoch, d.rule, d.action,
                       None if d.prediction is None else json.dumps(d.prediction))
                      for d in decisions])
-            elif decisions:
-                c.execute(_decisions.insert(), [dict(
-                    trial_id=d.trial_id, epoch=d.epoch, rule=d.rule, action=d.action,
-                    prediction=None if d.prediction is None else json.dumps(d.prediction))
-                    for d in decisions])
             if checkpoints:
                 ins = self._insert(_checkpoints)
                 c.execute(ins.on_conflict_do_update(
