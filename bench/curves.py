@@ -10,8 +10,8 @@ scoring sample, then the scoring uses it.
 
 Replay: every rule over every workload with the README's simulation (netrace.replay.run).
 
-    python bench/curves.py [--part extrap|replay|veto|transfer|all] [--n 400]
-                           [--nni-python /tmp/nni/bin/python]
+    python bench/curves.py [--part extrap|replay|veto|transfer|speed|all] [--n 400]
+                           [--nni-python /tmp/nni/bin/python] [--compare OTHER_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -352,9 +353,63 @@ def part_replay(args) -> None:
         print(f"| {w} | " + " | ".join(f"{d[n][0]:.0f} ({d[n][1]:.4f})" for n in names) + " |")
 
 
+_SPEED_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+import torch
+from netrace.curves import extrapolate
+curves = json.loads(sys.stdin.read())
+out = {}
+for c in (1, 32, 256):
+    for n in (5, 8, 17, 30):
+        xs = [np.arange(1.0, n + 1) for _ in range(c)]
+        ys = [np.asarray(curves[i % len(curves)][:n], dtype=float) for i in range(c)]
+        extrapolate(xs, ys, 3.0 * n)
+        best = np.inf
+        for _ in range(3 if c < 256 else 2):
+            t = time.perf_counter()
+            extrapolate(xs, ys, 3.0 * n)
+            best = min(best, time.perf_counter() - t)
+        out[f"{c},{n}"] = best
+print(json.dumps(out))
+"""
+
+
+def part_speed(args) -> None:
+    """Forecast time as a race sees it: batches of 1, 32 and 256 curves cut at 5, 8, 17 and 30
+    points (the lc rule's first checkpoints), the first points of real dev curves. Each round
+    runs this tree and, with --compare TREE, another netrace checkout, alternating, each in a
+    fresh process pinned to one core (best of 2-3 calls per cell, best of the rounds)."""
+    lcx = _lcx()
+    curves = [list(map(float, y)) for _, _, y in lcx.load(str(args.data), 256, 0) if len(y) >= 30]
+    trees = {"this tree": str(ROOT)}
+    if args.compare:
+        trees["--compare"] = str(Path(args.compare).resolve())
+    res: dict[str, list] = {k: [] for k in trees}
+    for r in range(args.repeat):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": tree}
+            p = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", _SPEED_SCRIPT],
+                               input=json.dumps(curves), env=env, capture_output=True, text=True,
+                               check=True, cwd=tree)
+            res[name].append(json.loads(p.stdout))
+            print(f"  round {r + 1} {name} done", flush=True)
+    best = {k: {cell: min(run[cell] for run in v) for cell in v[0]} for k, v in res.items()}
+    head = "| curves | points | this tree (ms, ms/curve) |" + (" --compare (ms) | speedup |" if args.compare else "")
+    print(head)
+    print("|---|---|---|" + ("---|---|" if args.compare else ""))
+    for cell, t in best["this tree"].items():
+        c, n = cell.split(",")
+        row = f"| {c} | {n} | {1e3 * t:.0f} ({1e3 * t / int(c):.2f}) |"
+        if args.compare:
+            o = best["--compare"][cell]
+            row += f" {1e3 * o:.0f} | {o / t:.1f}x |"
+        print(row)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["extrap", "replay", "veto", "transfer", "all"],
+    ap.add_argument("--part", choices=["extrap", "replay", "veto", "transfer", "speed", "all"],
                     default="all")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--n", type=int, default=400)
@@ -363,7 +418,11 @@ def main() -> None:
     ap.add_argument("--nni-n", type=int, default=60)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--lc-eps", type=lambda v: [float(e) for e in v.split(",")], default=[0.05, 0.2, 0.5])
+    ap.add_argument("--compare", default=None, help="speed: another netrace checkout to time too")
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    if args.part == "speed":
+        part_speed(args)
     if args.part in ("extrap", "all"):
         part_extrap(args)
     if args.part in ("replay", "all"):

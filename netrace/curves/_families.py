@@ -1,8 +1,8 @@
 """The 11 parametric curve families of Domhan, Springenberg & Hutter (IJCAI 2015).
 
-Each family is a pure function ``f(x, log_x, theta)`` of float64 torch tensors that broadcasts:
-``x`` and ``log_x`` have shape ``(..., n)``, ``theta`` shape ``(..., p)``; the result has the
-broadcast shape of ``x``. The families work in
+Each family is a pure function ``f(x, log_x, theta)`` of torch tensors that broadcasts:
+``x`` and ``log_x`` have shape ``(..., n)``, ``theta`` shape ``(..., p)`` (or a tuple of its p
+columns, each ``(..., 1)``); the result has the broadcast shape of ``x``. The families work in
 netrace's *normalized* units (see ``_model.py``): x is divided by the last observed x, so the
 observed part lies in (0, 1], and y is mapped so that the observed values lie in [0.25, 1.25].
 Every family has a parameter box (the prior's support) and a few least-squares starting points
@@ -18,7 +18,7 @@ tensor([0.3000, 0.5929, 0.8000], dtype=torch.float64)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,13 +43,18 @@ class Family:
         return len(self.params)
 
 
-def _p(theta: Tensor, i: int) -> Tensor:
-    # parameter i, with a trailing axis so it broadcasts against x (..., n)
+def _p(theta: Tensor | Sequence[Tensor], i: int) -> Tensor:
+    # parameter i, with a trailing axis so it broadcasts against x (..., n); the sampler passes
+    # the parameters already split (a tuple of (..., 1) views: one unbind instead of a slice each)
+    if isinstance(theta, tuple):
+        return theta[i]
     return theta[..., i : i + 1]
 
 
 # Powers are written as exp(a * log x) with log x computed once per curve: x is data, fixed
-# during sampling, and exp is several times cheaper than a general power.
+# during sampling, and exp is several times cheaper than a general power. Not exp2 or sigmoid,
+# though faster on CPU: their vectorized and scalar code paths differ in the last bit, so a
+# curve's result would depend on where it falls in a batch.
 def _vap_pressure(x: Tensor, lx: Tensor, t: Tensor) -> Tensor:
     a, b, c = _p(t, 0), _p(t, 1), _p(t, 2)
     return torch.exp(torch.clamp(a + b / x + c * lx, -50.0, 50.0))

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from netrace.curves._families import FAMILIES
-from netrace.curves._fit import N_BINS, Batch, fit_all
+from netrace.curves._fit import Batch, fit_all
 
 __all__ = ["SamplerSettings", "sample_predictive"]
 
@@ -52,7 +52,7 @@ class SamplerSettings:
     spans the space), steps in all, and steps kept at the end (draws = walkers * keep)."""
 
     walkers: int = 52
-    steps: int = 60
+    steps: int = 20
     keep: int = 6
     stretch: float = 2.0
     # torch threads while sampling: one, since netrace runs one worker process per core and
@@ -72,9 +72,9 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Data:
-    x: Tensor  # (C, 1, N_BINS + 2)
+    x: Tensor  # (C, 1, B + 2)
     lx: Tensor
-    y: Tensor  # (C, 1, N_BINS)
+    y: Tensor  # (C, 1, B)
     n: Tensor
     ssw: Tensor  # (C, 1)
     n_obs: Tensor
@@ -87,21 +87,19 @@ def _t(a: np.ndarray) -> Tensor:
 
 
 def _curve_values(state: Tensor, d: _Data) -> Tensor:
-    """f_comb at every x of the data for states (C, W, DIM) -> (C, W, N_BINS + 2)."""
+    """f_comb at every x of the data for states (C, W, DIM) -> (C, W, B + 2)."""
+    cols = state.unsqueeze(-1).unbind(-2)  # DIM views (C, W, 1), in one call
     total = torch.zeros(())
-    weights = state[..., _N_THETA:-1]
-    weights = weights / weights.sum(-1, keepdim=True)
     for k, fam in enumerate(_FAMS):
-        theta = state[..., _OFFS[k] : _OFFS[k + 1]]
-        w = weights[..., k : k + 1]
-        total = total + w * fam.f(d.x, d.lx, theta)
-    return total
+        total = total + cols[_N_THETA + k] * fam.f(d.x, d.lx, cols[_OFFS[k] : _OFFS[k + 1]])
+    # the weights enter normalized (a weighted average of the families)
+    return total / state[..., _N_THETA:-1].sum(-1, keepdim=True)
 
 
 def _log_post(state: Tensor, d: _Data) -> tuple[Tensor, Tensor]:
     """Log posterior (C, W) and f_comb(x_target) (C, W) of states (C, W, DIM)."""
     vals = _curve_values(state, d)
-    fit, first, target = vals[..., :N_BINS], vals[..., N_BINS], vals[..., N_BINS + 1]
+    fit, first, target = vals[..., :-2], vals[..., -2], vals[..., -1]
     log_sigma = state[..., -1]
     sse = (d.n * (fit - d.y) ** 2).sum(-1) + d.ssw
     ll = -d.n_obs * log_sigma - 0.5 * sse * torch.exp(-2.0 * log_sigma)
@@ -109,9 +107,10 @@ def _log_post(state: Tensor, d: _Data) -> tuple[Tensor, Tensor]:
     # their otherwise free overall scale
     ll = ll - 0.5 * ((state[..., _N_THETA:-1].sum(-1) - 1.0) / 0.1) ** 2
     ok = (
-        torch.all(state[..., :_N_THETA] >= _LOWER, dim=-1)
-        & torch.all(state[..., :_N_THETA] <= _UPPER, dim=-1)
-        & torch.all(state[..., _N_THETA:-1] >= 0.0, dim=-1)
+        # (amin over the last axis is several times faster than a boolean all; NaN fails it too)
+        ((state[..., :_N_THETA] - _LOWER).amin(-1) >= 0.0)
+        & ((_UPPER - state[..., :_N_THETA]).amin(-1) >= 0.0)
+        & (state[..., _N_THETA:-1].amin(-1) >= 0.0)
         & (log_sigma > _LOG_SIGMA_MIN)
         & (log_sigma < _LOG_SIGMA_MAX)
         & (first <= target)
@@ -197,13 +196,14 @@ def _sample_predictive(batch: Batch, bounds_n: np.ndarray, rngs: list[np.random.
         pred = torch.where(bad, pred2, pred)
 
     kept_pred, kept_sigma = [], []
-    ci = torch.arange(c)[:, None]
+    # partner j of walker k, as a row of state viewed (C * W, DIM): one index_select a move
+    rows = (partner.permute(1, 2, 0, 3) + torch.arange(c)[:, None] * W
+            + torch.tensor([half, 0])[None, :, None, None]).reshape(T, 2, c * half).contiguous()
     for t in range(T):
         for s in range(2):
             act = slice(0, half) if s == 0 else slice(half, W)
-            oth = slice(half, W) if s == 0 else slice(0, half)
             xk = state[:, act]
-            xj = state[:, oth][ci, partner[:, t, s]]
+            xj = state.view(c * W, DIM).index_select(0, rows[t, s]).view(c, half, DIM)
             zz = z[:, t, s]
             prop = xj + zz[..., None] * (xk - xj)
             lp_new, pred_new = _log_post(prop, d)
