@@ -1,7 +1,7 @@
 """The race on built-in S&P 500 volatility: rules compared at the same sampler seed and budget,
 the race's throughput against the bare population engine, and 2 workers against 1.
 
-    .venv/bin/python bench/race.py [--part rules|throughput|workers|ray|all] [--population 16]
+    .venv/bin/python bench/race.py [--part rules|throughput|lccost|workers|ray|all] [--population 16]
                                    [--epochs 20] [--budget-factor 4] [--repeat 3]
                                    [--seeds 0 1 2]
 
@@ -10,7 +10,9 @@ network-epochs spent until the running best validation R² is within 1% of the `
 final best, and each race's final best. throughput: a race of one K=256 population (rule none)
 against the same population trained bare by the engine, network-epochs per second measured in
 the same run. workers: the same race with 2 workers against 1. ray (not in all): 2 workers as
-actors of a Ray head started on 127.0.0.1 against 2 local processes. Prints markdown tables.
+actors of a Ray head started on 127.0.0.1 against 2 local processes. lccost (not in all): the
+throughput race's population over 30 epochs under none and under lc (what the forecasts cost).
+Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -158,6 +160,28 @@ def part_throughput(a: argparse.Namespace, folder: str) -> None:
     print(f"| {bare:.0f} | {race_rate:.0f} | {race_rate / bare:.0%} |")
 
 
+def part_lccost(a: argparse.Namespace, folder: str) -> None:
+    """What the lc rule's forecasts cost in wall time: the same race (one K=256 population of
+    MLPs, 30 epochs, budget 256 x 30 network-epochs) under none and lc, alternating."""
+    k, epochs = 256, 30
+    space = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam",
+             "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
+    rows = []
+    for r in range(a.repeat):
+        rates = {}
+        for rule in ("none", "lc"):
+            tl, wall = race(config(rule, k, epochs, k * epochs, space), folder, f"cost_{rule}{r}")
+            rates[rule] = (_rate(tl), wall)
+        rows.append(rates)
+    print(f"\nThe lc rule's cost, one population of K={k} MLPs, {epochs} epochs, budget "
+          f"{k * epochs} network-epochs, 1 worker with both cores\n")
+    print("| run | none (network-epochs/s) | lc (network-epochs/s) | lc / none | wall none / lc (s) |")
+    print("|---|---|---|---|---|")
+    for r, x in enumerate(rows, 1):
+        print(f"| {r} | {x['none'][0]:.0f} | {x['lc'][0]:.0f} | {x['lc'][0] / x['none'][0]:.0%} | "
+              f"{x['none'][1]:.1f} / {x['lc'][1]:.1f} |")
+
+
 def part_workers(a: argparse.Namespace, folder: str) -> None:
     k, epochs = 64, 10
     space = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam",
@@ -213,7 +237,7 @@ def part_ray(a: argparse.Namespace, folder: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", default="all",
-                    choices=["rules", "throughput", "workers", "ray", "all"])
+                    choices=["rules", "throughput", "lccost", "workers", "ray", "all"])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=20)
@@ -229,6 +253,8 @@ def main() -> None:
             part_workers(a, folder)
         if a.part == "ray":
             part_ray(a, folder)
+        if a.part == "lccost":
+            part_lccost(a, folder)
 
 
 if __name__ == "__main__":
