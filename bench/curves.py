@@ -367,9 +367,9 @@ for c in (1, 32, 256):
         extrapolate(xs, ys, 3.0 * n)
         best = np.inf
         for _ in range(3 if c < 256 else 2):
-            t = time.perf_counter()
+            t = time.process_time()  # CPU time: one thread, less moved by the machine's other load
             extrapolate(xs, ys, 3.0 * n)
-            best = min(best, time.perf_counter() - t)
+            best = min(best, time.process_time() - t)
         out[f"{c},{n}"] = best
 print(json.dumps(out))
 """
@@ -377,7 +377,8 @@ print(json.dumps(out))
 
 def part_speed(args) -> None:
     """Forecast time as a race sees it: batches of 1, 32 and 256 curves cut at 5, 8, 17 and 30
-    points (the lc rule's first checkpoints), the first points of real dev curves. Each round
+    points (the lc rule's first checkpoints), the first points of real dev curves; CPU seconds
+    of the (one-thread) forecast. Each round
     runs this tree and, with --compare TREE, another netrace checkout, alternating, each in a
     fresh process pinned to one core (best of 2-3 calls per cell, best of the rounds)."""
     lcx = _lcx()
