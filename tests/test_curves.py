@@ -63,6 +63,19 @@ def test_batch_equals_one_at_a_time():
         np.testing.assert_allclose(one.samples[0], batch.samples[i], rtol=0, atol=1e-12)
 
 
+def test_short_curves_batch_equals_one_at_a_time():
+    # a race forecasts curves of 5, 8, 11, 17... points together: curves of up to 8 points and
+    # longer ones are sampled in different groups, each scattered back to its own rows
+    xs, ys, xt, _ = prior_curves(8, seed=6)
+    cut = [3, 5, 8, 9, 12, 16, 17, 25]
+    xs = [x[: min(k, len(x))] for x, k in zip(xs, cut)]
+    ys = [y[: len(x)] for y, x in zip(ys, xs)]
+    batch = extrapolate(xs, ys, xt, seed=1)
+    for i in range(len(xs)):
+        one = extrapolate([xs[i]], [ys[i]], xt[i], seed=1)
+        np.testing.assert_array_equal(one.samples[0], batch.samples[i])
+
+
 def test_deterministic_for_a_seed_and_seed_matters():
     xs, ys, xt, _ = prior_curves(3, seed=4)
     a = extrapolate(xs, ys, xt, seed=7)

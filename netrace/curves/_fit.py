@@ -56,14 +56,18 @@ class Batch:
         """(C,) bins each curve uses (its points, up to N_BINS)."""
         return (self.n > 0).sum(-1)
 
-    def take(self, index: np.ndarray) -> Batch:
-        """The curves at ``index``, padding cut to the most bins any of them uses.
+    def take(self, index: np.ndarray, bins: int | None = None) -> Batch:
+        """The curves at ``index`` with ``bins`` bins (default: the most any of them uses).
 
-        Cutting padding changes no result: a padded bin has no weight, and a curve with fewer
+        Cutting padding changes no value: a padded bin has no weight, and a curve with fewer
         than N_BINS points has one point per bin, the last at x = 1, where padding sits too
-        (so a state undefined at a padded x is undefined at the last point as well).
+        (so a state undefined at a padded x is undefined at the last point as well). Sums over
+        bins may round differently with another padding, so a caller that wants a curve's
+        result independent of its batch chooses ``bins`` from the curve alone.
         """
-        b = max(int(self.bins[index].max()), 1)
+        b = max(int(self.bins[index].max()), 1) if bins is None else bins
+        if b < int(self.bins[index].max()):
+            raise ValueError(f"take: {b} bins would cut observed bins")
         cols = np.r_[0:b, self.x.shape[1] - 2, self.x.shape[1] - 1]
         return Batch(self.x[index][:, cols], self.y[index, :b], self.n[index, :b], self.ssw[index],
                      self.n_obs[index], self.x_scale[index], self.y_offset[index],

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netrace.curves._fit import prepare
+from netrace.curves._fit import N_BINS, prepare
 from netrace.curves._sampler import SamplerSettings, sample_predictive
 from netrace.errors import UserError
 
@@ -166,14 +166,16 @@ def extrapolate(xs: Sequence, ys: Sequence, x_target, *, seed: int = 0,
     bounds_n = np.stack([(lo - batch.y_offset) / batch.y_scale,
                          (hi - batch.y_offset) / batch.y_scale], axis=-1)
     rngs = [_curve_seed(seed, x, y, t) for x, y, t in zip(xo, yo, xt)]
-    # curves that use the same number of bins are sampled together, without padding (most of a
-    # race's forecasts are of short curves: 5 points cost half of 16)
+    # short curves are sampled without most of the padding (a race forecasts many curves of 5-11
+    # points, which cost half of 16 bins): curves of up to 8 bins together with 8, the others
+    # with 16. Two groups at most, each a fixed cost; the bucket depends on the curve alone, so
+    # its result does not depend on the batch.
     draws = np.empty((batch.size, settings.walkers * settings.keep))
-    bins = batch.bins
-    for b in np.unique(bins):
-        idx = np.nonzero(bins == b)[0]
-        draws[idx], _ = sample_predictive(batch.take(idx), bounds_n[idx], [rngs[i] for i in idx],
-                                          settings)
+    bucket = np.where(batch.bins <= N_BINS // 2, N_BINS // 2, N_BINS)
+    for b in np.unique(bucket):
+        idx = np.nonzero(bucket == b)[0]
+        draws[idx], _ = sample_predictive(batch.take(idx, int(b)), bounds_n[idx],
+                                          [rngs[i] for i in idx], settings)
     # a curve whose fits all break the prior (e.g. it only falls) keeps its last value
     last = batch.y[np.arange(batch.size), np.maximum((batch.n > 0).sum(-1) - 1, 0)]
     draws = np.where(np.isfinite(draws), draws, last[:, None])
