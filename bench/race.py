@@ -161,20 +161,22 @@ def part_throughput(a: argparse.Namespace, folder: str) -> None:
 
 
 def part_lccost(a: argparse.Namespace, folder: str) -> None:
-    """What the lc rule's forecasts cost in wall time: the same race (one K=256 population of
-    MLPs, 30 epochs, budget 256 x 30 network-epochs) under none and lc, alternating."""
-    k, epochs = 256, 30
+    """What the lc rule's forecasts cost in wall time: the same race (one population of --k
+    MLPs, 30 epochs, budget --lc-budget-factor x k x 30 network-epochs) under none and lc,
+    alternating."""
+    k, epochs = a.k, 30
     space = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam",
              "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
     rows = []
     for r in range(a.repeat):
         rates = {}
         for rule in ("none", "lc"):
-            tl, wall = race(config(rule, k, epochs, k * epochs, space), folder, f"cost_{rule}{r}")
+            tl, wall = race(config(rule, k, epochs, a.lc_budget_factor * k * epochs, space), folder,
+                            f"cost_{rule}{r}")
             rates[rule] = (_rate(tl), wall)
         rows.append(rates)
     print(f"\nThe lc rule's cost, one population of K={k} MLPs, {epochs} epochs, budget "
-          f"{k * epochs} network-epochs, 1 worker with both cores\n")
+          f"{a.lc_budget_factor * k * epochs} network-epochs, 1 worker with both cores\n")
     print("| run | none (network-epochs/s) | lc (network-epochs/s) | lc / none | wall none / lc (s) |")
     print("|---|---|---|---|---|")
     for r, x in enumerate(rows, 1):
@@ -243,6 +245,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--budget-factor", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--k", type=int, default=256, help="lccost: population size")
+    ap.add_argument("--lc-budget-factor", type=int, default=1,
+                    help="lccost: budget in populations x epochs")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         if a.part in ("rules", "all"):
