@@ -3,7 +3,7 @@ the race's throughput against the bare population engine, and 2 workers against 
 
     .venv/bin/python bench/race.py [--part rules|throughput|lccost|workers|ray|all] [--population 16]
                                    [--epochs 20] [--budget-factor 4] [--repeat 3]
-                                   [--seeds 0 1 2]
+                                   [--seeds 0 1 2] [--k 256] [--lc-budget-factor 1]
 
 rules: for none, lc, median, hyperband (one worker, same sampler seed, same budget): the
 network-epochs spent until the running best validation R² is within 1% of the `none` race's
