@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from netrace.storage import Storage, TrialRecord, TrialState
+from netrace.storage import RACE_ENDED, Storage, TrialRecord, TrialState
 
 EXE = str(Path(sys.executable).parent / "netrace")
 
@@ -129,6 +129,16 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     snap = json.loads(status.stdout)
     assert snap["state"] == "done" and snap["best_trial"] == best.number
+    # "stopped early" counts the rule's stops; networks still training at the end apart
+    trials = s.trials(st.id)
+    by_rule = [t for t in trials if t.state is TrialState.STOPPED
+               and any(d.action == "stop" for d in s.decisions(t.id))]
+    at_end = [t for t in trials if t.state is TrialState.STOPPED and t.note.startswith(RACE_ENDED)]
+    assert by_rule and at_end and not {t.id for t in by_rule} & {t.id for t in at_end}
+    assert len(by_rule) + len(at_end) == sum(t.state is TrialState.STOPPED for t in trials)
+    assert (snap["stopped"], snap["ended_with_race"]) == (len(by_rule), len(at_end))
+    assert f"{len(by_rule)} stopped early" in proc.stdout
+    assert f"{len(at_end)} training when the race ended" in proc.stdout
     table = subprocess.run([EXE, "status", "--top", "3"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=60).stdout.splitlines()
     header = table.index(next(line for line in table if line.startswith("trial")))

@@ -23,7 +23,7 @@ class Snapshot:
     running: int
     queued: int
     complete: int
-    stopped: int
+    stopped: int  # by the termination rule
     diverged: int
     failed: int
     best_value: float | None
@@ -34,6 +34,7 @@ class Snapshot:
     workers_alive: int
     rate: float | None = None  # network-epochs per second
     eta: float | None = None   # seconds until the budget is spent, at this rate
+    ended_with_race: int = 0   # still training when the race ended (stopped, not by the rule)
 
 
 def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot:
@@ -46,16 +47,17 @@ def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot
             budget = race.get("budget") or (DEFAULT_BUDGET_FACTOR * race["population"]
                                             * race["max_epochs"])
     counts = storage.counts(study.id)
+    ended = storage.ended_with_race(study.id)
     best = storage.best_trial(study.id)
     state, reason = storage.study_state(study.id)
     alive = sum(1 for w in storage.workers(study.id) if w["state"] == "alive")
     return Snapshot(name, state, reason, study.direction, counts[TrialState.RUNNING],
                     counts[TrialState.QUEUED], counts[TrialState.COMPLETE],
-                    counts[TrialState.STOPPED], counts[TrialState.DIVERGED],
+                    counts[TrialState.STOPPED] - ended, counts[TrialState.DIVERGED],
                     counts[TrialState.FAILED], None if best is None else best.best_value,
                     None if best is None else best.number,
                     None if best is None else best.best_epoch, storage.epochs_spent(study.id),
-                    budget, alive)
+                    budget, alive, ended_with_race=ended)
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -74,7 +76,8 @@ def summary_lines(s: Snapshot) -> list[str]:
     lines = [
         f"study     {s.study}: {s.state}" + (f" ({s.reason})" if s.reason else ""),
         f"networks  {s.running} running, {s.queued} queued, {s.complete} finished, "
-        f"{s.stopped} stopped early, {s.diverged} diverged, {s.failed} failed",
+        f"{s.stopped} stopped early, {s.diverged} diverged, {s.failed} failed"
+        + (f", {s.ended_with_race} training when the race ended" if s.ended_with_race else ""),
         f"best      {best}",
         f"budget    {budget}",
     ]

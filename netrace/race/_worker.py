@@ -40,6 +40,7 @@ from netrace.race._build import (
 from netrace.race._proposer import Proposer, population_key
 from netrace.race._resume import load_slot, save_slots
 from netrace.storage import (
+    RACE_ENDED,
     Checkpoint,
     DecisionRecord,
     EpochValue,
@@ -409,7 +410,7 @@ class _Worker:
             return  # release_worker re-queues them when the worker exits
         _, reason = self.storage.study_state(self.study.id)
         trained = [(i, t) for i, t in enumerate(trials) if t is not None and curves[i]]
-        ends = [TrialEnd(t.id, TrialState.STOPPED, f"race ended: {reason}") for _, t in trained]
+        ends = [TrialEnd(t.id, TrialState.STOPPED, f"{RACE_ENDED}: {reason}") for _, t in trained]
         ckpts = [self._checkpoint(pops, i, t, settings, len(curves[i]) - 1) for i, t in trained]
         self.storage.record_epoch(self.wid, ends=ends, checkpoints=ckpts)
         # a network refilled into a slot as the race ended has trained nothing: back to the

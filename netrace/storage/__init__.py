@@ -12,6 +12,7 @@ from netrace.storage._records import (
     EpochValue,
     ResumeState,
     StudyRecord,
+    RACE_ENDED,
     TrialEnd,
     TrialRecord,
     TrialState,
@@ -21,6 +22,7 @@ from netrace.storage._storage import Storage, open_storage, storage_url
 __all__ = [
     "Checkpoint",
     "DecisionRecord",
+    "RACE_ENDED",
     "EpochValue",
     "ResumeState",
     "Storage",

@@ -24,13 +24,18 @@ class TrialState(enum.StrEnum):
     QUEUED = "queued"        # waiting for a worker: new, or re-queued after its worker died
     RUNNING = "running"      # a worker trains it
     COMPLETE = "complete"    # trained to its epoch cap or stopped by its own early stopping
-    STOPPED = "stopped"      # stopped by the termination rule
+    STOPPED = "stopped"      # stopped by the termination rule, or by the end of the race
     DIVERGED = "diverged"    # its loss became NaN or infinite
     FAILED = "failed"        # an error, or its worker died too often
 
     @property
     def finished(self) -> bool:
         return self not in (TrialState.QUEUED, TrialState.RUNNING)
+
+
+#: How the note of a trial stopped by the end of the race (not by the termination rule)
+#: begins; the race's end reason follows.
+RACE_ENDED = "race ended"
 
 
 @dataclass(frozen=True)

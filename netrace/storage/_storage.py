@@ -42,6 +42,7 @@ from netrace.storage._records import (
     ResumeState,
     StudyRecord,
     TrialEnd,
+    RACE_ENDED,
     TrialRecord,
     TrialState,
 )
@@ -730,6 +731,14 @@ class Storage:
         out = {s: 0 for s in TrialState}
         out.update({TrialState(r[0]): int(r[1]) for r in rows})
         return out
+
+    def ended_with_race(self, study_id: int) -> int:
+        """Trials still training when the race ended (recorded as stopped, with the reason in
+        their note), as opposed to those the termination rule stopped."""
+        with self._read.connect() as c:
+            return int(c.execute(sa.select(sa.func.count()).where(
+                (_trials.c.study_id == study_id) & (_trials.c.state == TrialState.STOPPED.value)
+                & _trials.c.note.like(RACE_ENDED + "%"))).scalar_one())
 
     def best_trial(self, study_id: int) -> TrialRecord | None:
         study = self._study_by_id(study_id)
