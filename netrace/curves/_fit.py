@@ -65,8 +65,9 @@ class Batch:
         bins may round differently with another padding, so a caller that wants a curve's
         result independent of its batch chooses ``bins`` from the curve alone.
         """
-        b = max(int(self.bins[index].max()), 1) if bins is None else bins
-        if b < int(self.bins[index].max()):
+        used = int(self.bins[index].max())
+        b = max(used, 1) if bins is None else bins
+        if b < used:
             raise ValueError(f"take: {b} bins would cut observed bins")
         cols = np.r_[0:b, self.x.shape[1] - 2, self.x.shape[1] - 1]
         return Batch(self.x[index][:, cols], self.y[index, :b], self.n[index, :b], self.ssw[index],
@@ -74,16 +75,13 @@ class Batch:
                      self.y_scale[index], self.h[index])
 
 
+@functools.lru_cache(maxsize=4096)
 def _bin_edges(n: int) -> np.ndarray:
     """Edges of up to N_BINS contiguous bins over n points, geometric in the index.
 
     Early points (where curves are steep) stay alone; late, flat stretches share a bin.
+    Cached: the array is shared between calls, read it only.
     """
-    return _bin_edges_cached(n).copy()
-
-
-@functools.lru_cache(maxsize=4096)
-def _bin_edges_cached(n: int) -> np.ndarray:
     if n <= N_BINS:
         return np.arange(n + 1)
     best = np.array([0, n])
@@ -114,7 +112,7 @@ def prepare(xs: list[np.ndarray], ys: list[np.ndarray], x_target: np.ndarray) ->
         off = lo - 0.25 * s
         yn = (y - off) / s
         y_off[i], y_scale[i] = off, s
-        edges = _bin_edges_cached(len(x))
+        edges = _bin_edges(len(x))
         b = len(edges) - 1
         counts = np.diff(edges)
         X[i, :b] = np.add.reduceat(xn, edges[:-1]) / counts

@@ -177,7 +177,7 @@ def extrapolate(xs: Sequence, ys: Sequence, x_target, *, seed: int = 0,
         draws[idx], _ = sample_predictive(batch.take(idx, int(b)), bounds_n[idx],
                                           [rngs[i] for i in idx], settings)
     # a curve whose fits all break the prior (e.g. it only falls) keeps its last value
-    last = batch.y[np.arange(batch.size), np.maximum((batch.n > 0).sum(-1) - 1, 0)]
+    last = batch.y[np.arange(batch.size), np.maximum(batch.bins - 1, 0)]
     draws = np.where(np.isfinite(draws), draws, last[:, None])
     mean = draws.mean(axis=1, keepdims=True)
     draws = mean + calibration.inflate * (draws - mean)

@@ -7,12 +7,12 @@ SQLite by default (one file, no server); PostgreSQL (``postgresql://``) for seve
 from __future__ import annotations
 
 from netrace.storage._records import (
+    RACE_ENDED,
     Checkpoint,
     DecisionRecord,
     EpochValue,
     ResumeState,
     StudyRecord,
-    RACE_ENDED,
     TrialEnd,
     TrialRecord,
     TrialState,
@@ -22,8 +22,8 @@ from netrace.storage._storage import Storage, open_storage, storage_url
 __all__ = [
     "Checkpoint",
     "DecisionRecord",
-    "RACE_ENDED",
     "EpochValue",
+    "RACE_ENDED",
     "ResumeState",
     "Storage",
     "StudyRecord",

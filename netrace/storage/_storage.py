@@ -36,13 +36,13 @@ from sqlalchemy import event
 from netrace.errors import UserError
 from netrace.storage._files import StateFiles
 from netrace.storage._records import (
+    RACE_ENDED,
     Checkpoint,
     DecisionRecord,
     EpochValue,
     ResumeState,
     StudyRecord,
     TrialEnd,
-    RACE_ENDED,
     TrialRecord,
     TrialState,
 )
