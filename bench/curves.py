@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -210,7 +211,7 @@ class VetoedRule(Rule):
             if best[c, n - 1] >= thr:
                 stop[c] = False
                 continue
-            f = self.lc.forecast([np.arange(1.0, m + 1)], [best[c, :m]], curves.budget[[c]])
+            f = self.lc.forecast([np.arange(1.0, m + 1)], [best[c, :m]], curves.budget[[c]])[0]
             stop[c] = float(f.prob_above(np.array([thr]))[0]) < self.epsilon
         return stop
 
@@ -266,7 +267,7 @@ class TransferRule(Rule):
                 continue
             tau, b = np.nanmax(others), best[c, n - 1]
             p_model = float(self.lc.forecast([np.arange(1.0, n + 1)], [best[c, :n]],
-                                             curves.budget[[c]]).prob_above(np.array([tau]))[0])
+                                             curves.budget[[c]])[0].prob_above(np.array([tau]))[0])
             if len(done) < self.min_done:
                 stop[c] = p_model < self.epsilon
                 continue
@@ -331,18 +332,21 @@ def part_replay(args) -> None:
         out = {w: replay_many(ys, rule, workers=args.workers, seed=0, orders=5) for w, ys in curves.items()}
         record(name, out, time.perf_counter() - t0)
     # lc: forecasts depend only on each curve's own prefix, so one precomputed cache per
-    # calibration serves every epsilon
+    # calibration serves every epsilon and prior weight
     for cal_name, cal in (("CALIBRATED", CALIBRATED), ("PAPER", PAPER)):
         t0 = time.perf_counter()
         caches = {w: lc_with_precomputed_forecasts(ys, LCRule(calibration=cal)).forecast
                   for w, ys in curves.items()}
         t_cache = time.perf_counter() - t0
-        for eps in args.lc_eps:
+        weights = args.lc_prior if cal is CALIBRATED else [math.inf]
+        for eps, weight in itertools.product(args.lc_eps, weights):
             t0 = time.perf_counter()
-            out = {w: [simulate(ys, LCRule(epsilon=eps, calibration=cal, forecast=caches[w]),
-                                workers=args.workers, seed=k) for k in range(5)]
+            out = {w: [simulate(ys, LCRule(epsilon=eps, calibration=cal, prior_weight=weight,
+                                           forecast=caches[w]), workers=args.workers, seed=k)
+                       for k in range(5)]
                    for w, ys in curves.items()}
-            record(f"lc (eps {eps}, {cal_name})", out, time.perf_counter() - t0 + t_cache)
+            record(f"lc (eps {eps}, {cal_name}, prior weight {weight:g})", out,
+                   time.perf_counter() - t0 + t_cache)
             t_cache = 0.0
 
     print("\n" + "\n".join(summary) + "\n")
@@ -419,6 +423,8 @@ def main() -> None:
     ap.add_argument("--nni-n", type=int, default=60)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--lc-eps", type=lambda v: [float(e) for e in v.split(",")], default=[0.05, 0.2, 0.5])
+    ap.add_argument("--lc-prior", type=lambda v: [float(e) for e in v.split(",")],
+                    default=[math.inf, 10.0], help="lc prior weights (inf: no learning)")
     ap.add_argument("--compare", default=None, help="speed: another netrace checkout to time too")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()

@@ -66,7 +66,7 @@ def config_seed(cfg, seed: int):
 
 def part_rules(a: argparse.Namespace, folder: str) -> None:
     budget = a.population * a.epochs * a.budget_factor
-    rules = ("none", "lc", "median", "hyperband")
+    rules = ("none", *[r for r in a.rules if r != "none"])  # none: the reference
     table: dict[str, list] = {r: [] for r in rules}
     for seed in a.seeds:
         results = {}
@@ -245,6 +245,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--budget-factor", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--rules", nargs="+", default=["lc", "median", "hyperband"],
+                    help="rules: which to race against none")
     ap.add_argument("--k", type=int, default=256, help="lccost: population size")
     ap.add_argument("--lc-budget-factor", type=int, default=1,
                     help="lccost: budget in populations x epochs")

@@ -146,6 +146,33 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     assert table[header + 1].split()[0] == str(best.number)
 
 
+def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None:
+    # the default rule on a metric to minimize: decisions at lc's checkpoints (5, 8, 11 of 12
+    # epochs) keep the probability, how many finished networks it learned from, and the
+    # forecast of the final MSE in the metric's own units
+    cfg = write(tmp_path, rule="lc", population=4, epochs=12, budget=144, extra='metric = "mse"',
+                lr="{low = 1e-3, high = 1e-1, log = true}")
+    proc = run(cfg)
+    assert proc.returncode == 0, proc.stderr
+    s = Storage(tmp_path / "netrace.db")
+    st = s.get_study("race")
+    check_books(s, "race")
+    judged = [(t, d) for t in s.trials(st.id) for d in s.decisions(t.id)]
+    forecast = [(t, d) for t, d in judged if "p" in d.prediction]
+    assert {d.prediction["observed"] for _, d in forecast} <= {5, 8, 11}
+    assert {d.epoch + 1 for _, d in judged if "p" not in d.prediction}.isdisjoint({5, 8, 11})
+    for t, d in forecast:
+        pr = d.prediction
+        assert d.rule == "lc" and 0.0 <= pr["p"] <= 1.0
+        assert (d.action == "stop") == (pr["p"] < 0.05)  # no network reached the incumbent's MSE
+        # an MSE forecast, near the network's best MSE so far (not its negative)
+        assert pr["q05"] <= pr["mean"] <= pr["q95"]
+        assert abs(pr["mean"] - pr["best"]) < 0.5 * pr["best"]
+    learned = [d.prediction["learned_from"] for _, d in forecast]
+    assert max(learned) >= 1  # networks that ran all 12 epochs taught the later ones
+    assert any(d.action == "stop" for _, d in forecast)
+
+
 def test_target_stops_every_worker(tmp_path: Path) -> None:
     cfg = write(tmp_path, rule="none", budget=10_000, epochs=50, extra="target = -100.0")
     t0 = time.monotonic()

@@ -93,6 +93,12 @@ def _bin_edges(n: int) -> np.ndarray:
     return best
 
 
+def y_range(y: np.ndarray) -> float:
+    """The unit of a curve's values: their range, floored (a flat curve still has one)."""
+    lo, hi = float(y.min()), float(y.max())
+    return max(hi - lo, 1e-3 * max(1.0, abs(hi)), 1e-12)
+
+
 def prepare(xs: list[np.ndarray], ys: list[np.ndarray], x_target: np.ndarray) -> Batch:
     """Normalize and bin validated curves (x > 0 increasing, finite, x_target > x[-1])."""
     c = len(xs)
@@ -107,8 +113,7 @@ def prepare(xs: list[np.ndarray], ys: list[np.ndarray], x_target: np.ndarray) ->
     for i, (x, y) in enumerate(zip(xs, ys)):
         x_scale[i] = x[-1]
         xn = x / x[-1]
-        lo, hi = float(y.min()), float(y.max())
-        s = max(hi - lo, 1e-3 * max(1.0, abs(hi)), 1e-12)
+        lo, s = float(y.min()), y_range(y)
         off = lo - 0.25 * s
         yn = (y - off) / s
         y_off[i], y_scale[i] = off, s

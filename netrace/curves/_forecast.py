@@ -12,7 +12,7 @@ from netrace.curves._fit import N_BINS, prepare
 from netrace.curves._sampler import SamplerSettings, sample_predictive
 from netrace.errors import UserError
 
-__all__ = ["CALIBRATED", "PAPER", "RAW", "Calibration", "Forecast", "extrapolate"]
+__all__ = ["CALIBRATED", "PAPER", "RAW", "Calibration", "Forecast", "extrapolate", "extrapolate_many"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,16 @@ def extrapolate(xs: Sequence, ys: Sequence, x_target, *, seed: int = 0,
     >>> bool(0.8 < f.mean[0] < 0.95)
     True
     """
+    return extrapolate_many(xs, ys, x_target, (calibration,), seed=seed, bounds=bounds,
+                            settings=settings)[0]
+
+
+def extrapolate_many(xs: Sequence, ys: Sequence, x_target, calibrations: Sequence[Calibration], *,
+                     seed: int = 0, bounds: tuple[float, float] | None = None,
+                     settings: SamplerSettings = DEFAULT_SETTINGS) -> tuple[Forecast, ...]:
+    """``extrapolate`` under several calibrations from one sampler run: one Forecast each, in
+    order. The first equals ``extrapolate(..., calibration=calibrations[0])``; a later one
+    with a discrepancy term draws its own Student-t numbers after the earlier ones'."""
     xo, yo, xt = _check_curves(xs, ys, x_target)
     if bounds is not None:
         lo, hi = (float(b) for b in bounds)
@@ -180,11 +190,12 @@ def extrapolate(xs: Sequence, ys: Sequence, x_target, *, seed: int = 0,
     last = batch.y[np.arange(batch.size), np.maximum(batch.bins - 1, 0)]
     draws = np.where(np.isfinite(draws), draws, last[:, None])
     mean = draws.mean(axis=1, keepdims=True)
-    draws = mean + calibration.inflate * (draws - mean)
-    if calibration.has_discrepancy:
-        t = np.stack([r.standard_t(calibration.nu, draws.shape[1]) for r in rngs])
-        draws = draws + batch.h[:, None] * (calibration.drift + calibration.spread * t)
-    y = batch.y_offset[:, None] + batch.y_scale[:, None] * draws
-    if bounds is not None:
-        y = np.clip(y, lo, hi)
-    return Forecast(y)
+    out = []
+    for calibration in calibrations:
+        d = mean + calibration.inflate * (draws - mean)
+        if calibration.has_discrepancy:
+            t = np.stack([r.standard_t(calibration.nu, d.shape[1]) for r in rngs])
+            d = d + batch.h[:, None] * (calibration.drift + calibration.spread * t)
+        y = batch.y_offset[:, None] + batch.y_scale[:, None] * d
+        out.append(Forecast(np.clip(y, lo, hi) if bounds is not None else y))
+    return tuple(out)

@@ -18,14 +18,15 @@ regret = best value of all points - found.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from netrace.curves._forecast import CALIBRATED, Forecast, extrapolate
-from netrace.curves._rules import Curves, Decision, LCRule, Rule, checkpoints
+from netrace.curves._forecast import CALIBRATED, PAPER, Forecast, extrapolate_many
+from netrace.curves._rules import Curves, Decision, LCRule, Rule, _Memory, checkpoints
 from netrace.errors import UserError
 
 __all__ = ["ReplayResult", "lc_with_precomputed_forecasts", "replay_many", "simulate"]
@@ -94,7 +95,7 @@ def lc_with_precomputed_forecasts(curves: Sequence[np.ndarray], rule: LCRule, *,
     the batch), so the decisions equal those of the plain rule; replay then costs one batched
     sampler run per chunk instead of one per tick.
     """
-    calibration = rule.calibration or CALIBRATED
+    cals = (rule.calibration or CALIBRATED, PAPER)
     xs, ys, xt = [], [], []
     for y in curves:
         best = np.maximum.accumulate(np.asarray(y, dtype=float))
@@ -102,25 +103,24 @@ def lc_with_precomputed_forecasts(curves: Sequence[np.ndarray], rule: LCRule, *,
             xs.append(np.arange(1.0, n + 1))
             ys.append(best[:n])
             xt.append(float(len(best)))
-    cache: dict[tuple[float, bytes], np.ndarray] = {}
-    for i in range(0, len(xs), chunk):
-        f = extrapolate(xs[i : i + chunk], ys[i : i + chunk], np.array(xt[i : i + chunk]), seed=seed,
-                        calibration=calibration)
-        for y, t, s in zip(ys[i : i + chunk], xt[i : i + chunk], f.samples):
-            cache[(t, y.tobytes())] = s
+    cache: dict[tuple[float, bytes], tuple[np.ndarray, np.ndarray]] = {}
 
-    def forecast(xs_: list, ys_: list, x_target: np.ndarray) -> Forecast:
+    def fill(xs_: list, ys_: list, x_target: np.ndarray) -> None:
+        fs = extrapolate_many(xs_, ys_, x_target, cals, seed=seed)
+        for y, t, a, b in zip(ys_, x_target, fs[0].samples, fs[1].samples):
+            cache[(float(t), np.asarray(y, dtype=float).tobytes())] = (a, b)
+
+    for i in range(0, len(xs), chunk):
+        fill(xs[i : i + chunk], ys[i : i + chunk], np.array(xt[i : i + chunk]))
+
+    def forecast(xs_: list, ys_: list, x_target: np.ndarray) -> tuple[Forecast, Forecast]:
         keys = [(float(t), np.asarray(y, dtype=float).tobytes()) for y, t in zip(ys_, x_target)]
         missing = [i for i, k in enumerate(keys) if k not in cache]
         if missing:
-            f = extrapolate([xs_[i] for i in missing], [ys_[i] for i in missing],
-                            np.asarray(x_target)[missing], seed=seed, calibration=calibration)
-            for i, s in zip(missing, f.samples):
-                cache[keys[i]] = s
-        return Forecast(np.stack([cache[k] for k in keys]))
+            fill([xs_[i] for i in missing], [ys_[i] for i in missing], np.asarray(x_target)[missing])
+        return tuple(Forecast(np.stack([cache[k][m] for k in keys])) for m in (0, 1))
 
-    return LCRule(epsilon=rule.epsilon, min_observed=rule.min_observed, growth=rule.growth,
-                  calibration=rule.calibration, forecast=forecast)
+    return dataclasses.replace(rule, forecast=forecast, memory=_Memory())
 
 
 def replay_many(curves: Sequence[np.ndarray], rule: Rule, *, workers: int = 4, seed: int = 0,

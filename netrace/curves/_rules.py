@@ -16,12 +16,14 @@ keeps its best checkpoint), oriented so that higher is better whatever the goal.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 
+from netrace.curves._fit import y_range
 from netrace.errors import UserError, did_you_mean
 
 __all__ = [
@@ -218,13 +220,16 @@ class TopKRule(Rule):
         return stop
 
 
-Forecaster = Callable[[list, list, np.ndarray], object]
+Forecaster = Callable[[list, list, np.ndarray], tuple]
+"""``forecast(xs, ys, x_target) -> (calibrated, model)``: two Forecasts of the same curves, the
+calibrated one and the model's alone (``PAPER``), as ``extrapolate_many`` gives them."""
 
 
-def _default_forecaster(xs: list, ys: list, x_target: np.ndarray, calibration=None):
-    from netrace.curves._forecast import CALIBRATED, extrapolate
+def _default_forecaster(calibration=None) -> Forecaster:
+    from netrace.curves._forecast import CALIBRATED, PAPER, extrapolate_many
 
-    return extrapolate(xs, ys, x_target, calibration=calibration or CALIBRATED)
+    cals = (calibration or CALIBRATED, PAPER)
+    return lambda xs, ys, x_target: extrapolate_many(xs, ys, x_target, cals)
 
 
 def checkpoints(min_observed: int, growth: float, budget: int) -> list[int]:
@@ -237,6 +242,32 @@ def checkpoints(min_observed: int, growth: float, budget: int) -> list[int]:
     return out
 
 
+def _units(budgets: np.ndarray, ys: list) -> np.ndarray:
+    """The calibration's unit of forecast error for curves observed as ``ys`` (x = 1..n): the
+    range of the observed values times the horizon log(budget / n), as in ``Calibration``."""
+    return np.array([y_range(y) * np.log(t / len(y)) for t, y in zip(budgets, ys)])
+
+
+class _Memory:
+    """What an lc rule keeps between decisions: the mean of its recent model forecasts and
+    their unit of error (by budget and observed prefix; a curve that finishes finds its own
+    there), the errors of finished curves' forecasts, and what lay behind the last decision,
+    by row."""
+
+    SIZE = 65536  # forecasts kept
+
+    def __init__(self) -> None:
+        self.model: OrderedDict[tuple[float, bytes], tuple[float, float]] = OrderedDict()
+        self.errors: dict[tuple[float, int, bytes], float] = {}
+        self.last: dict[int, dict[str, float]] = {}
+
+    def keep(self, budgets: np.ndarray, ys: list, model) -> None:
+        for t, y, m, u in zip(budgets, ys, model.mean.tolist(), _units(budgets, ys).tolist()):
+            self.model[(float(t), y.tobytes())] = (m, u)
+        while len(self.model) > self.SIZE:
+            self.model.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class LCRule(Rule):
     """Learning-curve rule (Domhan et al. 2015): stop a curve when the probability that its
@@ -245,16 +276,34 @@ class LCRule(Rule):
 
     It forecasts at ``min_observed`` evaluations and then every time the count grows by
     ``growth`` (forecasting every evaluation buys little and costs a sampler run each).
-    ``forecast(xs, ys, x_target) -> Forecast`` is ``extrapolate`` with ``calibration``
-    (default ``CALIBRATED``) unless given (replay passes a cache of precomputed forecasts; the
-    decision is the same).
+
+    The probability learns from the race. A curve that has run its whole budget shows how
+    the model's forecast made at n evaluations fared: its error e, the value the curve reached
+    minus that forecast's mean, in the unit of ``Calibration``'s discrepancy term (the range
+    of the values observed by then times log(budget / n)). A curve judged at n evaluations,
+    whose threshold lies d such units above its model forecast's mean, gets
+    p = (#{finished curves with e > d} + w * p_cal) / (m + w): the evidence of m finished
+    curves, and the calibrated forecast's probability p_cal, which counts as
+    w = ``prior_weight`` curves (``math.inf``: p = p_cal, no learning). So the discrepancy
+    that ``CALIBRATED`` fits once on the AlgoPerf curves is re-learned from the race's own:
+    where its networks keep gaining late, p rises; where they end as the model says, p
+    follows the model, sharper than the calibrated forecast. The rule stops on observed
+    prefixes only, so where the model errs alike on a race's curves, those it lets finish
+    show the error as the stopped ones would have.
+
+    ``forecast(xs, ys, x_target) -> (calibrated, model)`` is ``extrapolate_many`` with
+    ``(calibration, PAPER)`` (default ``CALIBRATED``) unless given (replay passes a cache of
+    precomputed forecasts; the decisions are the same). ``memory.last`` holds, by row, the
+    probability and the calibrated forecast behind the last decision.
     """
 
     epsilon: float = 0.05
     min_observed: int = 5
     growth: float = 1.5
     calibration: object = None
+    prior_weight: float = 10.0
     forecast: Forecaster | None = field(default=None, compare=False)
+    memory: _Memory = field(default_factory=_Memory, compare=False, repr=False)
     name = "lc"
 
     def __post_init__(self) -> None:
@@ -262,12 +311,22 @@ class LCRule(Rule):
             raise UserError(f"lc epsilon must lie in (0, 1); got {self.epsilon!r}.")
         if self.min_observed < 1 or self.growth <= 1.0:
             raise UserError(f"lc needs min_observed >= 1 and growth > 1; got {self.min_observed}, {self.growth}.")
+        if not self.prior_weight > 0:
+            raise UserError(f"lc prior_weight must be > 0 (math.inf: do not learn from the race); "
+                            f"got {self.prior_weight!r}.")
 
     def is_checkpoint(self, observed: int, budget: int) -> bool:
         return observed in checkpoints(self.min_observed, self.growth, budget)
 
+    def _forecasts(self, xs: list, ys: list, budgets: np.ndarray) -> tuple:
+        forecast = self.forecast or _default_forecaster(self.calibration)
+        calibrated, model = forecast(xs, ys, budgets)
+        self.memory.keep(budgets, ys, model)
+        return calibrated, model
+
     def _stop(self, best: np.ndarray, curves: Curves) -> np.ndarray:
         stop = np.zeros(len(best), dtype=bool)
+        self.memory.last = {}
         due = [c for c in np.nonzero(curves.running)[0]
                if self.is_checkpoint(int(curves.observed[c]), int(curves.budget[c]))]
         if not due:
@@ -284,17 +343,58 @@ class LCRule(Rule):
         if not ask:
             return stop
         cs = [due[i] for i in ask]
+        thr = thresholds[ask]
         ys = [best[c, : curves.observed[c]] for c in cs]
         xs = [np.arange(1.0, len(y) + 1) for y in ys]
-        if self.forecast is not None:
-            forecast = self.forecast(xs, ys, curves.budget[cs])
-        else:
-            forecast = _default_forecaster(xs, ys, curves.budget[cs], self.calibration)
+        calibrated, model = self._forecasts(xs, ys, curves.budget[cs])
+        p, learned = calibrated.prob_above(thr), np.zeros(len(cs))
+        if np.isfinite(self.prior_weight):
+            d = (thr - model.mean) / _units(curves.budget[cs], ys)
+            p, learned = self._learn(p, d, cs, best, curves)
         # the running best can also already be at the threshold: then it is not hopeless
-        p = forecast.prob_above(thresholds[ask])
-        reached = np.array([y[-1] >= t for y, t in zip(ys, thresholds[ask])])
+        reached = np.array([y[-1] >= t for y, t in zip(ys, thr)])
         stop[cs] = (p < self.epsilon) & ~reached
+        q05, q95 = calibrated.quantile([0.05, 0.95])
+        for j, c in enumerate(cs):
+            self.memory.last[int(c)] = {
+                "p": float(p[j]), "learned_from": int(learned[j]), "mean": float(calibrated.mean[j]),
+                "std": float(calibrated.std[j]), "q05": float(q05[j]), "q95": float(q95[j])}
         return stop
+
+    def _learn(self, p_cal: np.ndarray, d: np.ndarray, cs: list, best: np.ndarray,
+               curves: Curves) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities corrected by the finished curves' errors, and how many finished
+        curves each used."""
+        finished = np.nonzero((curves.observed >= curves.budget) & ~curves.running)[0]
+        budget = curves.budget.astype(int)
+        whole = {j: best[j, : budget[j]].tobytes() for j in finished}
+        ns = [int(curves.observed[c]) for c in cs]
+        keys = {n: {j: (float(budget[j]), n, whole[j]) for j in finished if budget[j] > n}
+                for n in set(ns)}
+        missing = [(j, n) for n, ks in keys.items() for j, k in ks.items()
+                   if k not in self.memory.errors]
+        unseen = [(j, n) for j, n in missing
+                  if (float(budget[j]), best[j, :n].tobytes()) not in self.memory.model]
+        for i in range(0, len(unseen), 1024):  # finished curves this rule never forecast
+            chunk = unseen[i : i + 1024]  # (another worker's), in batches the memory holds
+            self._forecasts([np.arange(1.0, n + 1) for _, n in chunk],
+                            [best[j, :n] for j, n in chunk],
+                            np.array([float(budget[j]) for j, _ in chunk]))
+            for j, n in chunk:
+                self._error(best, budget, keys[n][j], j, n)
+        for j, n in missing:
+            if keys[n][j] not in self.memory.errors:
+                self._error(best, budget, keys[n][j], j, n)
+        p, used = np.empty(len(cs)), np.zeros(len(cs), dtype=int)
+        for i, n in enumerate(ns):
+            e = np.array([self.memory.errors[k] for k in keys[n].values()])
+            used[i] = len(e)
+            p[i] = ((e > d[i]).sum() + self.prior_weight * p_cal[i]) / (len(e) + self.prior_weight)
+        return p, used
+
+    def _error(self, best: np.ndarray, budget: np.ndarray, key: tuple, j: int, n: int) -> None:
+        mean, unit = self.memory.model[(float(budget[j]), best[j, :n].tobytes())]
+        self.memory.errors[key] = float((best[j, budget[j] - 1] - mean) / unit)
 
 
 RULES: dict[str, Callable[[], Rule]] = {

@@ -25,7 +25,7 @@ import torch
 
 from netrace.backends import WorkerContext
 from netrace.config import Config, default_space, parse_space
-from netrace.curves import Curves, Goal, LCRule, extrapolate, make_rule
+from netrace.curves import Curves, Goal, LCRule, make_rule
 from netrace.data import prepare
 from netrace.errors import UserError
 from netrace.race._build import (
@@ -97,24 +97,13 @@ def worker_main(ctx: WorkerContext, plan: RacePlan) -> None:
     _Worker(ctx, plan).run()
 
 
-class _Capture:
-    """Wraps ``extrapolate`` for the lc rule and keeps each forecast, to store the prediction
-    behind every decision."""
-
-    def __init__(self) -> None:
-        self.last: dict[int, dict[str, float]] = {}
-        self.rows: list[int] = []
-
-    def __call__(self, xs: list, ys: list, x_target: np.ndarray) -> Any:
-        f = extrapolate(xs, ys, x_target)
-        if len(xs) != len(self.rows):  # not the rows we expected: record no prediction
-            self.last = {}
-            return f
-        q05, q95 = f.quantile(0.05), f.quantile(0.95)
-        self.last = {row: {"mean": float(f.mean[j]), "std": float(f.std[j]),
-                           "q05": float(q05[j]), "q95": float(q95[j])}
-                     for j, row in enumerate(self.rows)}
-        return f
+def _metric_units(behind: dict[str, float], goal: Goal) -> dict[str, float]:
+    """The lc rule's forecast (made on oriented values, higher is better) in the metric's units:
+    the probability behind the decision, the mean, std and 90% interval of the final value."""
+    out = dict(behind)
+    if goal is Goal.MIN:
+        out.update(mean=-behind["mean"], q05=-behind["q95"], q95=-behind["q05"])
+    return out
 
 
 class _Worker:
@@ -129,9 +118,7 @@ class _Worker:
         self.proposer = Proposer(self.space, cfg.search.sampler,
                                  seed=cfg.search.seed * 100_003 + self.wid,
                                  startup=cfg.search.startup, direction=self.direction)
-        self.capture = _Capture()
-        rule = cfg.race.rule
-        self.rule = (LCRule(forecast=self.capture) if rule == "lc" else make_rule(rule))
+        self.rule = make_rule(cfg.race.rule)
         self.rng = np.random.default_rng([plan.seed, self.wid])
         self.k, self.max_epochs = cfg.race.population, cfg.race.max_epochs
         self.budget = budget_of(cfg)
@@ -324,6 +311,10 @@ class _Worker:
         for i, end in ending.items():
             t = trials[i]
             assert t is not None
+            # the rule sees this worker's own finished curves from the next epoch on (other
+            # workers' come with the periodic refresh), as the storage keeps them
+            c = np.asarray(curves[i], dtype=float)
+            self._finished_curves[t.id] = np.where(np.isfinite(c), c, np.nan)
             if end.state is not TrialState.DIVERGED:
                 ckpts.append(self._checkpoint(pops, i, t, settings, len(curves[i]) - 1))
             for pop in pops:
@@ -360,18 +351,14 @@ class _Worker:
         budget = np.full(len(rows), float(self.max_epochs))
         mask = np.zeros(len(rows), dtype=bool)
         mask[:len(own)] = True
-        self.capture.rows = list(range(len(own)))
-        self.capture.last = {}
-        if isinstance(self.rule, LCRule):  # the rows it will forecast, in its order
-            self.capture.rows = [r for r in range(len(own))
-                                 if self.rule.is_checkpoint(len(own[r]), self.max_epochs)]
         target = self.plan.config.race.target
         decided = self.rule.decide(Curves(values, budget, mask, self.goal, target))
         out = []
         for r, i in enumerate(running):
             best = np.nanmax(own[r]) if self.goal is Goal.MAX else np.nanmin(own[r])
             pred: dict[str, Any] = {"observed": len(own[r]), "best": _num(best)}
-            pred.update(self.capture.last.get(r, {}))
+            if isinstance(self.rule, LCRule) and r in self.rule.memory.last:
+                pred.update(_metric_units(self.rule.memory.last[r], self.goal))
             out.append((i, decided[r].value, pred))
         return out
 
