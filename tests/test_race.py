@@ -147,12 +147,12 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
 
 
 def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None:
-    # the default rule on a metric to minimize: decisions at lc's checkpoints (5, 8, 11 of 12
-    # epochs) keep the probability, how many finished networks it learned from, and the
-    # forecast of the final MSE in the metric's own units
-    cfg = write(tmp_path, rule="lc", population=4, epochs=12, budget=144, extra='metric = "mse"',
+    # the default rule on a metric to minimize, two workers: decisions at lc's checkpoints
+    # (5, 8, 11 of 12 epochs) keep the probability, how many finished networks it learned
+    # from, and the forecast of the final MSE in the metric's own units
+    cfg = write(tmp_path, rule="lc", population=4, epochs=12, budget=240, extra='metric = "mse"',
                 lr="{low = 1e-3, high = 1e-1, log = true}")
-    proc = run(cfg)
+    proc = run(cfg, "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     s = Storage(tmp_path / "netrace.db")
     st = s.get_study("race")
@@ -171,6 +171,48 @@ def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None
     learned = [d.prediction["learned_from"] for _, d in forecast]
     assert max(learned) >= 1  # networks that ran all 12 epochs taught the later ones
     assert any(d.action == "stop" for _, d in forecast)
+
+
+def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> None:
+    import numpy as np
+
+    from netrace.curves import CALIBRATED, PAPER, Curves, Goal, LCRule
+    from netrace.curves._forecast import extrapolate_many
+    from netrace.curves._rules import checkpoints
+    from netrace.race._worker import _metric_units, teach
+    from netrace.storage import DecisionRecord
+
+    # six finished MSE curves (lower is better) that worker A judged as they ran
+    n_ep = 20
+    x = np.arange(1.0, n_ep + 1)
+    rng = np.random.default_rng(3)
+    finished = {100 + j: 0.2 + 0.1 * rng.uniform() + 0.5 * x ** -0.7 + rng.normal(0, 0.005, n_ep)
+                for j in range(6)}
+    rows = np.stack(list(finished.values()))
+    a, decisions = LCRule(), {t: [] for t in finished}
+    for n in checkpoints(5, 1.5, n_ep):
+        values = np.where(np.arange(n_ep) < n, rows, np.nan)
+        d = a.decide(Curves(values, np.full(6, n_ep), np.ones(6, dtype=bool), Goal.MIN))
+        for r, t in enumerate(finished):  # as worker A stores them
+            decisions[t].append(DecisionRecord(t, n - 1, "lc", d[r].value, {
+                "observed": n, **_metric_units(a.memory.last[r], Goal.MIN)}))
+    # worker B judges a new network against them: it forecasts that network alone
+    asked = []
+
+    def forecast(xs, ys, x_target):
+        asked.append(len(xs))
+        return extrapolate_many(xs, ys, x_target, (CALIBRATED, PAPER))
+
+    b, c = LCRule(forecast=forecast), LCRule()
+    teach(b, finished, decisions, Goal.MIN, n_ep)
+    values = np.full((7, n_ep), np.nan)
+    values[:6] = rows
+    values[6, :8] = 0.35 + 0.5 * x[:8] ** -0.7
+    curves = Curves(values, np.full(7, n_ep), np.arange(7) == 6, Goal.MIN)
+    assert b.decide(curves) == c.decide(curves)
+    assert asked == [1]
+    assert b.memory.last[6]["learned_from"] == 6
+    assert b.memory.last[6]["p"] == c.memory.last[6]["p"]
 
 
 def test_target_stops_every_worker(tmp_path: Path) -> None:

@@ -293,8 +293,9 @@ class LCRule(Rule):
 
     ``forecast(xs, ys, x_target) -> (calibrated, model)`` is ``extrapolate_many`` with
     ``(calibration, PAPER)`` (default ``CALIBRATED``) unless given (replay passes a cache of
-    precomputed forecasts; the decisions are the same). ``memory.last`` holds, by row, the
-    probability and the calibrated forecast behind the last decision.
+    precomputed forecasts; the decisions are the same). ``memory.last`` holds, by row, what
+    lay behind the last decision: the probability, the calibrated forecast, and the model
+    forecast's mean and unit of error (for :meth:`remember`).
     """
 
     epsilon: float = 0.05
@@ -347,10 +348,10 @@ class LCRule(Rule):
         ys = [best[c, : curves.observed[c]] for c in cs]
         xs = [np.arange(1.0, len(y) + 1) for y in ys]
         calibrated, model = self._forecasts(xs, ys, curves.budget[cs])
+        units = _units(curves.budget[cs], ys)
         p, learned = calibrated.prob_above(thr), np.zeros(len(cs))
         if np.isfinite(self.prior_weight):
-            d = (thr - model.mean) / _units(curves.budget[cs], ys)
-            p, learned = self._learn(p, d, cs, best, curves)
+            p, learned = self._learn(p, (thr - model.mean) / units, cs, best, curves)
         # the running best can also already be at the threshold: then it is not hopeless
         reached = np.array([y[-1] >= t for y, t in zip(ys, thr)])
         stop[cs] = (p < self.epsilon) & ~reached
@@ -358,8 +359,16 @@ class LCRule(Rule):
         for j, c in enumerate(cs):
             self.memory.last[int(c)] = {
                 "p": float(p[j]), "learned_from": int(learned[j]), "mean": float(calibrated.mean[j]),
-                "std": float(calibrated.std[j]), "q05": float(q05[j]), "q95": float(q95[j])}
+                "std": float(calibrated.std[j]), "q05": float(q05[j]), "q95": float(q95[j]),
+                "model_mean": float(model.mean[j]), "unit": float(units[j])}
         return stop
+
+    def remember(self, budget: float, best: np.ndarray, model_mean: float, unit: float) -> None:
+        """A model forecast made elsewhere (``memory.last`` of another worker's rule) of the
+        curve whose running best starts with ``best``: learning from that curve once it has
+        finished then needs no forecast here."""
+        self.memory.model[(float(budget), np.asarray(best, dtype=float).tobytes())] = (
+            float(model_mean), float(unit))
 
     def _learn(self, p_cal: np.ndarray, d: np.ndarray, cs: list, best: np.ndarray,
                curves: Curves) -> tuple[np.ndarray, np.ndarray]:

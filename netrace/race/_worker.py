@@ -102,8 +102,24 @@ def _metric_units(behind: dict[str, float], goal: Goal) -> dict[str, float]:
     the probability behind the decision, the mean, std and 90% interval of the final value."""
     out = dict(behind)
     if goal is Goal.MIN:
-        out.update(mean=-behind["mean"], q05=-behind["q95"], q95=-behind["q05"])
+        out.update(mean=-behind["mean"], q05=-behind["q95"], q95=-behind["q05"],
+                   model_mean=-behind["model_mean"])
     return out
+
+
+def teach(rule: LCRule, curves: dict[int, np.ndarray], decisions: dict[int, list[DecisionRecord]],
+          goal: Goal, budget: int) -> None:
+    """Hand ``rule`` the model forecasts behind other workers' lc decisions on these finished
+    ``curves`` (metric units, by trial id), so that it learns from them without forecasting
+    them again."""
+    s = 1.0 if goal is Goal.MAX else -1.0
+    for tid, records in decisions.items():
+        v = s * curves[tid]
+        best = np.where(np.isnan(v), np.nan, np.fmax.accumulate(v))  # as Curves.running_best
+        for d in records:
+            pr = d.prediction or {}
+            if d.rule == "lc" and "model_mean" in pr:
+                rule.remember(budget, best[: pr["observed"]], s * pr["model_mean"], pr["unit"])
 
 
 class _Worker:
@@ -124,6 +140,7 @@ class _Worker:
         self.budget = budget_of(cfg)
         self._load_data()
         self._finished_curves: dict[int, np.ndarray] = {}
+        self._taught: set[int] = set()  # finished trials whose forecasts the lc rule has
         self._curves_at = -math.inf
 
     def _load_data(self) -> None:
@@ -315,6 +332,7 @@ class _Worker:
             # workers' come with the periodic refresh), as the storage keeps them
             c = np.asarray(curves[i], dtype=float)
             self._finished_curves[t.id] = np.where(np.isfinite(c), c, np.nan)
+            self._taught.add(t.id)  # its forecasts are the rule's own
             if end.state is not TrialState.DIVERGED:
                 ckpts.append(self._checkpoint(pops, i, t, settings, len(curves[i]) - 1))
             for pop in pops:
@@ -341,6 +359,12 @@ class _Worker:
         if now - self._curves_at > 5.0:  # the race's finished curves, refreshed now and then
             self._finished_curves = self.storage.curves(self.study.id, _FINISHED)
             self._curves_at = now
+            if isinstance(self.rule, LCRule):  # what other workers forecast for theirs
+                new = [t for t, c in self._finished_curves.items()
+                       if len(c) >= self.max_epochs and t not in self._taught]
+                self._taught.update(new)
+                teach(self.rule, self._finished_curves, self.storage.decisions_of(new),
+                      self.goal, self.max_epochs)
         own = [np.asarray(curves[i]) for i in running]
         others = list(self._finished_curves.values())
         rows = own + others
