@@ -55,12 +55,29 @@ def test_prior_coverage_of_the_90_percent_interval():
     assert 0.85 <= coverage <= 0.95, coverage
 
 
-def test_batch_equals_one_at_a_time():
+def test_amortized_covers_the_prior_and_follows_the_sampler():
+    # the network was trained on the sampler's forecasts for other draws of the same
+    # generator (seeds 11-42) and for real curves; here seed 1, against the truth and the sampler
+    xs, ys, xt, truth = prior_curves(500, seed=1)
+    fast = extrapolate(xs, ys, xt, calibration=PAPER, method="amortized")
+    lo, hi = fast.quantile([0.05, 0.95])
+    coverage = np.mean((truth >= lo) & (truth <= hi))
+    assert 0.85 <= coverage <= 0.95, coverage
+    slow = extrapolate(xs, ys, xt, calibration=PAPER)
+    span = np.array([np.ptp(y) for y in ys])
+    # the predictive means agree to about 1% of the observed range (median), which is the
+    # sampler's own seed-to-seed spread, and the spreads to about 10%
+    assert np.median(np.abs(fast.mean - slow.mean) / span) < 0.02
+    assert np.median(fast.std / slow.std) == pytest.approx(1.0, abs=0.15)
+
+
+@pytest.mark.parametrize("method", ["sampler", "amortized"])
+def test_batch_equals_one_at_a_time(method):
     xs, ys, xt, _ = prior_curves(6, seed=2)
-    batch = extrapolate(xs, ys, xt, seed=3)
+    batch = extrapolate(xs, ys, xt, seed=3, method=method)
     for i in range(len(xs)):
-        one = extrapolate([xs[i]], [ys[i]], xt[i], seed=3)
-        np.testing.assert_allclose(one.samples[0], batch.samples[i], rtol=0, atol=1e-12)
+        one = extrapolate([xs[i]], [ys[i]], xt[i], seed=3, method=method)
+        np.testing.assert_array_equal(one.samples[0], batch.samples[i])
 
 
 def test_short_curves_batch_equals_one_at_a_time():
@@ -140,6 +157,8 @@ def test_bad_quantile_and_bounds():
         f.quantile(1.5)
     with pytest.raises(UserError, match="low < high"):
         extrapolate([np.array([1.0, 2.0])], [np.array([0.1, 0.2])], 5.0, bounds=(1.0, 0.0))
+    with pytest.raises(UserError, match="unknown forecast method 'mcmc'; allowed: sampler, amortized"):
+        extrapolate([np.array([1.0, 2.0])], [np.array([0.1, 0.2])], 5.0, method="mcmc")
 
 
 @pytest.mark.parametrize("name", ["netrace.curves._families", "netrace.curves._forecast",

@@ -201,7 +201,7 @@ def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> N
 
     def forecast(xs, ys, x_target):
         asked.append(len(xs))
-        return extrapolate_many(xs, ys, x_target, (CALIBRATED, PAPER))
+        return extrapolate_many(xs, ys, x_target, (CALIBRATED, PAPER), method=a.method)
 
     b, c = LCRule(forecast=forecast), LCRule()
     teach(b, finished, decisions, Goal.MIN, n_ep)

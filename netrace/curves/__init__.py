@@ -1,7 +1,8 @@
 """Learning-curve extrapolation and termination rules (pure array math).
 
 ``extrapolate`` predicts where each validation curve will end (Domhan, Springenberg & Hutter,
-IJCAI 2015); rules decide, over a batch of running curves, which networks to stop.
+IJCAI 2015), with an ensemble sampler or (``method="amortized"``) a network trained on that
+sampler's forecasts; rules decide, over a batch of running curves, which networks to stop.
 """
 
 from __future__ import annotations

@@ -225,11 +225,11 @@ Forecaster = Callable[[list, list, np.ndarray], tuple]
 calibrated one and the model's alone (``PAPER``), as ``extrapolate_many`` gives them."""
 
 
-def _default_forecaster(calibration=None) -> Forecaster:
+def _default_forecaster(calibration=None, method: str = "amortized") -> Forecaster:
     from netrace.curves._forecast import CALIBRATED, PAPER, extrapolate_many
 
     cals = (calibration or CALIBRATED, PAPER)
-    return lambda xs, ys, x_target: extrapolate_many(xs, ys, x_target, cals)
+    return lambda xs, ys, x_target: extrapolate_many(xs, ys, x_target, cals, method=method)
 
 
 def checkpoints(min_observed: int, growth: float, budget: int) -> list[int]:
@@ -292,7 +292,8 @@ class LCRule(Rule):
     show the error as the stopped ones would have.
 
     ``forecast(xs, ys, x_target) -> (calibrated, model)`` is ``extrapolate_many`` with
-    ``(calibration, PAPER)`` (default ``CALIBRATED``) unless given (replay passes a cache of
+    ``(calibration, PAPER)`` (default ``CALIBRATED``) and ``method`` (default ``"amortized"``:
+    the network that gives the sampler's forecasts at a twelfth of the CPU) unless given (replay passes a cache of
     precomputed forecasts; the decisions are the same). ``memory.last`` holds, by row, what
     lay behind the last decision: the probability, the calibrated forecast, and the model
     forecast's mean and unit of error (for :meth:`remember`).
@@ -303,6 +304,7 @@ class LCRule(Rule):
     growth: float = 1.5
     calibration: object = None
     prior_weight: float = 10.0
+    method: str = "amortized"
     forecast: Forecaster | None = field(default=None, compare=False)
     memory: _Memory = field(default_factory=_Memory, compare=False, repr=False)
     name = "lc"
@@ -320,7 +322,7 @@ class LCRule(Rule):
         return observed in checkpoints(self.min_observed, self.growth, budget)
 
     def _forecasts(self, xs: list, ys: list, budgets: np.ndarray) -> tuple:
-        forecast = self.forecast or _default_forecaster(self.calibration)
+        forecast = self.forecast or _default_forecaster(self.calibration, self.method)
         calibrated, model = forecast(xs, ys, budgets)
         self.memory.keep(budgets, ys, model)
         return calibrated, model
