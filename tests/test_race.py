@@ -165,8 +165,9 @@ def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None
         pr = d.prediction
         assert d.rule == "lc" and 0.0 <= pr["p"] <= 1.0
         assert (d.action == "stop") == (pr["p"] < 0.05)  # no network reached the incumbent's MSE
-        # an MSE forecast, near the network's best MSE so far (not its negative)
-        assert pr["q05"] <= pr["mean"] <= pr["q95"]
+        # an MSE forecast, near the network's best MSE so far (not its negative), and never
+        # below zero (the rule knows the metric's range)
+        assert 0.0 <= pr["q05"] <= pr["mean"] <= pr["q95"]
         assert abs(pr["mean"] - pr["best"]) < 0.5 * pr["best"]
     learned = [d.prediction["learned_from"] for _, d in forecast]
     assert max(learned) >= 1  # networks that ran all 12 epochs taught the later ones

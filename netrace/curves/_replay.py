@@ -106,7 +106,8 @@ def lc_with_precomputed_forecasts(curves: Sequence[np.ndarray], rule: LCRule, *,
     cache: dict[tuple[float, bytes], tuple[np.ndarray, np.ndarray]] = {}
 
     def fill(xs_: list, ys_: list, x_target: np.ndarray) -> None:
-        fs = extrapolate_many(xs_, ys_, x_target, cals, seed=seed, method=rule.method)
+        fs = extrapolate_many(xs_, ys_, x_target, cals, seed=seed, method=rule.method,
+                              bounds=rule.bounds)
         for y, t, a, b in zip(ys_, x_target, fs[0].samples, fs[1].samples):
             cache[(float(t), np.asarray(y, dtype=float).tobytes())] = (a, b)
 

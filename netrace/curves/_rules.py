@@ -225,11 +225,13 @@ Forecaster = Callable[[list, list, np.ndarray], tuple]
 calibrated one and the model's alone (``PAPER``), as ``extrapolate_many`` gives them."""
 
 
-def _default_forecaster(calibration=None, method: str = "amortized") -> Forecaster:
+def _default_forecaster(calibration=None, method: str = "amortized",
+                        bounds: tuple[float, float] | None = None) -> Forecaster:
     from netrace.curves._forecast import CALIBRATED, PAPER, extrapolate_many
 
     cals = (calibration or CALIBRATED, PAPER)
-    return lambda xs, ys, x_target: extrapolate_many(xs, ys, x_target, cals, method=method)
+    return lambda xs, ys, x_target: extrapolate_many(xs, ys, x_target, cals, method=method,
+                                                     bounds=bounds)
 
 
 def checkpoints(min_observed: int, growth: float, budget: int) -> list[int]:
@@ -293,7 +295,9 @@ class LCRule(Rule):
 
     ``forecast(xs, ys, x_target) -> (calibrated, model)`` is ``extrapolate_many`` with
     ``(calibration, PAPER)`` (default ``CALIBRATED``) and ``method`` (default ``"amortized"``:
-    the network that gives the sampler's forecasts at a twelfth of the CPU) unless given (replay passes a cache of
+    the network that gives the sampler's forecasts at a twelfth of the CPU) and ``bounds``,
+    the metric's range in oriented units (higher is better; e.g. (-inf, 1) for R², (-inf, 0)
+    for an MSE), unless given (replay passes a cache of
     precomputed forecasts; the decisions are the same). ``memory.last`` holds, by row, what
     lay behind the last decision: the probability, the calibrated forecast, and the model
     forecast's mean and unit of error (for :meth:`remember`).
@@ -305,6 +309,7 @@ class LCRule(Rule):
     calibration: object = None
     prior_weight: float = 10.0
     method: str = "amortized"
+    bounds: tuple[float, float] | None = None
     forecast: Forecaster | None = field(default=None, compare=False)
     memory: _Memory = field(default_factory=_Memory, compare=False, repr=False)
     name = "lc"
@@ -322,7 +327,7 @@ class LCRule(Rule):
         return observed in checkpoints(self.min_observed, self.growth, budget)
 
     def _forecasts(self, xs: list, ys: list, budgets: np.ndarray) -> tuple:
-        forecast = self.forecast or _default_forecaster(self.calibration, self.method)
+        forecast = self.forecast or _default_forecaster(self.calibration, self.method, self.bounds)
         calibrated, model = forecast(xs, ys, budgets)
         self.memory.keep(budgets, ys, model)
         return calibrated, model

@@ -92,6 +92,14 @@ def budget_of(config: Config) -> int:
     return r.budget or DEFAULT_BUDGET_FACTOR * r.population * r.max_epochs
 
 
+def oriented_bounds(metric: str) -> tuple[float, float]:
+    """The metric's range with higher better (a minimized metric negated): R², accuracy and
+    AUC are at most 1 (the last two at least 0); MSE, MAE, log-loss and the loss at least 0."""
+    if metric not in MAXIMIZED:
+        return (-math.inf, 0.0)
+    return (-math.inf, 1.0) if metric == "r2" else (0.0, 1.0)
+
+
 def worker_main(ctx: WorkerContext, plan: RacePlan) -> None:
     """Entry point of a worker process (handed to a backend)."""
     _Worker(ctx, plan).run()
@@ -134,7 +142,8 @@ class _Worker:
         self.proposer = Proposer(self.space, cfg.search.sampler,
                                  seed=cfg.search.seed * 100_003 + self.wid,
                                  startup=cfg.search.startup, direction=self.direction)
-        self.rule = make_rule(cfg.race.rule)
+        self.rule = make_rule(cfg.race.rule, **(
+            {"bounds": oriented_bounds(self.metric)} if cfg.race.rule == "lc" else {}))
         self.rng = np.random.default_rng([plan.seed, self.wid])
         self.k, self.max_epochs = cfg.race.population, cfg.race.max_epochs
         self.budget = budget_of(cfg)
