@@ -16,6 +16,7 @@ sampler, CPU time, the LCX protocol on the 400 held-out curves, and replay on th
 
     python bench/amortize.py [--hidden 256] [--epochs 100] [--out netrace/curves/amortized.npz]
     python bench/amortize.py --evaluate
+    python bench/amortize.py --study runs/netrace.db   # a race's own curves (R² or accuracy)
 """
 
 from __future__ import annotations
@@ -74,6 +75,36 @@ def evaluate() -> None:
           "BENCHMARKS.md)\n")
     print(_table(rows) + "\n")
     replay_held_out(sample)
+
+
+def compare_on_study(db: Path, bounds: tuple[float, float]) -> None:
+    """Both forecasters on a study's own curves: every lc checkpoint prefix of the running best
+    of each network that ran the whole budget, against its final running best."""
+    from netrace.curves import CALIBRATED
+    from netrace.curves._forecast import extrapolate_many
+    from netrace.storage import Storage, TrialState
+
+    s = Storage(db)
+    sid = s.get_study(s.study_names()[0]).id
+    full = [np.asarray(c, dtype=float) for c in s.curves(sid, [TrialState.COMPLETE]).values()]
+    budget = max(len(c) for c in full)
+    full = [np.maximum.accumulate(c) for c in full if len(c) == budget and np.isfinite(c).all()]
+    xs, ys, truth = [], [], []
+    for b in full:
+        for n in checkpoints(5, 1.5, budget):
+            xs.append(np.arange(1.0, n + 1))
+            ys.append(b[:n])
+            truth.append(b[-1])
+    truth = np.array(truth)
+    print(f"{len(xs)} prefixes of {len(full)} networks; last value MAE "
+          f"{np.mean(np.abs(np.array([y[-1] for y in ys]) - truth)):.4f}")
+    for method in ("sampler", "amortized"):
+        for bd in (None, bounds):
+            f = extrapolate_many(xs, ys, float(budget), (CALIBRATED,), method=method, bounds=bd)[0]
+            lo, hi = f.quantile([0.05, 0.95])
+            print(f"{method}, bounds {bd}: MAE {np.mean(np.abs(f.mean - truth)):.4f}, median "
+                  f"{np.median(np.abs(f.mean - truth)):.4f}, 90% coverage "
+                  f"{np.mean((truth >= lo) & (truth <= hi)):.3f}")
 
 
 def replay_held_out(sample: list) -> None:
@@ -156,7 +187,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "netrace" / "curves" / "amortized.npz")
     ap.add_argument("--evaluate", action="store_true", help="score the shipped network instead")
+    ap.add_argument("--study", type=Path, default=None,
+                    help="compare the forecasters on this study's curves (a metric to maximize, <= 1)")
     a = ap.parse_args()
+    if a.study:
+        compare_on_study(a.study, (-np.inf, 1.0))
+        return
     if a.evaluate:
         evaluate()
         return
