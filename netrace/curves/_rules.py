@@ -263,9 +263,9 @@ class _Memory:
         self.errors: dict[tuple[float, int, bytes], float] = {}
         self.last: dict[int, dict[str, float]] = {}
 
-    def keep(self, budgets: np.ndarray, ys: list, model) -> None:
-        for t, y, m, u in zip(budgets, ys, model.mean.tolist(), _units(budgets, ys).tolist()):
-            self.model[(float(t), y.tobytes())] = (m, u)
+    def keep(self, budgets, ys: list, means, units) -> None:
+        for t, y, m, u in zip(budgets, ys, means, units):
+            self.model[(float(t), np.asarray(y, dtype=float).tobytes())] = (float(m), float(u))
         while len(self.model) > self.SIZE:
             self.model.popitem(last=False)
 
@@ -297,8 +297,8 @@ class LCRule(Rule):
     ``(calibration, PAPER)`` (default ``CALIBRATED``) and ``method`` (default ``"amortized"``:
     the network that gives the sampler's forecasts at a twelfth of the CPU) and ``bounds``,
     the metric's range in oriented units (higher is better; e.g. (-inf, 1) for R², (-inf, 0)
-    for an MSE), unless given (replay passes a cache of
-    precomputed forecasts; the decisions are the same). ``memory.last`` holds, by row, what
+    for an MSE), unless given (replay passes a cache of precomputed forecasts; the decisions
+    are the same). ``memory.last`` holds, by row, what
     lay behind the last decision: the probability, the calibrated forecast, and the model
     forecast's mean and unit of error (for :meth:`remember`).
     """
@@ -327,10 +327,13 @@ class LCRule(Rule):
         return observed in checkpoints(self.min_observed, self.growth, budget)
 
     def _forecasts(self, xs: list, ys: list, budgets: np.ndarray) -> tuple:
+        """(calibrated, model) forecasts and each curve's unit of error; the model forecast's
+        mean and unit go to the memory."""
         forecast = self.forecast or _default_forecaster(self.calibration, self.method, self.bounds)
         calibrated, model = forecast(xs, ys, budgets)
-        self.memory.keep(budgets, ys, model)
-        return calibrated, model
+        units = _units(budgets, ys)
+        self.memory.keep(budgets, ys, model.mean, units)
+        return calibrated, model, units
 
     def _stop(self, best: np.ndarray, curves: Curves) -> np.ndarray:
         stop = np.zeros(len(best), dtype=bool)
@@ -354,8 +357,7 @@ class LCRule(Rule):
         thr = thresholds[ask]
         ys = [best[c, : curves.observed[c]] for c in cs]
         xs = [np.arange(1.0, len(y) + 1) for y in ys]
-        calibrated, model = self._forecasts(xs, ys, curves.budget[cs])
-        units = _units(curves.budget[cs], ys)
+        calibrated, model, units = self._forecasts(xs, ys, curves.budget[cs])
         p, learned = calibrated.prob_above(thr), np.zeros(len(cs))
         if np.isfinite(self.prior_weight):
             p, learned = self._learn(p, (thr - model.mean) / units, cs, best, curves)
@@ -374,8 +376,7 @@ class LCRule(Rule):
         """A model forecast made elsewhere (``memory.last`` of another worker's rule) of the
         curve whose running best starts with ``best``: learning from that curve once it has
         finished then needs no forecast here."""
-        self.memory.model[(float(budget), np.asarray(best, dtype=float).tobytes())] = (
-            float(model_mean), float(unit))
+        self.memory.keep([budget], [best], [model_mean], [unit])
 
     def _learn(self, p_cal: np.ndarray, d: np.ndarray, cs: list, best: np.ndarray,
                curves: Curves) -> tuple[np.ndarray, np.ndarray]:
@@ -389,17 +390,18 @@ class LCRule(Rule):
                 for n in set(ns)}
         missing = [(j, n) for n, ks in keys.items() for j, k in ks.items()
                    if k not in self.memory.errors]
-        unseen = [(j, n) for j, n in missing
-                  if (float(budget[j]), best[j, :n].tobytes()) not in self.memory.model]
+        unseen = []
+        for j, n in missing:  # those forecast before first: new forecasts may push them out
+            if (float(budget[j]), best[j, :n].tobytes()) in self.memory.model:
+                self._error(best, budget, keys[n][j], j, n)
+            else:
+                unseen.append((j, n))
         for i in range(0, len(unseen), 1024):  # finished curves this rule never forecast
             chunk = unseen[i : i + 1024]  # (another worker's), in batches the memory holds
             self._forecasts([np.arange(1.0, n + 1) for _, n in chunk],
                             [best[j, :n] for j, n in chunk],
                             np.array([float(budget[j]) for j, _ in chunk]))
             for j, n in chunk:
-                self._error(best, budget, keys[n][j], j, n)
-        for j, n in missing:
-            if keys[n][j] not in self.memory.errors:
                 self._error(best, budget, keys[n][j], j, n)
         p, used = np.empty(len(cs)), np.zeros(len(cs), dtype=int)
         for i, n in enumerate(ns):

@@ -704,12 +704,7 @@ class Storage:
             return [(r[0], r[1], r[2], math.nan if r[3] is None else float(r[3])) for r in rows]
 
     def decisions(self, trial_id: int) -> list[DecisionRecord]:
-        with self._read.connect() as c:
-            rows = c.execute(sa.select(_decisions).where(_decisions.c.trial_id == trial_id)
-                             .order_by(_decisions.c.id)).all()
-        return [DecisionRecord(r.trial_id, r.epoch, r.rule, r.action,
-                               None if r.prediction is None else json.loads(r.prediction))
-                for r in rows]
+        return self.decisions_of([trial_id]).get(trial_id, [])
 
     def decisions_of(self, trial_ids: Iterable[int]) -> dict[int, list[DecisionRecord]]:
         """The decisions of several trials (those with none are left out), in few queries."""
