@@ -306,11 +306,20 @@ def part_replay(args) -> None:
              ("median 10th pct", MedianRule(percentile=10.0)),
              ("median 25th pct", MedianRule(percentile=25.0)),
              ("median 75th pct", MedianRule(percentile=75.0)),
+             ("median 2nd pct", MedianRule(percentile=2.0)),
+             ("median 5th pct", MedianRule(percentile=5.0)),
+             ("median 10th pct after 10", MedianRule(percentile=10.0, min_observed=10)),
+             ("median 10th pct after 20", MedianRule(percentile=10.0, min_observed=20)),
+             ("median 50th pct after 20", MedianRule(percentile=50.0, min_observed=20)),
              ("hyperband (ASHA eta 3, rungs 3..243)", HyperbandRule()),
              ("hyperband keep a quarter", HyperbandRule(keep=0.25)),
              ("hyperband keep half", HyperbandRule(keep=0.5)),
              ("hyperband keep two thirds", HyperbandRule(keep=2 / 3)),
-             ("topk (top third at 10%)", TopKRule()), ("topk (top half at 10%)", TopKRule(keep=0.5))]
+             ("hyperband keep 0.8", HyperbandRule(keep=0.8)),
+             ("hyperband keep 0.9", HyperbandRule(keep=0.9)),
+             ("topk (top third at 10%)", TopKRule()), ("topk (top half at 10%)", TopKRule(keep=0.5)),
+             ("topk (top two thirds at 10%)", TopKRule(keep=2 / 3)),
+             ("topk (top 0.8 at 10%)", TopKRule(keep=0.8))]
     print(f"## Replay ({args.workers} workers, 5 arrival orders, seed 0)\n")
     summary = ["| rule | median speedup | median regret | worst regret (workload) | time (s) |", "|---|---|---|---|---|"]
     per_wl: dict[str, dict[str, tuple]] = {}

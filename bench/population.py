@@ -136,6 +136,57 @@ def mm_gflops(threads: int, n: int = 4096, reps: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def _fastest(fns, reps: int) -> float:
+    """The median time of the fastest of ``fns`` (each warm, ``reps`` timings)."""
+    best = math.inf
+    for f in fns:
+        f(), f()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - start)
+        best = min(best, sorted(times)[reps // 2])
+    return best
+
+
+def mlp_products_seconds(k: int, reps: int = 15) -> float:
+    """A lower bound for an engine built on torch's batched products, MLP workload: the seconds its hidden layers'
+    matrix products alone take, each timed warm (operands in cache) in the fastest of every
+    layout (either operand transposed or not, the result transposed or not; a batch shared by
+    all members also as one wide product), for every step of the run. The output layer (one
+    unit), the losses, activations and the optimizer are left out, so an engine needs more."""
+    spec = SPECS["mlp"]
+    dims = [spec.in_features, *spec.hidden, spec.n_outputs]
+    full, last = divmod(N, BATCH)
+
+    def variants(m: int, kk: int, n: int) -> list:
+        # (m, kk) @ (kk, n) per member, in every layout
+        a, b = torch.randn(k, m, kk), torch.randn(k, kk, n)
+        at, bt = a.transpose(1, 2).contiguous(), b.transpose(1, 2).contiguous()
+        return [lambda: torch.bmm(a, b), lambda: torch.bmm(at.transpose(1, 2), b),
+                lambda: torch.bmm(a, bt.transpose(1, 2)),
+                lambda: torch.bmm(at.transpose(1, 2), bt.transpose(1, 2)),
+                lambda: torch.bmm(bt, at)]
+
+    total = 0.0
+    for b, count in ((BATCH, full * EPOCHS), (last, EPOCHS if last else 0)):
+        if not count:
+            continue
+        step = 0.0
+        for j, (i, o) in enumerate(zip(dims[:-1], dims[1:-1])):
+            forward = variants(o, i, b)
+            if j == 0:  # the shared batch: one (k*o, i) @ (i, b) product
+                w, x = torch.randn(k * o, i), torch.randn(i, b)
+                forward.append(lambda: w @ x)
+            step += _fastest(forward, reps)
+            step += _fastest(variants(o, b, i), reps)  # weight gradient
+            if j > 0:
+                step += _fastest(variants(i, o, b), reps)  # input gradient
+        total += step * count
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=list(SPECS), choices=list(SPECS))
@@ -155,9 +206,14 @@ def main() -> None:
     print("| model | K | batched s | member-epochs/s | vs one after another | vs pool "
           "| one after another s | pool s | peak RSS MB | chunk | GFLOP/s | % of mm |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    bounds = []
     for family in args.families:
         per_sample = train_flops(family) * N * EPOCHS
         for k in args.ks:
+            if family == "mlp":
+                bound = mlp_products_seconds(k)
+                bounds.append(f"| {k} | {bound:.2f} | {100 * per_sample * k / bound / 1e9 / rate:.0f}% "
+                              f"| {{seq}} |")
             runs = [_in_child(_batched, family, k, cores, args.chunk) for _ in range(args.repeat)]
             seconds = min(r[0] for r in runs)
             rss, chunk = max(r[1] for r in runs), runs[0][2]
@@ -173,6 +229,14 @@ def main() -> None:
                   f"| {seq / seconds:.1f}x | {pool / seconds:.1f}x | {mark}{seq:.1f} "
                   f"| {mark}{pool:.1f} | {rss:.0f} | {chunk} | {gflops:.1f} | {100 * gflops / rate:.0f}% |",
                   flush=True)
+            if family == "mlp":
+                bounds[-1] = bounds[-1].format(seq=f"{seq / bound:.1f}x")
+    if bounds:
+        print("\nMLP hidden layers' products alone, each warm in its fastest layout (a lower bound "
+              "on the batched time; see mlp_products_seconds):\n")
+        print("| K | products alone s | % of mm at that time | one after another / products alone |")
+        print("|---|---|---|---|")
+        print("\n".join(bounds))
     again = mm_gflops(cores)
     print(f"\nfp32 mm rate again at the end: {again:.0f} GFLOP/s (the % column uses the first)")
     print(f"member chunk: {args.chunk or 'auto'}; baselines timed on {args.sample} members "

@@ -9,6 +9,11 @@ keeps curves with at least ``--min-points`` points, and replays the rule per wor
 workloads and the worst workload.
 
     python -m netrace.replay curves.csv.gz --rule lc --workers 4 --seed 0 --json out.json
+    python -m netrace.replay curves.csv.gz --rule median --option percentile=25
+
+``--option KEY=VALUE`` sets one of the rule's options (the keys of ``[race.<rule>]`` in a
+config); VALUE is read as a TOML value (``0.1``, ``inf``, ``[3, 9, 27]``, ``true``), or else
+taken as a word (``method=sampler``).
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from netrace.curves import RULES, make_rule
+from netrace.curves import RULES, make_rule, rule_options
 from netrace.curves._replay import replay_many
 from netrace.errors import UserError
 
-__all__ = ["load_curves", "main", "run"]
+__all__ = ["load_curves", "main", "parse_options", "run"]
 
 REQUIRED = ("curve_id", "workload", "goal", "step", "value")
 
@@ -68,10 +74,32 @@ def load_curves(path: str | Path, min_points: int = 20) -> dict[str, list[np.nda
     return dict(sorted(out.items()))
 
 
+def parse_options(rule: str, pairs: list[str]) -> dict:
+    """``--option KEY=VALUE`` pairs as the options of ``rule`` (checked by the rule).
+
+    >>> parse_options("hyperband", ["keep=0.5", "rungs=[2, 6, 18]"])
+    {'keep': 0.5, 'rungs': (2, 6, 18)}
+    """
+    given: dict = {}
+    for pair in pairs:
+        key, sep, text = (part.strip() for part in pair.partition("="))
+        if not sep or not key:
+            raise UserError(f"--option takes KEY=VALUE, e.g. --option epsilon=0.1; got {pair!r}.")
+        if key in given:
+            raise UserError(f"--option {key} is given twice; give each option once.")
+        try:
+            given[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            given[key] = text  # a bare word
+    return rule_options(rule, given)
+
+
 def run(curves: dict[str, list[np.ndarray]], rule_name: str, *, workers: int = 4, seed: int = 0,
-        orders: int = 5) -> dict:
-    """Replay ``rule_name`` on every workload; returns the figures as a JSON-ready dict."""
-    rule = make_rule(rule_name)
+        orders: int = 5, options: dict | None = None) -> dict:
+    """Replay ``rule_name`` (with ``options``) on every workload; returns the figures as a
+    JSON-ready dict."""
+    options = dict(options or {})
+    rule = make_rule(rule_name, **options)
     rows = []
     for workload, ys in curves.items():
         res = replay_many(ys, rule, workers=workers, seed=seed, orders=orders)
@@ -85,7 +113,8 @@ def run(curves: dict[str, list[np.ndarray]], rule_name: str, *, workers: int = 4
         })
     worst = max(rows, key=lambda r: r["regret"])
     return {
-        "rule": rule_name, "workers": workers, "seed": seed, "orders": orders, "workloads": rows,
+        "rule": rule_name, "options": options, "workers": workers, "seed": seed, "orders": orders,
+        "workloads": rows,
         "median_speedup": float(np.median([r["speedup"] for r in rows])),
         "median_regret": float(np.median([r["regret"] for r in rows])),
         "worst_regret": worst["regret"], "worst_workload": worst["workload"],
@@ -94,7 +123,9 @@ def run(curves: dict[str, list[np.ndarray]], rule_name: str, *, workers: int = 4
 
 def format_report(result: dict) -> str:
     """The replay figures as a markdown table."""
-    lines = [(f"rule {result['rule']}, {result['workers']} workers, {result['orders']} arrival orders "
+    opts = ", ".join(f"{k}={v}" for k, v in result.get("options", {}).items())
+    lines = [(f"rule {result['rule']}{f' ({opts})' if opts else ''}, {result['workers']} workers, "
+              f"{result['orders']} arrival orders "
               f"(seed {result['seed']}); regret in units of the workload's score range"),
              "", "| workload | curves | steps (all) | steps | speedup | regret |", "|---|---|---|---|---|---|"]
     for r in result["workloads"]:
@@ -114,14 +145,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--orders", type=int, default=5, help="arrival orders to average over")
     ap.add_argument("--min-points", type=int, default=20)
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="one of the rule's options, e.g. epsilon=0.1 (repeatable): "
+                         + "; ".join(f"{n}: {', '.join(RULES[n].options)}"
+                                     for n in RULES if RULES[n].options))
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
-    if args.rule not in RULES:
-        make_rule(args.rule)  # raises the UserError naming the allowed rules
+    options = parse_options(args.rule, args.option)  # an unknown rule: the message naming them
     if args.workers < 1 or args.orders < 1:
         raise UserError(f"--workers and --orders must be at least 1; got {args.workers} and {args.orders}.")
     result = run(load_curves(args.curves, args.min_points), args.rule, workers=args.workers,
-                 seed=args.seed, orders=args.orders)
+                 seed=args.seed, orders=args.orders, options=options)
     print(format_report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -61,6 +61,61 @@ def test_bad_values(sections: dict, message: str) -> None:
         cfg(**sections)
 
 
+def test_rule_options_reach_the_race_rule() -> None:
+    from netrace.curves import HyperbandRule, LCRule, MedianRule
+    from netrace.race import race_rule
+
+    c = cfg(race={"rule": "median", "median": {"percentile": 25, "min_observed": 3}})
+    assert c.race.median == {"percentile": 25.0, "min_observed": 3}
+    rule = race_rule(c, "r2")
+    assert isinstance(rule, MedianRule) and (rule.percentile, rule.min_observed) == (25.0, 3)
+    rule = race_rule(cfg(race={"rule": "hyperband", "hyperband": {"rungs": [2, 6], "keep": 0.5}}),
+                     "r2")
+    assert isinstance(rule, HyperbandRule) and (rule.rungs, rule.keep) == ((2, 6), 0.5)
+    # lc: its options, and the metric's range from the race
+    rule = race_rule(cfg(race={"lc": {"epsilon": 0.1, "prior_weight": float("inf")}}), "mse")
+    assert isinstance(rule, LCRule) and rule.epsilon == 0.1 and rule.prior_weight == float("inf")
+    assert rule.bounds == (-float("inf"), 0.0)
+    assert race_rule(cfg(), "r2") == LCRule(bounds=(-float("inf"), 1.0))  # the defaults
+
+
+def test_rule_options_from_a_toml_file(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[data]\nsource = "sp500"\n[task]\ntarget = "vol_next"\n'
+                 '[race]\nrule = "lc"\n[race.lc]\nepsilon = 0.2\nprior_weight = inf\n'
+                 'method = "sampler"\n')
+    assert load_config(p).race.lc == {"epsilon": 0.2, "prior_weight": float("inf"),
+                                      "method": "sampler"}
+
+
+@pytest.mark.parametrize("race, message", [
+    ({"lc": {"epsilon": 1.5}}, r"c.toml: \[race.lc\] lc epsilon must lie in \(0, 1\); got 1.5"),
+    ({"lc": {"epsilo": 0.1}}, r"\[race.lc\] rule 'lc' has no option 'epsilo'; did you mean "
+                              r"'epsilon'\?; its options: epsilon, min_observed, growth, "
+                              r"prior_weight, method"),
+    ({"lc": {"method": "mcmc"}}, r"lc method must be one of sampler, amortized; got 'mcmc'"),
+    ({"lc": {"min_observed": 2.5}}, r"lc min_observed must be a whole number, got 2.5; e.g. "
+                                    r"min_observed = 5"),
+    ({"lc": {"growth": float("nan")}}, r"lc growth must be a number, got nan"),
+    ({"lc": 0.1}, r"'lc' in \[race\] must be a table of the lc rule's options, \[race.lc\]"),
+    ({"rule": "median", "median": {"percentile": 120}},
+     r"median percentile must lie in \[0, 100\]; got 120.0"),
+    ({"rule": "median", "median": {"finished_only": 1}},
+     r"median finished_only must be true or false, got 1"),
+    ({"rule": "hyperband", "hyperband": {"rungs": [9, 3]}},
+     r"hyperband rungs must be increasing evaluation counts >= 1"),
+    ({"rule": "hyperband", "hyperband": {"rungs": "3, 9"}},
+     r"hyperband rungs must be a list of whole numbers, got '3, 9'; e.g. rungs = \[3, 9, 27, "),
+    ({"rule": "topk", "topk": {"keep": 0}}, r"topk keep must lie in \(0, 1\]"),
+    ({"median": {"percentile": 25}},
+     r"\[race.median\] sets options of the median rule, but the race uses rule = \"lc\"; set "
+     r"\[race\] rule = \"median\" or remove \[race.median\]"),
+])
+def test_bad_rule_options(race: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        cfg(race=race)
+
+
 def test_iid_rows_refuse_time_things() -> None:
     with pytest.raises(UserError, match=r"window = 5 needs rows ordered in time; set \[data\] "
                                         r"time"):

@@ -51,6 +51,12 @@ def test_config_reference_covers_every_key() -> None:
         part = README.split(f"### `[{section}]`")[1].split("###")[0]
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in part, (section, f.name)
+    from netrace.curves import RULES
+
+    race = README.split("### `[race]`")[1].split("###")[0]
+    for name, rule in RULES.items():
+        for option in rule.options:
+            assert f"`{option}`" in race, (name, option)
     space = README.split("### `[search.space]`")[1].split("###")[0]
     for key in SPACE_KEYS:
         assert f"`{key}`" in space, key

@@ -93,6 +93,25 @@ def test_main_lc_on_a_tiny_csv(tmp_path, capsys):
     assert "rule lc" in capsys.readouterr().out
 
 
+def test_main_passes_the_rule_options(tmp_path, capsys):
+    csv = _write_csv(tmp_path / "c.csv")
+    out = tmp_path / "r.json"
+    # keeping every curve at every rung is training everything; the default keeps a third
+    assert main([str(csv), "--rule", "hyperband", "--option", "keep=1.0", "--option",
+                 "rungs=[3, 9]", "--json", str(out)]) == 0
+    assert "rule hyperband (keep=1.0, rungs=(3, 9))" in capsys.readouterr().out
+    kept = json.loads(out.read_text())
+    assert kept["options"] == {"keep": 1.0, "rungs": [3, 9]}
+    assert kept["median_speedup"] == 1.0 and kept["worst_regret"] == 0.0
+    assert main([str(csv), "--rule", "hyperband", "--option", "rungs=[3, 9]", "--json",
+                 str(out)]) == 0
+    assert json.loads(out.read_text())["median_speedup"] > 1.2
+    # a bare word is a string
+    assert main([str(csv), "--rule", "lc", "--option", "method=sampler", "--orders", "1",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["options"] == {"method": "sampler"}
+
+
 @pytest.mark.parametrize(
     ("make", "args", "message"),
     [
@@ -102,6 +121,14 @@ def test_main_lc_on_a_tiny_csv(tmp_path, capsys):
         ("ok", ["--rule", "medain"], "unknown rule 'medain'; allowed: lc, median, hyperband, topk, none; did you mean 'median'"),
         ("ok", ["--rule", "none", "--workers", "0"], "--workers and --orders must be at least 1; got 0"),
         ("ok", ["--rule", "none", "--min-points", "500"], "no curve in .* has at least 500 points"),
+        ("ok", ["--rule", "median", "--option", "percentil=25"],
+         "rule 'median' has no option 'percentil'; did you mean 'percentile'"),
+        ("ok", ["--rule", "none", "--option", "keep=0.5"], "rule 'none' has no option 'keep'; its options: none"),
+        ("ok", ["--rule", "lc", "--option", "epsilon"], "--option takes KEY=VALUE, e.g. --option epsilon=0.1; got 'epsilon'"),
+        ("ok", ["--rule", "lc", "--option", "epsilon=2"], "lc epsilon must lie in \\(0, 1\\); got 2.0"),
+        ("ok", ["--rule", "lc", "--option", "epsilon=0.1", "--option", "epsilon=0.2"],
+         "--option epsilon is given twice"),
+        ("ok", ["--rule", "medain", "--option", "percentile=25"], "unknown rule 'medain'"),
     ],
 )
 def test_bad_input_says_what_is_wrong(tmp_path, make, args, message):

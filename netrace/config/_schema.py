@@ -109,6 +109,15 @@ class RaceConfig:
     population: int = field(default=64, metadata=_spec("int", low=1))
     workers: int | None = field(default=None, metadata=_spec("int", low=1))
     rule: str = field(default="lc", metadata=_spec("str", choices=RULES))
+    # each rule's options, as a table [race.<rule>] (only the chosen rule's)
+    lc: dict[str, Any] | None = field(default=None, metadata=_spec(
+        "rule", doc="[race.lc]: epsilon, min_observed, growth, prior_weight, method"))
+    median: dict[str, Any] | None = field(default=None, metadata=_spec(
+        "rule", doc="[race.median]: percentile, min_observed, min_curves, finished_only"))
+    hyperband: dict[str, Any] | None = field(default=None, metadata=_spec(
+        "rule", doc="[race.hyperband]: rungs, keep"))
+    topk: dict[str, Any] | None = field(default=None, metadata=_spec(
+        "rule", doc="[race.topk]: keep, at, min_observed"))
     metric: str | None = field(default=None, metadata=_spec(
         "str", choices=METRICS, doc="default: r2 (regression), auc (binary), accuracy"))
     storage: str | None = field(default=None, metadata=_spec("str"))
@@ -210,6 +219,16 @@ def _value(origin: str, section: str, key: str, value: Any, spec: Any) -> Any:
     kind = spec["kind"]
     if kind == "space":
         return parse_space(value, origin=origin)
+    if kind == "rule":
+        from netrace.curves import rule_options
+
+        if not isinstance(value, dict):
+            raise UserError(f"{origin}: '{key}' in [{section}] must be a table of the {key} "
+                            f"rule's options, [{section}.{key}], got {_show(value)}")
+        try:
+            return rule_options(key, value)
+        except UserError as err:
+            raise UserError(f"{origin}: [{section}.{key}] {err}") from None
     if kind == "str":
         if not isinstance(value, str):
             raise UserError(f"{where} must be a string, got {_show(value)}; write {key} = \"...\"")
@@ -271,6 +290,12 @@ def _check_whole(cfg: Config) -> None:
     elif s.scheme == "kfold":
         raise UserError(f"{o}: [split] scheme = \"kfold\" shuffles rows and would train on the "
                         "future of time-ordered data; use \"purged_kfold\" or \"walk_forward\"")
+    r = cfg.race
+    for name in RULES:
+        if getattr(r, name, None) is not None and name != r.rule:
+            raise UserError(f"{o}: [race.{name}] sets options of the {name} rule, but the race "
+                            f"uses rule = \"{r.rule}\"; set [race] rule = \"{name}\" or remove "
+                            f"[race.{name}]")
     if s.train_size is not None and s.mode != "rolling":
         raise UserError(f"{o}: [split] train_size only applies to mode = \"rolling\"; set "
                         "mode = \"rolling\" or remove train_size")

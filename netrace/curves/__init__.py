@@ -28,6 +28,7 @@ from netrace.curves._rules import (
     Rule,
     TopKRule,
     make_rule,
+    rule_options,
 )
 from netrace.curves._sampler import SamplerSettings
 
@@ -53,4 +54,5 @@ __all__ = [
     "TopKRule",
     "extrapolate",
     "make_rule",
+    "rule_options",
 ]

@@ -16,10 +16,13 @@ keeps its best checkpoint), oriented so that higher is better whatever the goal.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,6 +41,7 @@ __all__ = [
     "Rule",
     "TopKRule",
     "make_rule",
+    "rule_options",
 ]
 
 
@@ -107,6 +111,8 @@ class Rule:
     """
 
     name = "rule"
+    #: what a user may set (``[race.<name>]`` in a config, ``netrace replay --option``)
+    options: ClassVar[tuple[str, ...]] = ()
 
     def decide(self, curves: Curves) -> tuple[Decision, ...]:
         if not isinstance(curves, Curves):
@@ -151,6 +157,12 @@ class MedianRule(Rule):
     min_curves: int = 5
     finished_only: bool = False
     name = "median"
+    options = ("percentile", "min_observed", "min_curves", "finished_only")
+
+    def __post_init__(self) -> None:
+        _check(self, 0.0 <= self.percentile <= 100.0, "percentile", "lie in [0, 100]")
+        _check(self, self.min_observed >= 1, "min_observed", "be at least 1")
+        _check(self, self.min_curves >= 1, "min_curves", "be at least 1")
 
     def _stop(self, best: np.ndarray, curves: Curves) -> np.ndarray:
         stop = np.zeros(len(best), dtype=bool)
@@ -179,6 +191,13 @@ class HyperbandRule(Rule):
     rungs: tuple[int, ...] = (3, 9, 27, 81, 243)
     keep: float = 1.0 / 3.0
     name = "hyperband"
+    options = ("rungs", "keep")
+
+    def __post_init__(self) -> None:
+        r = self.rungs
+        _check(self, len(r) > 0 and r[0] >= 1 and all(a < b for a, b in zip(r, r[1:])), "rungs",
+               "be increasing evaluation counts >= 1, e.g. [3, 9, 27]")
+        _check(self, 0.0 < self.keep <= 1.0, "keep", "lie in (0, 1] (the fraction kept)")
 
     def _stop(self, best: np.ndarray, curves: Curves) -> np.ndarray:
         stop = np.zeros(len(best), dtype=bool)
@@ -203,6 +222,12 @@ class TopKRule(Rule):
     at: float = 0.1
     min_observed: int = 2
     name = "topk"
+    options = ("keep", "at", "min_observed")
+
+    def __post_init__(self) -> None:
+        _check(self, 0.0 < self.keep <= 1.0, "keep", "lie in (0, 1] (the fraction kept)")
+        _check(self, 0.0 < self.at <= 1.0, "at", "lie in (0, 1] (a fraction of the budget)")
+        _check(self, self.min_observed >= 1, "min_observed", "be at least 1")
 
     def _checkpoint(self, budget: np.ndarray) -> np.ndarray:
         return np.maximum(np.ceil(self.at * budget), self.min_observed)
@@ -313,15 +338,17 @@ class LCRule(Rule):
     forecast: Forecaster | None = field(default=None, compare=False)
     memory: _Memory = field(default_factory=_Memory, compare=False, repr=False)
     name = "lc"
+    options = ("epsilon", "min_observed", "growth", "prior_weight", "method")
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.epsilon < 1.0:
-            raise UserError(f"lc epsilon must lie in (0, 1); got {self.epsilon!r}.")
-        if self.min_observed < 1 or self.growth <= 1.0:
-            raise UserError(f"lc needs min_observed >= 1 and growth > 1; got {self.min_observed}, {self.growth}.")
-        if not self.prior_weight > 0:
-            raise UserError(f"lc prior_weight must be > 0 (math.inf: do not learn from the race); "
-                            f"got {self.prior_weight!r}.")
+        from netrace.curves._forecast import METHODS
+
+        _check(self, 0.0 < self.epsilon < 1.0, "epsilon", "lie in (0, 1)")
+        _check(self, self.min_observed >= 1, "min_observed", "be at least 1")
+        _check(self, 1.0 < self.growth < math.inf, "growth", "be a finite number > 1")
+        _check(self, self.prior_weight > 0, "prior_weight",
+               "be > 0 (inf: do not learn from the race)")
+        _check(self, self.method in METHODS, "method", f"be one of {', '.join(METHODS)}")
 
     def is_checkpoint(self, observed: int, budget: int) -> bool:
         return observed in checkpoints(self.min_observed, self.growth, budget)
@@ -415,6 +442,11 @@ class LCRule(Rule):
         self.memory.errors[key] = float((best[j, budget[j] - 1] - mean) / unit)
 
 
+def _check(rule: Rule, ok: bool, option: str, must: str) -> None:
+    if not ok:
+        raise UserError(f"{rule.name} {option} must {must}; got {getattr(rule, option)!r}.")
+
+
 RULES: dict[str, Callable[[], Rule]] = {
     "lc": LCRule,
     "median": MedianRule,
@@ -433,4 +465,61 @@ def make_rule(name: str, **kwargs) -> Rule:
     if name not in RULES:
         raise UserError(f"unknown rule '{name}'; allowed: {', '.join(RULES)}{did_you_mean(name, RULES)}. "
                         "Pass one of them, e.g. --rule lc.")
-    return RULES[name](**kwargs)
+    cls = RULES[name]
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in kwargs:
+        if key not in known:
+            raise UserError(f"rule '{name}' has no option '{key}'{did_you_mean(key, cls.options)}; "
+                            f"its options: {', '.join(cls.options) or 'none'}.")
+    return cls(**kwargs)
+
+
+def rule_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` (as read from TOML or the command line) checked and converted into the options
+    of the rule called ``name``; raises :class:`UserError` naming the option and what it takes.
+
+    >>> rule_options("hyperband", {"rungs": [2, 6, 18], "keep": 0.5})
+    {'rungs': (2, 6, 18), 'keep': 0.5}
+    >>> rule_options("lc", {"epsilon": 2})
+    Traceback (most recent call last):
+    netrace.errors.UserError: lc epsilon must lie in (0, 1); got 2.0.
+    """
+    make_rule(name)  # an unknown rule's own message
+    cls = RULES[name]
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in cls.options:
+            raise UserError(f"rule '{name}' has no option '{key}'{did_you_mean(key, cls.options)}; "
+                            f"its options: {', '.join(cls.options) or 'none'}.")
+        out[key] = _option_value(name, key, value, defaults[key])
+    make_rule(name, **out)  # the rule's own checks of the values
+    return out
+
+
+def _option_value(rule: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the option's default."""
+    def bad(what: str, example: str) -> UserError:
+        return UserError(f"{rule} {key} must be {what}, got {value!r}; e.g. {key} = {example}.")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false", "true")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("a whole number", str(default))
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise bad("a number", f"{default:g}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a string", f'"{default}"')
+        return value
+    # a tuple of whole numbers (hyperband's rungs)
+    if (not isinstance(value, (list, tuple))
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise bad("a list of whole numbers", str(list(default)))
+    return tuple(value)

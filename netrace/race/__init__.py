@@ -6,7 +6,7 @@ from __future__ import annotations
 from netrace.race._progress import Progress, Snapshot, snapshot, summary_lines, top_lines
 from netrace.race._proposer import Proposer, population_key
 from netrace.race._race import run_race
-from netrace.race._worker import RacePlan, race_metric, worker_main
+from netrace.race._worker import RacePlan, race_metric, race_rule, worker_main
 
 __all__ = [
     "Progress",
@@ -15,6 +15,7 @@ __all__ = [
     "Snapshot",
     "population_key",
     "race_metric",
+    "race_rule",
     "run_race",
     "snapshot",
     "summary_lines",

@@ -25,7 +25,7 @@ import torch
 
 from netrace.backends import WorkerContext
 from netrace.config import Config, default_space, parse_space
-from netrace.curves import Curves, Goal, LCRule, make_rule
+from netrace.curves import Curves, Goal, LCRule, Rule, make_rule
 from netrace.data import prepare
 from netrace.errors import UserError
 from netrace.race._build import (
@@ -52,7 +52,8 @@ from netrace.storage import (
 )
 from netrace.train import MemberState, Population
 
-__all__ = ["RacePlan", "worker_main", "race_metric", "search_space", "DEFAULT_BUDGET_FACTOR"]
+__all__ = ["RacePlan", "worker_main", "race_metric", "race_rule", "search_space",
+           "DEFAULT_BUDGET_FACTOR"]
 
 #: Without ``[race] budget``: this many full populations' worth of network-epochs.
 DEFAULT_BUDGET_FACTOR = 4
@@ -100,6 +101,15 @@ def oriented_bounds(metric: str) -> tuple[float, float]:
     return (-math.inf, 1.0) if metric == "r2" else (0.0, 1.0)
 
 
+def race_rule(config: Config, metric: str) -> Rule:
+    """The race's termination rule: ``[race] rule`` with its options from ``[race.<rule>]``;
+    the lc rule also gets the metric's range."""
+    options = dict(getattr(config.race, config.race.rule, None) or {})
+    if config.race.rule == "lc":
+        options["bounds"] = oriented_bounds(metric)
+    return make_rule(config.race.rule, **options)
+
+
 def worker_main(ctx: WorkerContext, plan: RacePlan) -> None:
     """Entry point of a worker process (handed to a backend)."""
     _Worker(ctx, plan).run()
@@ -142,8 +152,7 @@ class _Worker:
         self.proposer = Proposer(self.space, cfg.search.sampler,
                                  seed=cfg.search.seed * 100_003 + self.wid,
                                  startup=cfg.search.startup, direction=self.direction)
-        self.rule = make_rule(cfg.race.rule, **(
-            {"bounds": oriented_bounds(self.metric)} if cfg.race.rule == "lc" else {}))
+        self.rule = race_rule(cfg, self.metric)
         self.rng = np.random.default_rng([plan.seed, self.wid])
         self.k, self.max_epochs = cfg.race.population, cfg.race.max_epochs
         self.budget = budget_of(cfg)
