@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 
@@ -32,16 +33,25 @@ SPACE = {
 }
 
 
+def rule_spec(spec: str) -> tuple[str, dict]:
+    """``NAME`` or ``NAME:KEY=VALUE:KEY=VALUE`` (e.g. ``lc:epsilon=0.2``) -> (name, options)."""
+    from netrace.replay import parse_options
+
+    name, *pairs = spec.split(":")
+    return name, parse_options(name, pairs)
+
+
 def config(rule: str, population: int, epochs: int, budget: int, space: dict | None = None):
     from netrace.config import config_from_dict
 
+    rule, options = rule_spec(rule)
     return config_from_dict({
         "data": {"source": "sp500"},
         "task": {"type": "regression", "target": "vol_next", "window": 10,
                  "features": ["log_return", "range", "volume_change", "rolling_vol_20"]},
         "split": {"scheme": "holdout", "test": 0.2},
         "race": {"rule": rule, "population": population, "max_epochs": epochs,
-                 "budget": budget, "metric": "r2"},
+                 "budget": budget, "metric": "r2", **({rule: options} if options else {})},
         "search": {"sampler": "tpe", "seed": 0, "startup": 8, "space": space or SPACE},
     })
 
@@ -72,7 +82,8 @@ def part_rules(a: argparse.Namespace, folder: str) -> None:
         results = {}
         for rule in rules:
             cfg = config_seed(config(rule, a.population, a.epochs, budget), seed)
-            tl, wall = race(cfg, folder, f"rule_{rule}_{seed}")
+            tag = re.sub(r"\W", "_", rule)
+            tl, wall = race(cfg, folder, f"rule_{tag}_{seed}")
             values = np.array([r[3] for r in tl])
             best = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values))
             results[rule] = (best, wall)
@@ -246,7 +257,8 @@ def main() -> None:
     ap.add_argument("--budget-factor", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--rules", nargs="+", default=["lc", "median", "hyperband"],
-                    help="rules: which to race against none")
+                    help="rules: which to race against none; a rule's options as "
+                         "NAME:KEY=VALUE[:KEY=VALUE], e.g. lc:epsilon=0.2")
     ap.add_argument("--k", type=int, default=256, help="lccost: population size")
     ap.add_argument("--lc-budget-factor", type=int, default=1,
                     help="lccost: budget in populations x epochs")

@@ -101,7 +101,8 @@ def check_books(storage: Storage, study: str) -> None:
 
 def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     # long enough that the second worker has started (imports, data) well before the end
-    cfg = write(tmp_path, rule="median", population=8, epochs=10, budget=600)
+    cfg = write(tmp_path, rule="median", population=8, epochs=10, budget=600,
+                extra="[race.median]\nmin_observed = 3")  # the rule's option, not its 5
     proc = run(cfg, "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     assert "budget spent" in proc.stdout
@@ -117,6 +118,8 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     judged = [d for d in (s.decisions(t.id) for t in trials) if d]
     assert judged  # every network still running after an epoch was judged by the rule
     assert all(x.rule == "median" and "best" in x.prediction for d in judged for x in d)
+    assert min(x.epoch for d in judged for x in d if x.action == "stop") == 2  # 3 observed
+    assert "rule      median (min_observed=3)" in proc.stdout
     # the checkpoint holds the best weights and the fitted preprocessing
     import io
 

@@ -35,6 +35,7 @@ class Snapshot:
     rate: float | None = None  # network-epochs per second
     eta: float | None = None   # seconds until the budget is spent, at this rate
     ended_with_race: int = 0   # still training when the race ended (stopped, not by the rule)
+    rule: str = ""             # the termination rule and the options the config set
 
 
 def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot:
@@ -57,7 +58,16 @@ def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot
                     counts[TrialState.FAILED], None if best is None else best.best_value,
                     None if best is None else best.number,
                     None if best is None else best.best_epoch, storage.epochs_spent(study.id),
-                    budget, alive, ended_with_race=ended)
+                    budget, alive, ended_with_race=ended, rule=_rule_of(study.config))
+
+
+def _rule_of(config: dict[str, Any]) -> str:
+    """``median (percentile=25)``: the rule of a stored config, with the options it set."""
+    race = config.get("race", {})
+    name = race.get("rule") or ""
+    options = race.get(name) or {}
+    return name + (f" ({', '.join(f'{k}={_short(v)}' for k, v in options.items())})"
+                   if options else "")
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -81,6 +91,8 @@ def summary_lines(s: Snapshot) -> list[str]:
         f"best      {best}",
         f"budget    {budget}",
     ]
+    if s.rule:
+        lines.insert(1, f"rule      {s.rule}")
     if s.rate is not None:
         lines.append(f"rate      {s.rate:.1f} network-epochs/s, {s.workers_alive} worker(s), "
                      f"ETA {_fmt_time(s.eta)}")
