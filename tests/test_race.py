@@ -386,10 +386,15 @@ def test_ctrl_c_stops_gracefully_and_resumes(tmp_path: Path) -> None:
     assert not any(t.state is TrialState.RUNNING for t in trials)
     assert {w["state"] for w in s.workers(st.id)} == {"done"}
     # resume with a budget that ends the race: the interrupted networks finish first
-    cfg = write(tmp_path, rule="none", budget=s.epochs_spent(st.id) + 60, epochs=8)
+    budget = s.epochs_spent(st.id) + 60
+    cfg = write(tmp_path, rule="none", budget=budget, epochs=8)
     again = run(cfg, "--workers", "1")
     assert again.returncode == 0, again.stderr
     assert all(settled(t) for t in s.trials(st.id))
+    # the study's record follows the config it resumed under: status counts the new budget
+    status = subprocess.run([EXE, "status", "race", "--json"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert json.loads(status.stdout)["budget"] == budget
     check_books(s, "race")
 
 

@@ -9,6 +9,7 @@ leaves a study that the same command resumes; a second Ctrl-C kills them.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -69,8 +70,11 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
 
     prepare(config)  # a bad data config fails here too, with its own message
     storage = Storage(storage_url)
-    st = storage.create_study(study, direction=direction, config=config_record(config),
+    record = config_record(config)
+    st = storage.create_study(study, direction=direction, config=record,
                               target=config.race.target)
+    if json.loads(json.dumps(record, sort_keys=True)) != st.config:  # resumed, config changed
+        storage.set_study_config(st.id, record, config.race.target)
     budget = budget_of(config)
     _recover_local_orphans(storage, st.id, progress)
     state, reason = storage.study_state(st.id)

@@ -442,6 +442,13 @@ class Storage:
                           .values(state="done", reason=reason)).rowcount
         return n == 1
 
+    def set_study_config(self, study_id: int, config: dict[str, Any],
+                         target: float | None) -> None:
+        """The config a resumed study now runs under (a larger budget, another rule...)."""
+        with self._write.begin() as c:
+            c.execute(_studies.update().where(_studies.c.id == study_id)
+                      .values(config=json.dumps(config, sort_keys=True), target=target))
+
     def reopen_study(self, study_id: int) -> None:
         with self._write.begin() as c:
             c.execute(_studies.update().where(_studies.c.id == study_id)
