@@ -41,3 +41,20 @@ def test_replay_through_the_cli(tmp_path: Path) -> None:
                          text=True, timeout=60)
     assert bad.returncode == 2 and "unknown rule 'lcx'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_progress_names_the_rule_once() -> None:
+    import io
+
+    from netrace.race._progress import Progress, Snapshot
+
+    s = Snapshot("s", "running", "", "maximize", 3, 0, 1, 2, 0, 0, 0.5, 4, 7, 40, 100, 1,
+                 rule="median (percentile=25)")
+    out = io.StringIO()
+    p = Progress("plain", out=out, every=0.0)
+    p.update(s)
+    p.finish(s)
+    lines = out.getvalue().splitlines()
+    # the line per update carries what changes; the final summary says which rule ran
+    assert lines[0].startswith("networks 3 running") and "rule" not in lines[0]
+    assert "rule      median (percentile=25)" in lines[1:]

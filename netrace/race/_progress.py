@@ -166,7 +166,9 @@ class Progress:
         now = time.monotonic()
         if now - self._last_print >= self.every:
             self._last_print = now
-            self.out.write(" | ".join(summary_lines(s)[1:]).replace("  ", " ") + "\n")
+            # a line per update: what changes (not the study's name, nor its rule)
+            lines = [x for x in summary_lines(s)[1:] if not x.startswith("rule ")]
+            self.out.write(" | ".join(lines).replace("  ", " ") + "\n")
             self.out.flush()
 
     def message(self, text: str) -> None:
