@@ -447,7 +447,7 @@ def _check(rule: Rule, ok: bool, option: str, must: str) -> None:
         raise UserError(f"{rule.name} {option} must {must}; got {getattr(rule, option)!r}.")
 
 
-RULES: dict[str, Callable[[], Rule]] = {
+RULES: dict[str, type[Rule]] = {
     "lc": LCRule,
     "median": MedianRule,
     "hyperband": HyperbandRule,
@@ -469,9 +469,14 @@ def make_rule(name: str, **kwargs) -> Rule:
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in kwargs:
         if key not in known:
-            raise UserError(f"rule '{name}' has no option '{key}'{did_you_mean(key, cls.options)}; "
-                            f"its options: {', '.join(cls.options) or 'none'}.")
+            raise _no_option(name, key)
     return cls(**kwargs)
+
+
+def _no_option(name: str, key: str) -> UserError:
+    options = RULES[name].options
+    return UserError(f"rule '{name}' has no option '{key}'{did_you_mean(key, options)}; "
+                     f"its options: {', '.join(options) or 'none'}.")
 
 
 def rule_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -490,8 +495,7 @@ def rule_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in given.items():
         if key not in cls.options:
-            raise UserError(f"rule '{name}' has no option '{key}'{did_you_mean(key, cls.options)}; "
-                            f"its options: {', '.join(cls.options) or 'none'}.")
+            raise _no_option(name, key)
         out[key] = _option_value(name, key, value, defaults[key])
     make_rule(name, **out)  # the rule's own checks of the values
     return out
