@@ -40,6 +40,11 @@ def test_study_create_and_resume(storage_url: str) -> None:
     with pytest.raises(UserError, match=r"no study 'vl' in .*; did you mean 'vol'\?"):
         s.get_study("vl")
     assert s.study_names() == ["vol"]
+    # a resume under another config records it (status reads the budget and rule there)
+    s.set_study_config(a.id, {"race": {"budget": 80, "lc": {"prior_weight": float("inf")}}}, None)
+    c = Storage(storage_url).get_study("vol")
+    assert c.config == {"race": {"budget": 80, "lc": {"prior_weight": float("inf")}}}
+    assert c.target is None and (c.id, c.name, c.direction) == (a.id, "vol", "minimize")
 
 
 def test_trials_numbered_and_queued(storage_url: str) -> None:
