@@ -60,6 +60,8 @@ def _status(args: argparse.Namespace) -> int:
                             + "; name one: netrace status STUDY")
         name = names[0]
     snap = snapshot(storage, name)
+    if args.curves:
+        _save_curves(storage, name, args.curves)
     if args.json:
         import json
         from dataclasses import asdict
@@ -71,6 +73,29 @@ def _status(args: argparse.Namespace) -> int:
             print()
             print("\n".join(top_lines(storage, name, args.top)))
     return 0
+
+
+def _save_curves(storage, name: str, path: str) -> None:  # noqa: ANN001
+    """The validation curves of the study's networks that ran to their end, for replay."""
+    import json
+
+    from netrace.replay import save_curves
+    from netrace.storage import TrialState
+
+    study = storage.get_study(name)
+    trials = {t.id: t for t in storage.trials(study.id, [TrialState.COMPLETE])}
+    curves = {f"{name}/{trials[i].number}": ys
+              for i, ys in storage.curves(study.id, [TrialState.COMPLETE]).items()}
+    extra = {f"{name}/{t.number}": {"hparams": json.dumps(t.params, sort_keys=True)}
+             for t in trials.values()}
+    try:
+        save_curves(path, name, "max" if study.direction == "maximize" else "min", curves, extra)
+    except OSError as err:
+        raise UserError(f"could not write the curves to '{path}' ({err.strerror or err}); give "
+                        "a path in a folder that exists and that you can write to") from None
+    print(f"wrote {len(curves)} curves (the networks that ran to their end) to {path}; "
+          f"replay rules on them: netrace replay {path} --rule median --min-points 5",
+          file=sys.stderr)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -123,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="as one JSON object")
     status.add_argument("--top", type=int, default=10, metavar="N",
                         help="also list the N best networks (default 10; 0: none)")
+    status.add_argument("--curves", metavar="FILE.csv", help="also write the validation "
+                        "curves of the networks that ran to their end as a recorded-curves CSV "
+                        "(.csv.gz: compressed), to replay rules on: netrace replay FILE.csv")
     status.set_defaults(func=_status)
 
     replay = sub.add_parser("replay", add_help=False, help="run a termination rule over recorded "

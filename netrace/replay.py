@@ -30,9 +30,27 @@ from netrace.curves import RULES, make_rule, rule_options
 from netrace.curves._replay import replay_many
 from netrace.errors import UserError
 
-__all__ = ["load_curves", "main", "parse_options", "run"]
+__all__ = ["load_curves", "main", "parse_options", "run", "save_curves"]
 
 REQUIRED = ("curve_id", "workload", "goal", "step", "value")
+
+
+def save_curves(path: str | Path, workload: str, goal: str,
+                curves: dict[str, np.ndarray], extra: dict[str, dict] | None = None) -> int:
+    """Write ``curves`` (curve id -> values after each evaluation) of one workload as a
+    recorded-curves CSV (``.gz``: compressed), which :func:`load_curves` and ``netrace
+    replay`` read; ``extra[curve id]`` adds columns (for example the hyperparameters). Returns
+    the number of rows."""
+    import pandas as pd
+
+    if goal not in ("max", "min"):
+        raise ValueError(f"goal must be 'max' or 'min', got {goal!r}")
+    rows = [{"curve_id": cid, "workload": workload, "goal": goal, "step": step, "value": v,
+             **(extra or {}).get(cid, {})}
+            for cid, ys in curves.items() for step, v in enumerate(ys, start=1)]
+    pd.DataFrame(rows, columns=[*REQUIRED, *sorted({k for e in (extra or {}).values()
+                                                   for k in e})]).to_csv(path, index=False)
+    return len(rows)
 
 
 def load_curves(path: str | Path, min_points: int = 20) -> dict[str, list[np.ndarray]]:

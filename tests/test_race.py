@@ -142,6 +142,28 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     assert (snap["stopped"], snap["ended_with_race"]) == (len(by_rule), len(at_end))
     assert f"{len(by_rule)} stopped early" in proc.stdout
     assert f"{len(at_end)} training when the race ended" in proc.stdout
+    # the curves of the networks that ran to their end, exported for netrace replay
+    export = subprocess.run([EXE, "status", "--top", "0", "--curves", "c.csv.gz"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert export.returncode == 0 and "netrace replay c.csv.gz" in export.stderr
+    complete = {t.id: t.number for t in trials if t.state is TrialState.COMPLETE}
+    recorded = s.curves(st.id, [TrialState.COMPLETE])
+    import numpy as np
+    import pandas as pd
+
+    from netrace.replay import main as replay_main
+
+    rows = pd.read_csv(tmp_path / "c.csv.gz")
+    assert set(rows["goal"]) == {"max"} and set(rows["workload"]) == {"race"}
+    assert set(rows["curve_id"]) == {f"race/{n}" for n in complete.values()}
+    for tid, ys in recorded.items():
+        got = rows[rows["curve_id"] == f"race/{complete[tid]}"]
+        assert list(got["step"]) == list(range(1, len(ys) + 1))
+        np.testing.assert_array_equal(got["value"].to_numpy(), ys)
+    out = tmp_path / "replay.json"
+    assert replay_main([str(tmp_path / "c.csv.gz"), "--rule", "none", "--min-points", "2",
+                        "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["workloads"][0]["steps_all"] == sum(map(len, recorded.values()))
     table = subprocess.run([EXE, "status", "--top", "3"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=60).stdout.splitlines()
     header = table.index(next(line for line in table if line.startswith("trial")))
