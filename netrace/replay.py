@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tomllib
 from pathlib import Path
@@ -131,7 +132,10 @@ def run(curves: dict[str, list[np.ndarray]], rule_name: str, *, workers: int = 4
         })
     worst = max(rows, key=lambda r: r["regret"])
     return {
-        "rule": rule_name, "options": options, "workers": workers, "seed": seed, "orders": orders,
+        # strict JSON: an infinite option (prior_weight = inf) as the string TOML reads back
+        "rule": rule_name, "workers": workers, "seed": seed, "orders": orders,
+        "options": {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+                    for k, v in options.items()},
         "workloads": rows,
         "median_speedup": float(np.median([r["speedup"] for r in rows])),
         "median_regret": float(np.median([r["regret"] for r in rows])),

@@ -106,10 +106,11 @@ def test_main_passes_the_rule_options(tmp_path, capsys):
     assert main([str(csv), "--rule", "hyperband", "--option", "rungs=[3, 9]", "--json",
                  str(out)]) == 0
     assert json.loads(out.read_text())["median_speedup"] > 1.2
-    # a bare word is a string
-    assert main([str(csv), "--rule", "lc", "--option", "method=sampler", "--orders", "1",
-                 "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["options"] == {"method": "sampler"}
+    # a bare word is a string; an infinite number is written as the string "inf" (strict JSON)
+    assert main([str(csv), "--rule", "lc", "--option", "method=sampler", "--option",
+                 "prior_weight=inf", "--orders", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(c))["options"] == {
+        "method": "sampler", "prior_weight": "inf"}
 
 
 @pytest.mark.parametrize(
