@@ -46,11 +46,12 @@ def save_curves(path: str | Path, workload: str, goal: str,
 
     if goal not in ("max", "min"):
         raise ValueError(f"goal must be 'max' or 'min', got {goal!r}")
+    extra = extra or {}
     rows = [{"curve_id": cid, "workload": workload, "goal": goal, "step": step, "value": v,
-             **(extra or {}).get(cid, {})}
+             **extra.get(cid, {})}
             for cid, ys in curves.items() for step, v in enumerate(ys, start=1)]
-    pd.DataFrame(rows, columns=[*REQUIRED, *sorted({k for e in (extra or {}).values()
-                                                   for k in e})]).to_csv(path, index=False)
+    columns = [*REQUIRED, *sorted({k for e in extra.values() for k in e})]
+    pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
     return len(rows)
 
 

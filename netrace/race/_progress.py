@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
 from netrace.storage import Storage, TrialState
@@ -167,7 +167,7 @@ class Progress:
         if now - self._last_print >= self.every:
             self._last_print = now
             # a line per update: what changes (not the study's name, nor its rule)
-            lines = [x for x in summary_lines(s)[1:] if not x.startswith("rule ")]
+            lines = summary_lines(replace(s, rule=""))[1:]
             self.out.write(" | ".join(lines).replace("  ", " ") + "\n")
             self.out.flush()
 
