@@ -58,3 +58,15 @@ def test_progress_names_the_rule_once() -> None:
     # the line per update carries what changes; the final summary says which rule ran
     assert lines[0].startswith("networks 3 running") and "rule" not in lines[0]
     assert "rule      median (percentile=25)" in lines[1:]
+
+
+def test_status_curves_to_a_folder_that_does_not_exist(tmp_path: Path) -> None:
+    from netrace.storage import Storage
+
+    Storage(tmp_path / "s.db").create_study("s", direction="maximize", config={})
+    out = subprocess.run([EXE, "status", "--storage", str(tmp_path / "s.db"), "--curves",
+                          str(tmp_path / "nope" / "c.csv")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "could not write the curves to" in out.stderr
+    assert "give a path in a folder that exists and that you can write to" in out.stderr
