@@ -49,7 +49,7 @@ def test_sampler_learns_from_results_of_all_workers(tmp_path: Path, kind: str) -
     model = Proposer(SPACE, kind, seed=2, startup=10)
     assert model.sync(storage.trials(study.id)) == 40
     assert model.sync(storage.trials(study.id)) == 0  # nothing told twice
-    guided = [objective(p) for p in model.ask(12 if kind == "tpe" else 5)]
+    guided = [objective(model.ask(1)[0]) for _ in range(12 if kind == "tpe" else 5)]
     blind = [objective(p) for p in Proposer(SPACE, "random", seed=3).ask(200)]
     # a model-based sampler proposes better than random once it has seen the results
     assert np.median(guided) < np.percentile(blind, 25)
@@ -72,6 +72,63 @@ def test_sync_skips_unfinished_and_fails_diverged(tmp_path: Path) -> None:
 
     states = [ft.state for ft in p._study.trials]
     assert states.count(OS.COMPLETE) == 1 and states.count(OS.FAIL) == 1
+
+
+def test_pending_trials_steer_proposals_as_in_optuna(tmp_path: Path) -> None:
+    """Networks still running (another worker's, and this ask's earlier proposals) are pending
+    to TPE's constant liar: the proposals equal those of a plain Optuna study holding the same
+    finished trials and the same running ones, with the same sampler."""
+    import optuna
+    from optuna.trial import TrialState as OS
+
+    storage = Storage(tmp_path / "s.db")
+    study = storage.create_study("s", direction="minimize", config={})
+    done = Proposer(SPACE, "random", seed=1).ask(20)
+    _finish(storage, study.id, done)
+    other = storage.register_worker(study.id)  # another worker's three running networks
+    running = storage.add_trials(study.id, Proposer(SPACE, "random", seed=2).ask(3), [0, 1, 2],
+                                 worker_id=other)
+    p = Proposer(SPACE, "tpe", seed=7, startup=10)
+    assert p.sync(storage.trials(study.id)) == 20  # the running ones are pending, not told
+    got = p.ask(4)
+
+    names = [q.name for q in SPACE.ordered()]
+    dists = SPACE.distributions()
+    ref = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(
+        seed=7, n_startup_trials=10, multivariate=True, group=True, constant_liar=True))
+    for params in done:
+        ref.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                value=objective(params)))
+    for t in running:
+        ref.add_trial(optuna.trial.create_trial(params=t.params, distributions=dists,
+                                                state=OS.RUNNING))
+    want = [ref.ask({k: dists[k] for k in names}).params for _ in range(4)]
+    assert got == want
+    assert len({p["lr"] for p in got}) == 4
+
+    # the proposals become stored trials; once every running network ends, each is told once
+    mine = storage.register_worker(study.id)
+    asked = storage.add_trials(study.id, got, [3, 4, 5, 6], worker_id=mine)
+    p.bind(t.id for t in asked)
+    for w, ts in ((other, running), (mine, asked)):
+        storage.record_epoch(w, [EpochValue(t.id, 0, objective(t.params)) for t in ts],
+                             ends=[TrialEnd(t.id, TrialState.COMPLETE) for t in ts])
+    assert p.sync(storage.trials(study.id)) == 7
+    assert p.sync(storage.trials(study.id)) == 0
+    states = [ft.state for ft in p._study.trials]
+    assert len(states) == 27 and states.count(OS.COMPLETE) == 27
+    with pytest.raises(ValueError, match="2 trial ids for 0 proposals"):
+        p.bind([1, 2])
+
+
+def test_unbound_proposals_are_failed_at_the_next_ask() -> None:
+    from optuna.trial import TrialState as OS
+
+    p = Proposer(SPACE, "tpe", seed=0)
+    p.ask(3)  # never bound: the caller failed before storing them
+    p.ask(2)
+    states = [ft.state for ft in p._study.trials]
+    assert states == [OS.FAIL] * 3 + [OS.RUNNING] * 2
 
 
 def test_population_key() -> None:
@@ -123,7 +180,9 @@ def test_sampler_learns_conditional_space(tmp_path: Path, kind: str) -> None:
     assert model.sync(storage.trials(study.id)) == 60
     told = model._study.trials[0].params
     assert set(told) == {k for k in params[0] if COND.applies(k, params[0])}
-    guided = [cond_objective(p) for p in model.ask(12 if kind == "tpe" else 5)]
+    # one at a time (each unbound proposal is failed at the next ask): what the sampler learned,
+    # without the spread that pending proposals of one batch add
+    guided = [cond_objective(model.ask(1)[0]) for _ in range(12 if kind == "tpe" else 5)]
     blind = [cond_objective(p) for p in Proposer(COND, "random", seed=3).ask(200)]
     assert np.median(guided) < np.percentile(blind, 25)
 

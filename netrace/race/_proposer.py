@@ -1,7 +1,8 @@
 """Hyperparameter proposals from Optuna's samplers through ask/tell.
 
-Every worker keeps a :class:`Proposer`: an in-memory Optuna study fed with the finished trials
-of *all* workers (read from the shared storage), so each sampler sees every result. A proposal
+Every worker keeps a :class:`Proposer`: an in-memory Optuna study fed with the trials of *all*
+workers (read from the shared storage), so each sampler sees every result, and every network
+still running as pending (TPE's constant liar spreads proposals away from those). A proposal
 can fix some keys (a population's shape and optimizer, when a freed slot is refilled): those are
 enqueued as fixed parameters and the sampler proposes the rest. The space is conditional
 (:meth:`SearchSpace.applies`): proposals are asked define-by-run, parents first, so a proposal
@@ -50,40 +51,68 @@ class Proposer:
         self._study = optuna.create_study(direction=direction,
                                           sampler=_sampler(sampler, seed, startup))
         self._known: set[int] = set()   # storage trial ids already told to the sampler
+        self._running: dict[int, int] = {}  # storage trial id -> its pending in-memory trial
+        self._pending: list[int] = []  # in-memory trials of the last ask, not yet bound
 
     def sync(self, trials: Iterable[TrialRecord]) -> int:
-        """Tell the sampler about finished trials it has not seen (from any worker)."""
-        import optuna
+        """Tell the sampler about the study's trials (from any worker): finished ones with their
+        results, running and queued ones as pending, so that TPE's constant liar steers new
+        proposals away from what is already being tried. Returns how many finished trials were
+        newly told."""
         from optuna.trial import TrialState as OS
 
         added = 0
         for t in trials:
-            if t.id in self._known or not t.state.finished:
+            if t.id in self._known:
                 continue
-            self._known.add(t.id)
             # the keys that apply to it (a record of an older netrace may hold others too)
             wanted = {k for k in self._dists if self.space.applies(k, t.params)}
             params = {k: v for k, v in t.params.items() if k in wanted}
             if set(params) != wanted:
                 continue  # from another search space (the config changed): not comparable
+            if not t.state.finished:
+                if t.id not in self._running and self._add(params, OS.RUNNING, None):
+                    self._running[t.id] = self._last_number()
+                continue
+            self._known.add(t.id)
             ok = t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.best_value is not None
-            try:
-                self._study.add_trial(optuna.trial.create_trial(
-                    params=params, distributions={k: self._dists[k] for k in params},
-                    value=t.best_value if ok else None, state=OS.COMPLETE if ok else OS.FAIL))
-            except ValueError:  # a value outside today's ranges: skip it
+            number = self._running.pop(t.id, None)
+            if number is not None:
+                self._study.tell(number, t.best_value if ok else None,
+                                 state=OS.COMPLETE if ok else OS.FAIL)
+            elif not self._add(params, OS.COMPLETE if ok else OS.FAIL,
+                               t.best_value if ok else None):
                 continue
             added += 1
         return added
 
+    def _add(self, params: dict[str, Any], state: Any, value: float | None) -> bool:
+        import optuna
+
+        try:
+            self._study.add_trial(optuna.trial.create_trial(
+                params=params, distributions={k: self._dists[k] for k in params},
+                value=value, state=state))
+        except ValueError:  # a value outside today's ranges: skip it
+            return False
+        return True
+
+    def _last_number(self) -> int:
+        return self._study.get_trials(deepcopy=False)[-1].number
+
     def ask(self, n: int, fixed: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """``n`` proposals; ``fixed`` keys keep the given values, the sampler proposes the rest.
 
-        Asked trials are failed at once in the in-memory study: the real result arrives through
-        :meth:`sync` when the trial finishes, whichever worker ran it.
+        Asked trials stay pending in the in-memory study, so that each proposal of a batch is
+        steered away from the ones before it; :meth:`bind` names the stored trials they became,
+        and their results arrive through :meth:`sync` when they finish, whichever worker ran
+        them. Proposals never bound (the caller failed in between) are failed at the next ask.
         """
         from optuna.trial import TrialState as OS
 
+        for number in self._pending:
+            self._study.tell(number, state=OS.FAIL)
+        self._pending = []
         out = []
         for _ in range(n):
             if fixed:
@@ -94,8 +123,16 @@ class Proposer:
                 if self.space.applies(p.name, params):
                     params[p.name] = _suggest(trial, p.name, self._dists[p.name])
             out.append(params)
-            self._study.tell(trial, state=OS.FAIL)
+            self._pending.append(trial.number)
         return out
+
+    def bind(self, trial_ids: Iterable[int]) -> None:
+        """The stored trials that the last :meth:`ask`'s proposals became, in order."""
+        ids = list(trial_ids)
+        if len(ids) != len(self._pending):
+            raise ValueError(f"{len(ids)} trial ids for {len(self._pending)} proposals")
+        self._running.update(zip(ids, self._pending))
+        self._pending = []
 
 
 def _suggest(trial: Any, name: str, dist: Any) -> Any:

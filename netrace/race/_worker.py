@@ -230,10 +230,11 @@ class _Worker:
         n -= len(claimed)
         if n <= 0:
             return claimed
-        self.proposer.sync(self.storage.trials(self.study.id, _FINISHED))
+        self.proposer.sync(self.storage.trials(self.study.id))
         params = self.proposer.ask(n, fixed=fixed)
-        return claimed + self.storage.add_trials(self.study.id, params, self._seeds(n),
-                                                 worker_id=self.wid)
+        added = self.storage.add_trials(self.study.id, params, self._seeds(n), worker_id=self.wid)
+        self.proposer.bind(t.id for t in added)
+        return claimed + added
 
     def _run_population(self) -> None:
         queued = self.storage.claim_queued(self.study.id, self.wid, 1)
