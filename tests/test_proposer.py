@@ -131,6 +131,24 @@ def test_unbound_proposals_are_failed_at_the_next_ask() -> None:
     assert states == [OS.FAIL] * 3 + [OS.RUNNING] * 2
 
 
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_stopped_trials_count_with_their_forecast(tmp_path: Path, direction: str) -> None:
+    storage = Storage(tmp_path / "s.db")
+    study = storage.create_study("s", direction=direction, config={})
+    w = storage.register_worker(study.id)
+    t = storage.add_trials(study.id, Proposer(SPACE, "random", seed=0).ask(4), [0, 1, 2, 3],
+                           worker_id=w)
+    storage.record_epoch(w, [EpochValue(x.id, 0, 0.5) for x in t], ends=[
+        TrialEnd(t[0].id, TrialState.STOPPED), TrialEnd(t[1].id, TrialState.STOPPED),
+        TrialEnd(t[2].id, TrialState.STOPPED), TrialEnd(t[3].id, TrialState.COMPLETE)])
+    s = 1.0 if direction == "maximize" else -1.0
+    # t0's forecast is better than its best, t1's worse (its best stands), t2 has none
+    forecasts = {t[0].id: 0.5 + s * 0.2, t[1].id: 0.5 - s * 0.2, t[3].id: 0.9}
+    p = Proposer(SPACE, "tpe", seed=0, direction=direction)
+    assert p.sync(storage.trials(study.id), forecasts) == 4
+    assert [ft.value for ft in p._study.trials] == [0.5 + s * 0.2, 0.5, 0.5, 0.5]
+
+
 def test_population_key() -> None:
     p = {"lr": 0.1, "model": "lstm", "width": 32, "dropout": 0.2}
     assert population_key(p, SPACE) == (("model", "lstm"), ("width", 32))

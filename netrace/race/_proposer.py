@@ -12,7 +12,7 @@ holds only the keys that apply to it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from netrace.config import SearchSpace
@@ -54,11 +54,17 @@ class Proposer:
         self._running: dict[int, int] = {}  # storage trial id -> its pending in-memory trial
         self._pending: list[int] = []  # in-memory trials of the last ask, not yet bound
 
-    def sync(self, trials: Iterable[TrialRecord]) -> int:
+    def sync(self, trials: Iterable[TrialRecord],
+             forecasts: Mapping[int, float] | None = None) -> int:
         """Tell the sampler about the study's trials (from any worker): finished ones with their
         results, running and queued ones as pending, so that TPE's constant liar steers new
         proposals away from what is already being tried. Returns how many finished trials were
-        newly told."""
+        newly told.
+
+        A stopped trial's result is the best value it reached, or, if ``forecasts`` holds it
+        (by trial id), the value forecast for the end of its budget when it was stopped, as
+        Domhan et al. report a terminated run to the optimizer; never worse than the best it
+        reached."""
         from optuna.trial import TrialState as OS
 
         added = 0
@@ -76,12 +82,14 @@ class Proposer:
                 continue
             self._known.add(t.id)
             ok = t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.best_value is not None
+            value = t.best_value if ok else None
+            if ok and t.state is TrialState.STOPPED and forecasts and t.id in forecasts:
+                better = max if self.direction == "maximize" else min
+                value = better(forecasts[t.id], value)
             number = self._running.pop(t.id, None)
             if number is not None:
-                self._study.tell(number, t.best_value if ok else None,
-                                 state=OS.COMPLETE if ok else OS.FAIL)
-            elif not self._add(params, OS.COMPLETE if ok else OS.FAIL,
-                               t.best_value if ok else None):
+                self._study.tell(number, value, state=OS.COMPLETE if ok else OS.FAIL)
+            elif not self._add(params, OS.COMPLETE if ok else OS.FAIL, value):
                 continue
             added += 1
         return added

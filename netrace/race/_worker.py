@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -125,6 +126,17 @@ def _metric_units(behind: dict[str, float], goal: Goal) -> dict[str, float]:
     return out
 
 
+def stop_forecasts(decisions: Mapping[int, list[DecisionRecord]]) -> dict[int, float]:
+    """The forecast of the final value behind each lc stop among these trials' decisions
+    (metric units, by trial id; trials the lc rule did not stop are left out)."""
+    out = {}
+    for tid, records in decisions.items():
+        for d in records:
+            if d.action == "stop" and d.prediction and "mean" in d.prediction:
+                out[tid] = float(d.prediction["mean"])
+    return out
+
+
 def teach(rule: LCRule, curves: dict[int, np.ndarray], decisions: dict[int, list[DecisionRecord]],
           goal: Goal, budget: int) -> None:
     """Hand ``rule`` the model forecasts behind other workers' lc decisions on these finished
@@ -160,6 +172,8 @@ class _Worker:
         self._finished_curves: dict[int, np.ndarray] = {}
         self._taught: set[int] = set()  # finished trials whose forecasts the lc rule has
         self._curves_at = -math.inf
+        self._seen: set[int] = set()  # stopped trials whose decisions were read
+        self._forecast: dict[int, float] = {}  # ... and the forecasts behind lc's stops
 
     def _load_data(self) -> None:
         p = prepare(self.plan.config)  # the test part stays sealed: workers never open it
@@ -230,11 +244,20 @@ class _Worker:
         n -= len(claimed)
         if n <= 0:
             return claimed
-        self.proposer.sync(self.storage.trials(self.study.id))
+        trials = self.storage.trials(self.study.id)
+        self.proposer.sync(trials, self._forecasts(trials))
         params = self.proposer.ask(n, fixed=fixed)
         added = self.storage.add_trials(self.study.id, params, self._seeds(n), worker_id=self.wid)
         self.proposer.bind(t.id for t in added)
         return claimed + added
+
+    def _forecasts(self, trials: list[TrialRecord]) -> dict[int, float]:
+        """The forecasts behind the lc rule's stops (metric units, by trial id): what the
+        sampler is told of those networks (read once, when they are first seen stopped)."""
+        new = [t.id for t in trials if t.state is TrialState.STOPPED and t.id not in self._seen]
+        self._seen.update(new)
+        self._forecast.update(stop_forecasts(self.storage.decisions_of(new)))
+        return self._forecast
 
     def _run_population(self) -> None:
         queued = self.storage.claim_queued(self.study.id, self.wid, 1)
