@@ -12,6 +12,8 @@ Replay: every rule over every workload with the README's simulation (netrace.rep
 
     python bench/curves.py [--part extrap|replay|veto|transfer|speed|all] [--n 400]
                            [--nni-python /tmp/nni/bin/python] [--compare OTHER_CHECKOUT]
+                           [--workers 4] [--orders-seed 0] [--lc-eps 0.05,0.2,0.5]
+                           [--lc-delta 0.002,0.003]
 """
 
 from __future__ import annotations
@@ -320,7 +322,8 @@ def part_replay(args) -> None:
              ("topk (top third at 10%)", TopKRule()), ("topk (top half at 10%)", TopKRule(keep=0.5)),
              ("topk (top two thirds at 10%)", TopKRule(keep=2 / 3)),
              ("topk (top 0.8 at 10%)", TopKRule(keep=0.8))]
-    print(f"## Replay ({args.workers} workers, 5 arrival orders, seed 0)\n")
+    seed = args.orders_seed
+    print(f"## Replay ({args.workers} workers, 5 arrival orders, seeds {seed}-{seed + 4})\n")
     summary = ["| rule | median speedup | median regret | worst regret (workload) | time (s) |", "|---|---|---|---|---|"]
     per_wl: dict[str, dict[str, tuple]] = {}
     names = []
@@ -338,7 +341,8 @@ def part_replay(args) -> None:
 
     for name, rule in rules:
         t0 = time.perf_counter()
-        out = {w: replay_many(ys, rule, workers=args.workers, seed=0, orders=5) for w, ys in curves.items()}
+        out = {w: replay_many(ys, rule, workers=args.workers, seed=seed, orders=5)
+               for w, ys in curves.items()}
         record(name, out, time.perf_counter() - t0)
     # lc: forecasts depend only on each curve's own prefix, so one precomputed cache per
     # calibration serves every epsilon and prior weight
@@ -351,12 +355,19 @@ def part_replay(args) -> None:
         for eps, weight in itertools.product(args.lc_eps, weights):
             t0 = time.perf_counter()
             out = {w: [simulate(ys, LCRule(epsilon=eps, calibration=cal, prior_weight=weight,
-                                           forecast=caches[w]), workers=args.workers, seed=k)
+                                           forecast=caches[w]), workers=args.workers, seed=seed + k)
                        for k in range(5)]
                    for w, ys in curves.items()}
             record(f"lc (eps {eps}, {cal_name}, prior weight {weight:g})", out,
                    time.perf_counter() - t0 + t_cache)
             t_cache = 0.0
+        for delta in args.lc_delta if cal is CALIBRATED else []:
+            t0 = time.perf_counter()
+            out = {w: [simulate(ys, LCRule(criterion="improvement", delta=delta, calibration=cal,
+                                           forecast=caches[w]), workers=args.workers, seed=seed + k)
+                       for k in range(5)]
+                   for w, ys in curves.items()}
+            record(f"lc (improvement, delta {delta}, {cal_name})", out, time.perf_counter() - t0)
 
     print("\n" + "\n".join(summary) + "\n")
     print("Per workload: steps consumed (regret); 'none' = training everything\n")
@@ -431,6 +442,10 @@ def main() -> None:
     ap.add_argument("--nni-python", default=None)
     ap.add_argument("--nni-n", type=int, default=60)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--orders-seed", type=int, default=0,
+                    help="replay: the first of the 5 arrival orders' seeds")
+    ap.add_argument("--lc-delta", type=lambda v: [float(e) for e in v.split(",")],
+                    default=[0.002, 0.003], help="replay: lc's improvement criterion at these")
     ap.add_argument("--lc-eps", type=lambda v: [float(e) for e in v.split(",")], default=[0.05, 0.2, 0.5])
     ap.add_argument("--lc-prior", type=lambda v: [float(e) for e in v.split(",")],
                     default=[math.inf, 10.0], help="lc prior weights (inf: no learning)")

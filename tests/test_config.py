@@ -92,8 +92,16 @@ def test_rule_options_from_a_toml_file(tmp_path: Path) -> None:
     ({"lc": {"epsilon": 1.5}}, r"c.toml: \[race.lc\] lc epsilon must lie in \(0, 1\); got 1.5"),
     ({"lc": {"epsilo": 0.1}}, r"\[race.lc\] rule 'lc' has no option 'epsilo'; did you mean "
                               r"'epsilon'\?; its options: epsilon, min_observed, growth, "
-                              r"prior_weight, method"),
+                              r"prior_weight, method, criterion, delta"),
     ({"lc": {"method": "mcmc"}}, r"lc method must be one of sampler, amortized; got 'mcmc'"),
+    ({"lc": {"criterion": "gain"}},
+     r"lc criterion must be one of probability, improvement; got 'gain'"),
+    ({"lc": {"criterion": "improvement", "delta": 0}}, r"lc delta must lie in \(0, 1\); got 0"),
+    ({"lc": {"delta": 0.01}}, r'lc delta applies only with criterion = "improvement", and '
+                              r'criterion is "probability"; remove delta or set criterion = '
+                              r'"improvement"'),
+    ({"lc": {"criterion": "improvement", "epsilon": 0.1}},
+     r'lc epsilon applies only with criterion = "probability"'),
     ({"lc": {"min_observed": 2.5}}, r"lc min_observed must be a whole number, got 2.5; e.g. "
                                     r"min_observed = 5"),
     ({"lc": {"growth": float("nan")}}, r"lc growth must be a number, got nan"),

@@ -62,16 +62,47 @@ x = np.arange(1.0, LEN + 1)
 RISES_TO_BEST = 0.95 - 0.8 * x ** -0.5  # ends at 0.82, above every other curve
 
 
-@pytest.mark.parametrize("rule", [LCRule(), MedianRule(), HyperbandRule()], ids=["lc", "median", "hyperband"])
+@pytest.mark.parametrize("rule", [LCRule(), LCRule(criterion="improvement"), MedianRule(), HyperbandRule()],
+                         ids=["lc", "lc-improvement", "median", "hyperband"])
 @pytest.mark.parametrize("goal", [Goal.MAX, Goal.MIN])
 def test_never_learns_is_stopped(rule, goal):
     stops = _decide_each_step(rule, NEVER_LEARNS, goal, first=True)
     assert stops and stops[0] <= 9
 
 
+@pytest.mark.parametrize("criterion", ["probability", "improvement"])
 @pytest.mark.parametrize("goal", [Goal.MAX, Goal.MIN])
-def test_lc_never_stops_a_steady_riser_that_ends_best(goal):
-    assert _decide_each_step(LCRule(), RISES_TO_BEST, goal) == []
+def test_lc_never_stops_a_steady_riser_that_ends_best(goal, criterion):
+    assert _decide_each_step(LCRule(criterion=criterion), RISES_TO_BEST, goal) == []
+
+
+def _given(draws: list[list[float]]):
+    """A forecaster that returns these draws for the curves it is asked about, in order."""
+    from netrace.curves import Forecast
+
+    def forecast(xs, ys, x_target):
+        f = Forecast(np.array(draws[: len(ys)], dtype=float))
+        return f, f
+    return forecast
+
+
+def test_lc_improvement_weighs_how_much_a_curve_could_win():
+    # three finished curves, the best at 0.8; two running curves at 8 evaluations below it;
+    # the rule asks for an expected gain of at least delta = 0.002
+    values = np.full((5, LEN), np.nan)
+    values[0], values[1], values[2] = 0.2, 0.5, 0.8
+    values[3, :8] = 0.799   # a hair below the best: likely to pass it, by a hair
+    values[4, :8] = 0.5     # far below: unlikely to pass it, but by far if it does
+    curves = Curves(values, budget=np.full(5, LEN), running=np.arange(5) >= 3)
+    hair = [0.799] * 60 + [0.801] * 40          # p = 0.4, gain 0.4 * 0.001 = 0.0004
+    long_shot = [0.5] * 97 + [1.0] * 3          # p = 0.03, gain 0.03 * 0.2 = 0.006
+    rules = {c: LCRule(criterion=c, prior_weight=math.inf, forecast=_given([hair, long_shot]))
+             for c in ("probability", "improvement")}
+    got = {c: [d.value for d in r.decide(curves)[3:]] for c, r in rules.items()}
+    assert got == {"probability": ["continue", "stop"], "improvement": ["stop", "continue"]}
+    last = rules["improvement"].memory.last
+    assert (last[3]["gain"], last[4]["gain"]) == pytest.approx((0.4 * 0.001, 0.03 * 0.2))
+    assert (last[3]["p"], last[4]["p"]) == pytest.approx((0.4, 0.03))
 
 
 def test_none_never_stops():
@@ -147,11 +178,17 @@ def test_lc_probability_is_the_finished_curves_errors_and_the_calibrated_forecas
     want = ((np.array(e) > d).sum() + 10.0 * p_cal) / (12 + 10.0)
     assert 0 < (np.array(e) > d).sum() < 12  # the check below tells the errors apart
     assert got["p"] == pytest.approx(want, abs=1e-12)
+    # the expected gain over tau learns the same way, in the curve's unit
+    u = np.ptp(best[12, :8]) * unit
+    gain_cal = np.mean(np.maximum(cal.samples[0] - tau, 0.0))
+    gain = (u * np.maximum(np.array(e) - d, 0.0).sum() + 10.0 * gain_cal) / (12 + 10.0)
+    assert got["gain"] == pytest.approx(gain, rel=1e-9)
     assert got["learned_from"] == 12
     assert (got["mean"], got["q05"]) == pytest.approx((cal.mean[0], np.quantile(cal.samples[0], 0.05)))
     plain = LCRule(prior_weight=math.inf)
     plain.decide(curves)
     assert plain.memory.last[12]["p"] == pytest.approx(p_cal, abs=1e-12)
+    assert plain.memory.last[12]["gain"] == pytest.approx(gain_cal, rel=1e-9)
     # a curve judged while no other has finished: the calibrated forecast alone
     values = curves.values[[0, 12]]
     values[0, 20:] = np.nan  # stopped at 20 evaluations

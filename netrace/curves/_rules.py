@@ -17,6 +17,7 @@ keeps its best checkpoint), oriented so that higher is better whatever the goal.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -113,6 +114,8 @@ class Rule:
     name = "rule"
     #: what a user may set (``[race.<name>]`` in a config, ``netrace replay --option``)
     options: ClassVar[tuple[str, ...]] = ()
+    #: options that apply only when another option has a value: option -> (other, value)
+    applies: ClassVar[dict[str, tuple[str, Any]]] = {}
 
     def decide(self, curves: Curves) -> tuple[Decision, ...]:
         if not isinstance(curves, Curves):
@@ -269,6 +272,11 @@ def checkpoints(min_observed: int, growth: float, budget: int) -> list[int]:
     return out
 
 
+#: What makes the lc rule call a curve hopeless: a low chance of reaching the threshold, or
+#: a small expected gain over it.
+CRITERIA = ("probability", "improvement")
+
+
 def _units(budgets: np.ndarray, ys: list) -> np.ndarray:
     """The calibration's unit of forecast error for curves observed as ``ys`` (x = 1..n): the
     range of the observed values times the horizon log(budget / n), as in ``Calibration``."""
@@ -318,14 +326,24 @@ class LCRule(Rule):
     prefixes only, so where the model errs alike on a race's curves, those it lets finish
     show the error as the stopped ones would have.
 
+    With ``criterion = "improvement"`` the rule weighs by how much a curve could still win,
+    not only how likely it is to win: it stops a curve whose expected gain over the threshold,
+    E[max(Y - threshold, 0)], is below ``delta``, in the metric's units (the least gain worth
+    training for; in ``netrace replay``, a fraction of the workload's score range). A curve with a fair chance of
+    beating the best by a hair goes; one with a small chance of beating it by far stays. The
+    gain learns from the race as the probability does: g = (u * sum(max(e - d, 0)) + w *
+    g_cal) / (m + w), u the curve's unit of error. Missing a curve costs about the gain it
+    would have had, so this is the criterion that regret, as ``netrace replay`` measures it,
+    asks for.
+
     ``forecast(xs, ys, x_target) -> (calibrated, model)`` is ``extrapolate_many`` with
     ``(calibration, PAPER)`` (default ``CALIBRATED``) and ``method`` (default ``"amortized"``:
     the network that gives the sampler's forecasts at a twelfth of the CPU) and ``bounds``,
     the metric's range in oriented units (higher is better; e.g. (-inf, 1) for R², (-inf, 0)
     for an MSE), unless given (replay passes a cache of precomputed forecasts; the decisions
     are the same). ``memory.last`` holds, by row, what
-    lay behind the last decision: the probability, the calibrated forecast, and the model
-    forecast's mean and unit of error (for :meth:`remember`).
+    lay behind the last decision: the probability, the expected gain, the calibrated
+    forecast, and the model forecast's mean and unit of error (for :meth:`remember`).
     """
 
     epsilon: float = 0.05
@@ -334,11 +352,15 @@ class LCRule(Rule):
     calibration: object = None
     prior_weight: float = 10.0
     method: str = "amortized"
+    criterion: str = "probability"
+    delta: float = 0.002
     bounds: tuple[float, float] | None = None
     forecast: Forecaster | None = field(default=None, compare=False)
     memory: _Memory = field(default_factory=_Memory, compare=False, repr=False)
     name = "lc"
-    options = ("epsilon", "min_observed", "growth", "prior_weight", "method")
+    options = ("epsilon", "min_observed", "growth", "prior_weight", "method", "criterion",
+               "delta")
+    applies = {"epsilon": ("criterion", "probability"), "delta": ("criterion", "improvement")}
 
     def __post_init__(self) -> None:
         from netrace.curves._forecast import METHODS
@@ -349,6 +371,8 @@ class LCRule(Rule):
         _check(self, self.prior_weight > 0, "prior_weight",
                "be > 0 (inf: do not learn from the race)")
         _check(self, self.method in METHODS, "method", f"be one of {', '.join(METHODS)}")
+        _check(self, self.criterion in CRITERIA, "criterion", f"be one of {', '.join(CRITERIA)}")
+        _check(self, 0.0 < self.delta < 1.0, "delta", "lie in (0, 1)")
 
     def is_checkpoint(self, observed: int, budget: int) -> bool:
         return observed in checkpoints(self.min_observed, self.growth, budget)
@@ -385,16 +409,24 @@ class LCRule(Rule):
         ys = [best[c, : curves.observed[c]] for c in cs]
         xs = [np.arange(1.0, len(y) + 1) for y in ys]
         calibrated, model, units = self._forecasts(xs, ys, curves.budget[cs])
-        p, learned = calibrated.prob_above(thr), np.zeros(len(cs))
+        p = calibrated.prob_above(thr)
+        gain = np.maximum(calibrated.samples - thr[:, None], 0.0).mean(axis=1)
+        learned = np.zeros(len(cs), dtype=int)
         if np.isfinite(self.prior_weight):
-            p, learned = self._learn(p, (thr - model.mean) / units, cs, best, curves)
+            d, w = (thr - model.mean) / units, self.prior_weight
+            for i, e in enumerate(self._errors(cs, best, curves)):
+                learned[i] = len(e)
+                p[i] = ((e > d[i]).sum() + w * p[i]) / (len(e) + w)
+                gain[i] = (units[i] * np.maximum(e - d[i], 0.0).sum() + w * gain[i]) / (len(e) + w)
+        hopeless = p < self.epsilon if self.criterion == "probability" else gain < self.delta
         # the running best can also already be at the threshold: then it is not hopeless
         reached = np.array([y[-1] >= t for y, t in zip(ys, thr)])
-        stop[cs] = (p < self.epsilon) & ~reached
+        stop[cs] = hopeless & ~reached
         q05, q95 = calibrated.quantile([0.05, 0.95])
         for j, c in enumerate(cs):
             self.memory.last[int(c)] = {
-                "p": float(p[j]), "learned_from": int(learned[j]), "mean": float(calibrated.mean[j]),
+                "p": float(p[j]), "gain": float(gain[j]),
+                "learned_from": int(learned[j]), "mean": float(calibrated.mean[j]),
                 "std": float(calibrated.std[j]), "q05": float(q05[j]), "q95": float(q95[j]),
                 "model_mean": float(model.mean[j]), "unit": float(units[j])}
         return stop
@@ -405,10 +437,9 @@ class LCRule(Rule):
         finished then needs no forecast here."""
         self.memory.keep([budget], [best], [model_mean], [unit])
 
-    def _learn(self, p_cal: np.ndarray, d: np.ndarray, cs: list, best: np.ndarray,
-               curves: Curves) -> tuple[np.ndarray, np.ndarray]:
-        """The probabilities corrected by the finished curves' errors, and how many finished
-        curves each used."""
+    def _errors(self, cs: list, best: np.ndarray, curves: Curves) -> list[np.ndarray]:
+        """For each curve of ``cs``, the errors of the model forecasts made for the finished
+        curves at as many evaluations as it has (in their units)."""
         finished = np.nonzero((curves.observed >= curves.budget) & ~curves.running)[0]
         budget = curves.budget.astype(int)
         whole = {j: best[j, : budget[j]].tobytes() for j in finished}
@@ -430,12 +461,7 @@ class LCRule(Rule):
                             np.array([float(budget[j]) for j, _ in chunk]))
             for j, n in chunk:
                 self._error(best, budget, keys[n][j], j, n)
-        p, used = np.empty(len(cs)), np.zeros(len(cs), dtype=int)
-        for i, n in enumerate(ns):
-            e = np.array([self.memory.errors[k] for k in keys[n].values()])
-            used[i] = len(e)
-            p[i] = ((e > d[i]).sum() + self.prior_weight * p_cal[i]) / (len(e) + self.prior_weight)
-        return p, used
+        return [np.array([self.memory.errors[k] for k in keys[n].values()]) for n in ns]
 
     def _error(self, best: np.ndarray, budget: np.ndarray, key: tuple, j: int, n: int) -> None:
         mean, unit = self.memory.model[(float(budget[j]), best[j, :n].tobytes())]
@@ -498,6 +524,14 @@ def rule_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
             raise _no_option(name, key)
         out[key] = _option_value(name, key, value, defaults[key])
     make_rule(name, **out)  # the rule's own checks of the values
+    for key in out:  # no option set that the others make idle
+        if key in cls.applies:
+            other, need = cls.applies[key]
+            has = out.get(other, defaults[other])
+            if has != need:
+                raise UserError(f"{name} {key} applies only with {other} = {json.dumps(need)}, "
+                                f"and {other} is {json.dumps(has)}; remove {key} or set "
+                                f"{other} = {json.dumps(need)}.")
     return out
 
 
