@@ -111,6 +111,14 @@ def test_main_passes_the_rule_options(tmp_path, capsys):
                  "prior_weight=inf", "--orders", "1", "--json", str(out)]) == 0
     assert json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(c))["options"] == {
         "method": "sampler", "prior_weight": "inf"}
+    # lc's improvement criterion: a larger least gain stops more
+    speed = []
+    for delta in ("0.0001", "0.2"):
+        assert main([str(csv), "--rule", "lc", "--option", "criterion=improvement", "--option",
+                     f"delta={delta}", "--orders", "1", "--json", str(out)]) == 0
+        speed.append(json.loads(out.read_text())["median_speedup"])
+    assert "rule lc (criterion=improvement, delta=0.2)" in capsys.readouterr().out
+    assert speed[0] < speed[1]
 
 
 @pytest.mark.parametrize(
