@@ -62,7 +62,8 @@ x = np.arange(1.0, LEN + 1)
 RISES_TO_BEST = 0.95 - 0.8 * x ** -0.5  # ends at 0.82, above every other curve
 
 
-@pytest.mark.parametrize("rule", [LCRule(), LCRule(criterion="improvement"), MedianRule(), HyperbandRule()],
+@pytest.mark.parametrize("rule", [LCRule(), LCRule(criterion="improvement"), MedianRule(),
+                                  HyperbandRule()],
                          ids=["lc", "lc-improvement", "median", "hyperband"])
 @pytest.mark.parametrize("goal", [Goal.MAX, Goal.MIN])
 def test_never_learns_is_stopped(rule, goal):
