@@ -13,7 +13,7 @@ Replay: every rule over every workload with the README's simulation (netrace.rep
     python bench/curves.py [--part extrap|replay|veto|transfer|speed|all] [--n 400]
                            [--nni-python /tmp/nni/bin/python] [--compare OTHER_CHECKOUT]
                            [--workers 4] [--orders-seed 0] [--lc-eps 0.05,0.2,0.5]
-                           [--lc-delta 0.002,0.003]
+                           [--lc-delta 0.002,0.003] [--lc-min-observed 5]
 """
 
 from __future__ import annotations
@@ -348,26 +348,30 @@ def part_replay(args) -> None:
     # calibration serves every epsilon and prior weight
     for cal_name, cal in (("CALIBRATED", CALIBRATED), ("PAPER", PAPER)):
         t0 = time.perf_counter()
-        caches = {w: lc_with_precomputed_forecasts(ys, LCRule(calibration=cal)).forecast
+        m = args.lc_min_observed
+        caches = {w: lc_with_precomputed_forecasts(ys, LCRule(calibration=cal, min_observed=m)).forecast
                   for w, ys in curves.items()}
         t_cache = time.perf_counter() - t0
         weights = args.lc_prior if cal is CALIBRATED else [math.inf]
         for eps, weight in itertools.product(args.lc_eps, weights):
             t0 = time.perf_counter()
             out = {w: [simulate(ys, LCRule(epsilon=eps, calibration=cal, prior_weight=weight,
-                                           forecast=caches[w]), workers=args.workers, seed=seed + k)
+                                           min_observed=m, forecast=caches[w]),
+                                workers=args.workers, seed=seed + k)
                        for k in range(5)]
                    for w, ys in curves.items()}
-            record(f"lc (eps {eps}, {cal_name}, prior weight {weight:g})", out,
+            record(f"lc (eps {eps}, {cal_name}, prior weight {weight:g}, after {m})", out,
                    time.perf_counter() - t0 + t_cache)
             t_cache = 0.0
         for delta in args.lc_delta if cal is CALIBRATED else []:
             t0 = time.perf_counter()
             out = {w: [simulate(ys, LCRule(criterion="improvement", delta=delta, calibration=cal,
-                                           forecast=caches[w]), workers=args.workers, seed=seed + k)
+                                           min_observed=m, forecast=caches[w]),
+                                workers=args.workers, seed=seed + k)
                        for k in range(5)]
                    for w, ys in curves.items()}
-            record(f"lc (improvement, delta {delta}, {cal_name})", out, time.perf_counter() - t0)
+            record(f"lc (improvement, delta {delta}, {cal_name}, after {m})", out,
+                   time.perf_counter() - t0)
 
     print("\n" + "\n".join(summary) + "\n")
     print("Per workload: steps consumed (regret); 'none' = training everything\n")
@@ -444,6 +448,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--orders-seed", type=int, default=0,
                     help="replay: the first of the 5 arrival orders' seeds")
+    ap.add_argument("--lc-min-observed", type=int, default=5,
+                    help="replay: lc's first forecast after this many evaluations")
     ap.add_argument("--lc-delta", type=lambda v: [float(e) for e in v.split(",")],
                     default=[0.002, 0.003], help="replay: lc's improvement criterion at these")
     ap.add_argument("--lc-eps", type=lambda v: [float(e) for e in v.split(",")], default=[0.05, 0.2, 0.5])
