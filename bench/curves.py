@@ -353,25 +353,20 @@ def part_replay(args) -> None:
                   for w, ys in curves.items()}
         t_cache = time.perf_counter() - t0
         weights = args.lc_prior if cal is CALIBRATED else [math.inf]
-        for eps, weight in itertools.product(args.lc_eps, weights):
+        settings = [(f"lc (eps {eps}, {cal_name}, prior weight {weight:g}, after {m})",
+                     {"epsilon": eps, "prior_weight": weight})
+                    for eps, weight in itertools.product(args.lc_eps, weights)]
+        settings += [(f"lc (improvement, delta {delta}, {cal_name}, after {m})",
+                      {"criterion": "improvement", "delta": delta})
+                     for delta in (args.lc_delta if cal is CALIBRATED else [])]
+        for name, options in settings:
             t0 = time.perf_counter()
-            out = {w: [simulate(ys, LCRule(epsilon=eps, calibration=cal, prior_weight=weight,
-                                           min_observed=m, forecast=caches[w]),
-                                workers=args.workers, seed=seed + k)
+            out = {w: [simulate(ys, LCRule(calibration=cal, min_observed=m, forecast=caches[w],
+                                           **options), workers=args.workers, seed=seed + k)
                        for k in range(5)]
                    for w, ys in curves.items()}
-            record(f"lc (eps {eps}, {cal_name}, prior weight {weight:g}, after {m})", out,
-                   time.perf_counter() - t0 + t_cache)
+            record(name, out, time.perf_counter() - t0 + t_cache)
             t_cache = 0.0
-        for delta in args.lc_delta if cal is CALIBRATED else []:
-            t0 = time.perf_counter()
-            out = {w: [simulate(ys, LCRule(criterion="improvement", delta=delta, calibration=cal,
-                                           min_observed=m, forecast=caches[w]),
-                                workers=args.workers, seed=seed + k)
-                       for k in range(5)]
-                   for w, ys in curves.items()}
-            record(f"lc (improvement, delta {delta}, {cal_name}, after {m})", out,
-                   time.perf_counter() - t0)
 
     print("\n" + "\n".join(summary) + "\n")
     print("Per workload: steps consumed (regret); 'none' = training everything\n")

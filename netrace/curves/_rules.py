@@ -331,9 +331,8 @@ class LCRule(Rule):
     E[max(Y - threshold, 0)], is below ``delta``, in the metric's units (the least gain worth
     training for; in ``netrace replay``, a fraction of the workload's score range). A curve
     with a fair chance of beating the best by a hair goes; one with a small chance of beating
-    it by far stays. The
-    gain learns from the race as the probability does: g = (u * sum(max(e - d, 0)) + w *
-    g_cal) / (m + w), u the curve's unit of error. Missing a curve costs about the gain it
+    it by far stays. The gain learns from the race as the probability does:
+    g = (u * sum(max(e - d, 0)) + w * g_cal) / (m + w), u the curve's unit of error. Missing a curve costs about the gain it
     would have had, so this is the criterion that regret, as ``netrace replay`` measures it,
     asks for.
 

@@ -173,7 +173,6 @@ class _Worker:
         self._taught: set[int] = set()  # finished trials whose forecasts the lc rule has
         self._curves_at = -math.inf
         self._seen: set[int] = set()  # stopped trials whose decisions were read
-        self._forecast: dict[int, float] = {}  # ... and the forecasts behind lc's stops
 
     def _load_data(self) -> None:
         p = prepare(self.plan.config)  # the test part stays sealed: workers never open it
@@ -252,12 +251,11 @@ class _Worker:
         return claimed + added
 
     def _forecasts(self, trials: list[TrialRecord]) -> dict[int, float]:
-        """The forecasts behind the lc rule's stops (metric units, by trial id): what the
-        sampler is told of those networks (read once, when they are first seen stopped)."""
+        """The forecasts behind the lc rule's stops of networks first seen stopped now (metric
+        units, by trial id): what the sampler, which meets them now too, is told of them."""
         new = [t.id for t in trials if t.state is TrialState.STOPPED and t.id not in self._seen]
         self._seen.update(new)
-        self._forecast.update(stop_forecasts(self.storage.decisions_of(new)))
-        return self._forecast
+        return stop_forecasts(self.storage.decisions_of(new)) if new else {}
 
     def _run_population(self) -> None:
         queued = self.storage.claim_queued(self.study.id, self.wid, 1)
