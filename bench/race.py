@@ -3,13 +3,15 @@ the race's throughput against the bare population engine, and 2 workers against 
 
     .venv/bin/python bench/race.py [--part rules|throughput|lccost|workers|ray|all] [--population 16]
                                    [--epochs 20] [--budget-factor 4] [--repeat 3]
-                                   [--seeds 0 1 2] [--k 256] [--lc-budget-factor 1]
+                                   [--seeds 0 1 2] [--space narrow|default] [--k 256]
+                                   [--lc-budget-factor 1]
 
 rules: for none, lc, median, hyperband (one worker, same sampler seed, same budget): the
 network-epochs spent until the running best validation R² is within 1% of the `none` race's
-final best, and each race's final best. throughput: a race of one K=256 population (rule none)
-against the same population trained bare by the engine, network-epochs per second measured in
-the same run. workers: the same race with 2 workers against 1. ray (not in all): 2 workers as
+final best, and each race's final best, then a summary over the seeds; --space default races
+netrace's default space instead of the benchmark's small one. throughput: a race of one K=256
+population (rule none) against the same population trained bare by the engine, network-epochs
+per second measured in the same run. workers: the same race with 2 workers against 1. ray (not in all): 2 workers as
 actors of a Ray head started on 127.0.0.1 against 2 local processes. lccost (not in all): the
 throughput race's population over 30 epochs under none and under lc (what the forecasts cost).
 Prints markdown tables.
@@ -82,7 +84,7 @@ def part_rules(a: argparse.Namespace, folder: str) -> None:
     for seed in a.seeds:
         results = {}
         for rule in rules:
-            cfg = config_seed(config(rule, a.population, a.epochs, budget), seed)
+            cfg = config_seed(config(rule, a.population, a.epochs, budget, _space(a)), seed)
             tag = re.sub(r"\W", "_", rule)
             tl, wall = race(cfg, folder, f"rule_{tag}_{seed}")
             values = np.array([r[3] for r in tl])
@@ -100,7 +102,8 @@ def part_rules(a: argparse.Namespace, folder: str) -> None:
             table[rule].append((seed, reach, base, best[-1], wall))
         oracle[seed] = _oracle(results["none"][2], goal, a.population)
     print(f"\nS&P 500 next-day volatility, validation R², population {a.population}, "
-          f"max_epochs {a.epochs}, budget {budget} network-epochs, TPE, 1 worker\n")
+          f"max_epochs {a.epochs}, budget {budget} network-epochs, TPE, 1 worker, "
+          f"{a.space} space\n")
     print("| TPE seed | rule | network-epochs to within 1% of none's final best | vs none | "
           "final best | wall (s) |")
     print("|---|---|---|---|---|---|")
@@ -109,6 +112,7 @@ def part_rules(a: argparse.Namespace, folder: str) -> None:
             _, reach, base, final, wall = next(x for x in table[rule] if x[0] == seed)
             ratio = f"{base / reach:.2f}x fewer" if reach and base else "never"
             print(f"| {seed} | {rule} | {reach or 'never'} | {ratio} | {final:.4f} | {wall:.0f} |")
+    summary(table, budget)
     print("\nThe least any rule could spend on none's proposals (an oracle that stops every other "
           "network after its first epoch; a population's slots train side by side):\n")
     print("| TPE seed | network within 1% | at epoch | oracle (network-epochs) | "
@@ -118,6 +122,35 @@ def part_rules(a: argparse.Namespace, folder: str) -> None:
         n, e, least = oracle[seed]
         base = next(x for x in table["none"] if x[0] == seed)[1]
         print(f"| {seed} | #{n} | {e} | {least} | {base / least:.2f}x |")
+
+
+def summary(table: dict[str, list], budget: int) -> None:
+    """Per rule over the seeds: how many reached 5x fewer network-epochs than none, the ratio
+    of the totals (a race that never got within 1% counts the whole budget), the median ratio,
+    on how many seeds it spent fewer than each other rule, and the mean final best."""
+    rules = list(table)
+    spent = {r: {x[0]: x[1] or budget for x in table[r]} for r in rules}
+    seeds = sorted(spent["none"])
+    print(f"\nOver {len(seeds)} seeds:\n")
+    print("| rule | seeds at >= 5x fewer | total none / total rule | median ratio | "
+          + " | ".join(f"fewer than {o}" for o in rules if o != "none") + " | mean final best |")
+    print("|---" * (5 + len(rules) - 1) + "|")
+    for r in rules:
+        ratios = [spent["none"][s] / spent[r][s] for s in seeds]
+        fewer = [f"{sum(spent[r][s] < spent[o][s] for s in seeds)}" if o != r else "-"
+                 for o in rules if o != "none"]
+        finals = np.mean([x[3] for x in table[r]])
+        print(f"| {r} | {sum(q >= 5 for q in ratios)} | "
+              f"{sum(spent['none'].values()) / sum(spent[r].values()):.2f}x | "
+              f"{np.median(ratios):.2f}x | " + " | ".join(fewer) + f" | {finals:.4f} |")
+
+
+def _space(a: argparse.Namespace) -> dict:
+    """--space narrow: the benchmark's own small space; default: what netrace searches when a
+    config names no space (four model families, four optimizers, wider ranges)."""
+    from netrace.config._space import default_space
+
+    return SPACE if a.space == "narrow" else default_space(time_series=True)
 
 
 def _oracle(tl: list, goal: float, population: int) -> tuple[int, int, int]:
@@ -281,6 +314,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--budget-factor", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--space", choices=("narrow", "default"), default="narrow",
+                    help="rules: the benchmark's small space, or netrace's default space")
     ap.add_argument("--rules", nargs="+", default=["lc", "median", "hyperband"],
                     help="rules: which to race against none; a rule's options as "
                          "NAME:KEY=VALUE[:KEY=VALUE], e.g. lc:epsilon=0.2")
