@@ -11,10 +11,10 @@ network-epochs spent until the running best validation R² is within 1% of the `
 final best, and each race's final best, then a summary over the seeds; --space default races
 netrace's default space instead of the benchmark's small one. throughput: a race of one K=256
 population (rule none) against the same population trained bare by the engine, network-epochs
-per second measured in the same run. workers: the same race with 2 workers against 1. ray (not in all): 2 workers as
-actors of a Ray head started on 127.0.0.1 against 2 local processes. lccost (not in all): the
-throughput race's population over 30 epochs under none and under lc (what the forecasts cost).
-Prints markdown tables.
+per second measured in the same run. workers: the same race with 2 workers against 1. ray (not
+in all): 2 workers as actors of a Ray head started on 127.0.0.1 against 2 local processes.
+lccost (not in all): the throughput race's population over 30 epochs under none and under lc
+(what the forecasts cost). Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def summary(table: dict[str, list], budget: int) -> None:
 def _space(a: argparse.Namespace) -> dict:
     """--space narrow: the benchmark's own small space; default: what netrace searches when a
     config names no space (four model families, four optimizers, wider ranges)."""
-    from netrace.config._space import default_space
+    from netrace.config import default_space
 
     return SPACE if a.space == "narrow" else default_space(time_series=True)
 
