@@ -78,7 +78,8 @@ def config_seed(cfg, seed: int):
 
 def part_rules(a: argparse.Namespace, folder: str) -> None:
     budget = a.population * a.epochs * a.budget_factor
-    rules = ("none", *[r for r in a.rules if r != "none"])  # none: the reference
+    chosen = a.rules or ["lc", "median", "hyperband"]
+    rules = ("none", *[r for r in chosen if r != "none"])  # none: the reference
     table: dict[str, list] = {r: [] for r in rules}
     oracle: dict[int, tuple[int, int, int]] = {}
     for seed in a.seeds:
@@ -219,14 +220,25 @@ def part_throughput(a: argparse.Namespace, folder: str) -> None:
     # the same networks as the bare run: MLP 16, Adam, a learning rate each, nothing else
     space = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam",
              "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
-    tl, wall = race(config("none", k, epochs, k * epochs, space), folder, "throughput")
-    race_rate = _rate(tl)
-    bare = bare_engine(k, epochs)
+    rules = a.rules or ["none", "lc"]
+    rows = []
+    for r in range(a.repeat):
+        rates = {}
+        for rule in rules:
+            tag = re.sub(r"\W", "_", rule)
+            tl, wall = race(config(rule, k, epochs, k * epochs, space), folder,
+                            f"throughput_{tag}{r}")
+            rates[rule] = _rate(tl)
+        rows.append((bare_engine(k, epochs), rates))
     print(f"\nThroughput, one population of K={k} MLPs (window 10 x 4 -> 16 -> 1, Adam, a "
-          f"learning rate each), {epochs} epochs, 1 worker with both cores\n")
-    print("| bare engine (network-epochs/s) | race (network-epochs/s) | race / bare |")
-    print("|---|---|---|")
-    print(f"| {bare:.0f} | {race_rate:.0f} | {race_rate / bare:.0%} |")
+          f"learning rate each), {epochs} epochs, 1 worker with both cores; the bare engine and "
+          f"the races alternate\n")
+    print("| run | bare engine (network-epochs/s) | "
+          + " | ".join(f"race, {r} (network-epochs/s) | {r} / bare" for r in rules) + " |")
+    print("|---" * (2 + 2 * len(rules)) + "|")
+    for n, (bare, rates) in enumerate(rows, 1):
+        print(f"| {n} | {bare:.0f} | "
+              + " | ".join(f"{rates[r]:.0f} | {rates[r] / bare:.0%}" for r in rules) + " |")
 
 
 def part_lccost(a: argparse.Namespace, folder: str) -> None:
@@ -316,9 +328,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--space", choices=("narrow", "default"), default="narrow",
                     help="rules: the benchmark's small space, or netrace's default space")
-    ap.add_argument("--rules", nargs="+", default=["lc", "median", "hyperband"],
-                    help="rules: which to race against none; a rule's options as "
-                         "NAME:KEY=VALUE[:KEY=VALUE], e.g. lc:epsilon=0.2")
+    ap.add_argument("--rules", nargs="+", default=None,
+                    help="rules: which to race against none (default lc median hyperband); "
+                         "throughput: which rules' races to time (default none lc); a rule's "
+                         "options as NAME:KEY=VALUE[:KEY=VALUE], e.g. lc:epsilon=0.2")
     ap.add_argument("--k", type=int, default=256, help="lccost: population size")
     ap.add_argument("--lc-budget-factor", type=int, default=1,
                     help="lccost: budget in populations x epochs")

@@ -103,7 +103,7 @@ def test_rule_options_from_a_toml_file(tmp_path: Path) -> None:
     ({"lc": {"criterion": "improvement", "epsilon": 0.1}},
      r'lc epsilon applies only with criterion = "probability"'),
     ({"lc": {"min_observed": 2.5}}, r"lc min_observed must be a whole number, got 2.5; e.g. "
-                                    r"min_observed = 5"),
+                                    r"min_observed = 3"),
     ({"lc": {"growth": float("nan")}}, r"lc growth must be a number, got nan"),
     ({"lc": 0.1}, r"'lc' in \[race\] must be a table of the lc rule's options, \[race.lc\]"),
     ({"rule": "median", "median": {"percentile": 120}},

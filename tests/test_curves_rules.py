@@ -24,6 +24,8 @@ from netrace.curves._forecast import extrapolate_many
 from netrace.errors import UserError
 
 LEN = 40
+AT = 7  # evaluations at which the running curves below are judged: a checkpoint of lc's
+#         defaults (after 3 evaluations, then x 1.5: 3, 4, 7, 10, 15, 23, 34)
 
 
 def _race(extra: np.ndarray, n_good: int = 8, seed: int = 0) -> np.ndarray:
@@ -88,12 +90,12 @@ def _given(draws: list[list[float]]):
 
 
 def test_lc_improvement_weighs_how_much_a_curve_could_win():
-    # three finished curves, the best at 0.8; two running curves at 8 evaluations below it;
+    # three finished curves, the best at 0.8; two running curves at AT evaluations below it;
     # the rule asks for an expected gain of at least delta = 0.002
     values = np.full((5, LEN), np.nan)
     values[0], values[1], values[2] = 0.2, 0.5, 0.8
-    values[3, :8] = 0.799   # a hair below the best: likely to pass it, by a hair
-    values[4, :8] = 0.5     # far below: unlikely to pass it, but by far if it does
+    values[3, :AT] = 0.799   # a hair below the best: likely to pass it, by a hair
+    values[4, :AT] = 0.5     # far below: unlikely to pass it, but by far if it does
     curves = Curves(values, budget=np.full(5, LEN), running=np.arange(5) >= 3)
     hair = [0.799] * 60 + [0.801] * 40          # p = 0.4, gain 0.4 * 0.001 = 0.0004
     long_shot = [0.5] * 97 + [1.0] * 3          # p = 0.03, gain 0.03 * 0.2 = 0.006
@@ -132,7 +134,7 @@ def test_hyperband_keeps_the_top_fraction_at_a_rung():
 
 def test_lc_with_a_race_target_below_the_best():
     # the incumbent is far out of reach, but the race's target is easy: keep the curve
-    values = _race(0.6 - 0.3 * x[:8] ** -0.5)  # 8 evaluations: a checkpoint of lc
+    values = _race(0.6 - 0.3 * x[:AT] ** -0.5)  # judged at a checkpoint of lc
     values[0] = 5.0
     running = np.zeros(len(values), dtype=bool)
     running[-1] = True
@@ -155,32 +157,32 @@ def _finished_then_running(late: float, running: np.ndarray, n_done: int = 12) -
     return Curves(values, budget=np.full(n_done + 1, LEN), running=np.arange(n_done + 1) == n_done)
 
 
-LOW_RISER = 0.6 - 0.6 * x[:8] ** -0.6  # 8 evaluations (a checkpoint), below every finished curve
+LOW_RISER = 0.6 - 0.6 * x[:AT] ** -0.6  # at a checkpoint, below every finished curve
 
 
 def test_lc_probability_is_the_finished_curves_errors_and_the_calibrated_forecast():
-    curves = _finished_then_running(0.05, 0.81 - 0.6 * x[:8] ** -0.6)
+    curves = _finished_then_running(0.05, 0.81 - 0.6 * x[:AT] ** -0.6)
     rule = LCRule()
     rule.decide(curves)
     got = rule.memory.last[12]
-    # by hand, one curve at a time: how far above its model forecast made at 8 evaluations
-    # each finished curve ended, in units of its observed range times log(40 / 8), and the
+    # by hand, one curve at a time: how far above its model forecast made at AT evaluations
+    # each finished curve ended, in units of its observed range times log(40 / AT), and the
     # running curve's two forecasts
     best = curves.running_best()
     tau = np.nanmax(best[:12])
-    unit = np.log(LEN / 8)
-    cal, model = extrapolate_many([x[:8]], [best[12, :8]], LEN, (CALIBRATED, PAPER), method=rule.method)
-    d = (tau - model.mean[0]) / (np.ptp(best[12, :8]) * unit)
+    unit = np.log(LEN / AT)
+    cal, model = extrapolate_many([x[:AT]], [best[12, :AT]], LEN, (CALIBRATED, PAPER), method=rule.method)
+    d = (tau - model.mean[0]) / (np.ptp(best[12, :AT]) * unit)
     p_cal = np.mean(cal.samples[0] > tau)
     e = []
     for j in range(12):
-        m = extrapolate_many([x[:8]], [best[j, :8]], LEN, (CALIBRATED, PAPER), method=rule.method)[1]
-        e.append((best[j, -1] - m.mean[0]) / (np.ptp(best[j, :8]) * unit))
+        m = extrapolate_many([x[:AT]], [best[j, :AT]], LEN, (CALIBRATED, PAPER), method=rule.method)[1]
+        e.append((best[j, -1] - m.mean[0]) / (np.ptp(best[j, :AT]) * unit))
     want = ((np.array(e) > d).sum() + 10.0 * p_cal) / (12 + 10.0)
     assert 0 < (np.array(e) > d).sum() < 12  # the check below tells the errors apart
     assert got["p"] == pytest.approx(want, abs=1e-12)
     # the expected gain over tau learns the same way, in the curve's unit
-    u = np.ptp(best[12, :8]) * unit
+    u = np.ptp(best[12, :AT]) * unit
     gain_cal = np.mean(np.maximum(cal.samples[0] - tau, 0.0))
     gain = (u * np.maximum(np.array(e) - d, 0.0).sum() + 10.0 * gain_cal) / (12 + 10.0)
     assert got["gain"] == pytest.approx(gain, rel=1e-9)
@@ -205,12 +207,28 @@ def test_lc_learns_from_how_finished_curves_ended():
     assert (alone.decide(honest)[-1], learning.decide(honest)[-1]) == (Decision.CONTINUE, Decision.STOP)
     assert learning.memory.last[12]["p"] < 0.6 * alone.memory.last[12]["p"]
     # Finished curves that all gained late (no family of the model foresees it): a riser on
-    # their track, which the paper's model alone gives no chance of reaching the best, is kept
-    # once the race has shown what such curves gain.
-    late = _finished_then_running(0.1, 0.82 - 0.6 * x[:8] ** -0.6)
+    # their track (near their top, not ahead of them all), which the paper's model alone gives
+    # no chance of reaching the best, is kept once the race has shown what such curves gain.
+    late = _finished_then_running(0.1, 0.795 - 0.6 * x[:AT] ** -0.6)
     alone, learning = LCRule(calibration=PAPER, prior_weight=math.inf), LCRule(calibration=PAPER)
     assert (alone.decide(late)[-1], learning.decide(late)[-1]) == (Decision.STOP, Decision.CONTINUE)
-    assert alone.memory.last[12]["p"] == 0.0 and learning.memory.last[12]["p"] > 0.2
+    assert not learning.memory.last[12]["leading"]
+    assert alone.memory.last[12]["p"] == 0.0 and learning.memory.last[12]["p"] > 0.1
+
+
+def test_lc_never_stops_the_leader_of_its_age():
+    # a curve ahead of every other curve at as many evaluations is not stopped on a forecast
+    # from its first few points, however low the forecast's probability: the same curve a
+    # hair below the best of the others at that age is
+    finished = _race(np.full(0, np.nan))[:-1]
+    at = finished[:, AT - 1].max()
+    for shift, want in ((0.001, Decision.CONTINUE), (-0.001, Decision.STOP)):
+        values = np.vstack([finished, np.full(LEN, np.nan)])
+        values[-1, :AT] = at + shift  # flat: the model forecasts no further gain
+        running = np.arange(len(values)) == len(values) - 1
+        rule = LCRule(prior_weight=math.inf)
+        assert rule.decide(Curves(values, np.full(len(values), LEN), running))[-1] is want
+        assert rule.memory.last[len(values) - 1]["leading"] is (shift > 0)
 
 
 def test_make_rule_and_errors():
@@ -223,3 +241,11 @@ def test_make_rule_and_errors():
         LCRule(prior_weight=0)
     with pytest.raises(UserError, match="one entry per curve \\(2\\)"):
         Curves(np.zeros((2, 3)), budget=np.zeros(3), running=np.zeros(2, dtype=bool))
+
+
+def test_the_judging_point_of_these_tests_is_a_checkpoint_of_lcs_defaults():
+    from netrace.curves._rules import checkpoints
+
+    rule = LCRule()
+    assert checkpoints(rule.min_observed, rule.growth, LEN) == [3, 4, 7, 10, 15, 23, 34]
+    assert rule.is_checkpoint(AT, LEN) and not rule.is_checkpoint(AT + 1, LEN)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from netrace.config import load_config
+from netrace.curves import LCRule
+from netrace.curves._rules import checkpoints
 from netrace.race import Proposer
 from netrace.race._worker import search_space, stop_forecasts
 from netrace.storage import RACE_ENDED, Storage, TrialRecord, TrialState
@@ -176,7 +178,7 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
 
 def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None:
     # the default rule on a metric to minimize, two workers: decisions at lc's checkpoints
-    # (5, 8, 11 of 12 epochs) keep the probability, how many finished networks it learned
+    # (3, 4, 7, 10 of 12 epochs) keep the probability, how many finished networks it learned
     # from, and the forecast of the final MSE in the metric's own units
     cfg = write(tmp_path, rule="lc", population=4, epochs=12, budget=240, extra='metric = "mse"',
                 lr="{low = 1e-3, high = 1e-1, log = true}")
@@ -187,12 +189,14 @@ def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None
     check_books(s, "race")
     judged = [(t, d) for t in s.trials(st.id) for d in s.decisions(t.id)]
     forecast = [(t, d) for t, d in judged if "p" in d.prediction]
-    assert {d.prediction["observed"] for _, d in forecast} <= {5, 8, 11}
-    assert {d.epoch + 1 for _, d in judged if "p" not in d.prediction}.isdisjoint({5, 8, 11})
+    assert checkpoints(LCRule().min_observed, LCRule().growth, 12) == [3, 4, 7, 10]
+    assert {d.prediction["observed"] for _, d in forecast} <= {3, 4, 7, 10}
+    assert {d.epoch + 1 for _, d in judged if "p" not in d.prediction}.isdisjoint({3, 4, 7, 10})
     for t, d in forecast:
         pr = d.prediction
         assert d.rule == "lc" and 0.0 <= pr["p"] <= 1.0
-        assert (d.action == "stop") == (pr["p"] < 0.05)  # no network reached the incumbent's MSE
+        # no network reached the incumbent's MSE; the leader of its age is kept
+        assert (d.action == "stop") == (pr["p"] < 0.05 and not pr["leading"])
         # an MSE forecast (not its negative), never below zero (the rule knows the metric's
         # range)
         assert 0.0 <= pr["q05"] <= pr["mean"] <= pr["q95"]
@@ -201,6 +205,8 @@ def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None
     assert any(d.action == "stop" for _, d in forecast)
     # the sampler is told where a stopped network was forecast to end (never worse than the
     # best MSE it reached), as Domhan et al. report a terminated run; others, their best
+    # (test_proposer gives it forecasts on either side of the best by hand; from 3 epochs of
+    # these networks the forecasts are mostly the worse side)
     trials = s.trials(st.id)
     told = stop_forecasts(s.decisions_of(t.id for t in trials))
     stopped = {t.id for t, d in forecast if d.action == "stop"}
@@ -211,16 +217,14 @@ def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None
     values = [ft.value for ft in p._study.trials if ft.value is not None]
     want = [min(told[t.id], t.best_value) if t.id in told else t.best_value for t in trials
             if t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.best_value is not None]
-    assert values == want and any(told[t] < b for t, b in ((t.id, t.best_value) for t in trials
-                                                           if t.id in told))
+    assert values == want and told
 
 
 def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> None:
     import numpy as np
 
-    from netrace.curves import CALIBRATED, PAPER, Curves, Goal, LCRule
+    from netrace.curves import CALIBRATED, PAPER, Curves, Goal
     from netrace.curves._forecast import extrapolate_many
-    from netrace.curves._rules import checkpoints
     from netrace.race._worker import _metric_units, teach
     from netrace.storage import DecisionRecord
 
@@ -232,7 +236,7 @@ def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> N
                 for j in range(6)}
     rows = np.stack(list(finished.values()))
     a, decisions = LCRule(), {t: [] for t in finished}
-    for n in checkpoints(5, 1.5, n_ep):
+    for n in checkpoints(a.min_observed, a.growth, n_ep):
         values = np.where(np.arange(n_ep) < n, rows, np.nan)
         d = a.decide(Curves(values, np.full(6, n_ep), np.ones(6, dtype=bool), Goal.MIN))
         for r, t in enumerate(finished):  # as worker A stores them
@@ -249,7 +253,7 @@ def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> N
     teach(b, finished, decisions, Goal.MIN, n_ep)
     values = np.full((7, n_ep), np.nan)
     values[:6] = rows
-    values[6, :8] = 0.35 + 0.5 * x[:8] ** -0.7
+    values[6, :7] = 0.35 + 0.5 * x[:7] ** -0.7  # 7 evaluations: a checkpoint
     curves = Curves(values, np.full(7, n_ep), np.arange(7) == 6, Goal.MIN)
     assert b.decide(curves) == c.decide(curves)
     assert asked == [1]

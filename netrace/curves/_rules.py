@@ -262,6 +262,19 @@ def _default_forecaster(calibration=None, method: str = "amortized",
                                                      bounds=bounds)
 
 
+def _leading(best: np.ndarray, observed: np.ndarray, cs: list) -> np.ndarray:
+    """For each curve of ``cs``: is its running best after its n evaluations at least that of
+    every other curve after n evaluations (of those that have had n)? A forecast from a few
+    points does not overrule the race's own ranking: the leader of its age is never hopeless."""
+    out = np.zeros(len(cs), dtype=bool)
+    for i, c in enumerate(cs):
+        n = int(observed[c])
+        peers = observed >= n
+        peers[c] = False
+        out[i] = not np.any(best[peers, n - 1] > best[c, n - 1])
+    return out
+
+
 def checkpoints(min_observed: int, growth: float, budget: int) -> list[int]:
     """Evaluation counts at which the lc rule forecasts: min_observed, then x growth, < budget."""
     out, n = [], float(min_observed)
@@ -347,7 +360,7 @@ class LCRule(Rule):
     """
 
     epsilon: float = 0.05
-    min_observed: int = 5
+    min_observed: int = 3
     growth: float = 1.5
     calibration: object = None
     prior_weight: float = 10.0
@@ -421,14 +434,16 @@ class LCRule(Rule):
         hopeless = p < self.epsilon if self.criterion == "probability" else gain < self.delta
         # the running best can also already be at the threshold: then it is not hopeless
         reached = np.array([y[-1] >= t for y, t in zip(ys, thr)])
-        stop[cs] = hopeless & ~reached
+        leading = _leading(best, curves.observed, cs)
+        stop[cs] = hopeless & ~reached & ~leading
         q05, q95 = calibrated.quantile([0.05, 0.95])
         for j, c in enumerate(cs):
             self.memory.last[int(c)] = {
                 "p": float(p[j]), "gain": float(gain[j]),
                 "learned_from": int(learned[j]), "mean": float(calibrated.mean[j]),
                 "std": float(calibrated.std[j]), "q05": float(q05[j]), "q95": float(q95[j]),
-                "model_mean": float(model.mean[j]), "unit": float(units[j])}
+                "model_mean": float(model.mean[j]), "unit": float(units[j]),
+                "leading": bool(leading[j])}
         return stop
 
     def remember(self, budget: float, best: np.ndarray, model_mean: float, unit: float) -> None:

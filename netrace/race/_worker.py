@@ -116,7 +116,7 @@ def worker_main(ctx: WorkerContext, plan: RacePlan) -> None:
     _Worker(ctx, plan).run()
 
 
-def _metric_units(behind: dict[str, float], goal: Goal) -> dict[str, float]:
+def _metric_units(behind: dict[str, Any], goal: Goal) -> dict[str, Any]:
     """The lc rule's forecast (made on oriented values, higher is better) in the metric's units:
     the probability behind the decision, the mean, std and 90% interval of the final value."""
     out = dict(behind)
