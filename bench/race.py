@@ -226,8 +226,8 @@ def part_throughput(a: argparse.Namespace, folder: str) -> None:
         rates = {}
         for rule in rules:
             tag = re.sub(r"\W", "_", rule)
-            tl, wall = race(config(rule, k, epochs, k * epochs, space), folder,
-                            f"throughput_{tag}{r}")
+            tl, _ = race(config(rule, k, epochs, k * epochs, space), folder,
+                         f"throughput_{tag}{r}")
             rates[rule] = _rate(tl)
         rows.append((bare_engine(k, epochs), rates))
     print(f"\nThroughput, one population of K={k} MLPs (window 10 x 4 -> 16 -> 1, Adam, a "
