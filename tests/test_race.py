@@ -16,7 +16,7 @@ import pytest
 from netrace.config import load_config
 from netrace.curves import LCRule
 from netrace.curves._rules import checkpoints
-from netrace.race import Proposer
+from netrace.race import NetworkCheckpoint, Proposer, load_checkpoint
 from netrace.race._worker import search_space, stop_forecasts
 from netrace.storage import RACE_ENDED, Storage, TrialRecord, TrialState
 
@@ -104,6 +104,25 @@ def check_books(storage: Storage, study: str) -> None:
     assert storage.epochs_spent(st.id) == sum(t.epochs for t in trials)
 
 
+def best_r2(cfg: Path, ck: NetworkCheckpoint) -> float:
+    """The validation R² of a checkpoint's network, from its module alone, as the race scores
+    networks: on the standardized target, against the training mean."""
+    import numpy as np
+    import torch
+
+    from netrace.data import prepare
+    from netrace.race._build import DataShape, model_inputs, population_settings
+
+    d = prepare(load_config(cfg)).dev.fold_data(0)
+    shape = DataShape(d.X_train.shape[1], d.X_train.shape[2], "regression")
+    x = model_inputs(torch.as_tensor(d.X_valid, dtype=torch.float32),
+                     population_settings(ck.params, shape))
+    with torch.no_grad():
+        pred = ck.modules()[0](x)[:, 0].double().numpy()
+    y = (d.y_valid - d.y_train.mean()) / d.y_train.std()
+    return float(1 - np.sum((y - pred) ** 2) / np.sum(y ** 2))
+
+
 def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     # long enough that the second worker has started (imports, data) well before the end
     cfg = write(tmp_path, rule="median", population=8, epochs=10, budget=600,
@@ -126,13 +145,11 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     assert min(x.epoch for d in judged for x in d if x.action == "stop") == 2  # 3 observed
     assert "rule      median (min_observed=3)" in proc.stdout
     # the checkpoint holds the best weights and the fitted preprocessing
-    import io
-
-    import torch
-
-    ck = torch.load(io.BytesIO(s.checkpoint(best.id).data), weights_only=False)
-    assert ck["params"] == best.params and len(ck["fold_states"]) == 1
-    assert ck["preprocessors"][0].mean.shape == (3,)
+    ck = load_checkpoint(s.checkpoint(best.id).data)
+    assert ck.params == best.params and len(ck.fold_weights) == len(ck.modules()) == 1
+    assert ck.preprocessors[0].mean.shape == (3,)
+    # ... and its module scores on the validation data what the race recorded as its best
+    assert best_r2(cfg, ck) == pytest.approx(best.best_value, abs=1e-5)
     status = subprocess.run([EXE, "status", "race", "--json"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     snap = json.loads(status.stdout)

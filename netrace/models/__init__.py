@@ -10,7 +10,7 @@ torch.Size([8, 32, 1])
 from __future__ import annotations
 
 from netrace.models._init import INIT_DISTS, INIT_SCHEMES, RECURRENT_INITS
-from netrace.models._population_model import PopulationModel, build_model
+from netrace.models._population_model import PopulationModel, build_model, member_module_from
 from netrace.models._specs import ACTIVATIONS, NORMS, TASKS, CNNSpec, MLPSpec, ModelSpec, RNNSpec
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "PopulationModel",
     "RNNSpec",
     "build_model",
+    "member_module_from",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -523,6 +524,30 @@ class _RNN(PopulationModel):
             getattr(rnn, f"bias_ih_l{j}").copy_(getattr(self, f"rnn{j}_bih")[i])
             getattr(rnn, f"bias_hh_l{j}").copy_(getattr(self, f"rnn{j}_bhh")[i])
         return _RNNMember(rnn, self._dense_module(i, dropout_p, lead_dropout=True))
+
+
+def member_module_from(spec: ModelSpec, weights: Mapping[str, Any],
+                       dropout_p: float = 0.0) -> nn.Module:
+    """A network kept as one member's row of a population (``params``, the row of the flat
+    parameters, and ``buffer.<name>``, as :meth:`netrace.train.Population.best_weights` gives
+    them) as a standalone ``nn.Module`` of torch layers, in the row's dtype.
+
+    >>> m = build_model(MLPSpec(in_features=3, hidden=(4,)), k=2)
+    >>> row = {"params": m.flat[1].detach().numpy()}
+    >>> x = torch.ones(5, 3)
+    >>> bool(torch.equal(member_module_from(m.spec, row)(x), m.member_module(1)(x)))
+    True
+    """
+    flat = torch.as_tensor(weights["params"])
+    model = build_model(spec, 1, dtype=flat.dtype)
+    if tuple(flat.shape) != tuple(model.flat.shape[1:]):
+        raise UserError(f"these weights hold {tuple(flat.shape)} parameters; a "
+                        f"{type(spec).__name__} like this one has {tuple(model.flat.shape[1:])}")
+    with torch.no_grad():
+        model.flat[0].copy_(flat)
+        for name, buf in model.named_buffers():
+            buf[0].copy_(torch.as_tensor(weights[f"buffer.{name}"]))
+    return model.member_module(0, dropout_p)
 
 
 def build_model(spec: ModelSpec, k: int, *, seeds: Sequence[int] | None = None,

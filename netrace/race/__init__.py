@@ -3,17 +3,20 @@ keeps everything. Only this package wires data, training, curves, storage and ba
 
 from __future__ import annotations
 
+from netrace.race._checkpoint import NetworkCheckpoint, load_checkpoint
 from netrace.race._progress import Progress, Snapshot, snapshot, summary_lines, top_lines
 from netrace.race._proposer import Proposer, population_key
 from netrace.race._race import run_race
 from netrace.race._worker import RacePlan, race_metric, race_rule, worker_main
 
 __all__ = [
+    "NetworkCheckpoint",
     "Progress",
     "Proposer",
     "RacePlan",
     "Snapshot",
     "population_key",
+    "load_checkpoint",
     "race_metric",
     "race_rule",
     "run_race",

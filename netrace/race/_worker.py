@@ -14,11 +14,10 @@ on exactly.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ from netrace.race._build import (
     model_inputs,
     population_settings,
 )
+from netrace.race._checkpoint import pack_checkpoint, pack_preprocessors
 from netrace.race._proposer import Proposer, population_key
 from netrace.race._resume import load_slot, save_slots
 from netrace.storage import (
@@ -194,6 +194,7 @@ class _Worker:
             self.folds.append((torch.as_tensor(d.X_train, dtype=torch.float32), ytr,
                                torch.as_tensor(d.X_valid, dtype=torch.float32), yva, base,
                                d.preprocessor))
+        self._preprocessors = pack_preprocessors([f[5] for f in self.folds])
         x0 = self.folds[0][0]
         self.shape = DataShape(int(x0.shape[1]), int(x0.shape[2]), task,
                                len(dev.classes or ()))
@@ -335,7 +336,7 @@ class _Worker:
         with np.errstate(invalid="ignore"):
             means = {n: np.mean([m[n] for m in per_fold], axis=0) for n in names}
         score = means[self.metric]
-        values, decisions, ends, ckpts = [], [], [], []
+        values, decisions, ends = [], [], []
         ending: dict[int, TrialEnd] = {}
         for i, t in enumerate(trials):
             if t is None:
@@ -365,6 +366,8 @@ class _Worker:
                 if d == "stop":
                     ending[i] = TrialEnd(t.id, TrialState.STOPPED,
                                          f"{self.rule.name} rule stopped it after epoch {epoch}")
+        kept = [i for i, end in ending.items() if end.state is not TrialState.DIVERGED]
+        ckpts = self._checkpoints(pops, kept, trials, curves, settings)
         for i, end in ending.items():
             t = trials[i]
             assert t is not None
@@ -373,8 +376,6 @@ class _Worker:
             c = np.asarray(curves[i], dtype=float)
             self._finished_curves[t.id] = np.where(np.isfinite(c), c, np.nan)
             self._taught.add(t.id)  # its forecasts are the rule's own
-            if end.state is not TrialState.DIVERGED:
-                ckpts.append(self._checkpoint(pops, i, t, settings, len(curves[i]) - 1))
             for pop in pops:
                 if pop.states[i] is MemberState.RUNNING:
                     pop.stop(i)
@@ -439,20 +440,21 @@ class _Worker:
                                           f"epoch {v.epoch})")
                 return
 
-    def _checkpoint(self, pops: list[Population], i: int, t: TrialRecord,
-                    settings: PopulationSettings, epoch: int) -> Checkpoint:
-        states = []
-        for pop in pops:
-            if pop.states[i] is not MemberState.DIVERGED:
-                pop.freeze(i)  # the best validation state is what a network keeps
-            states.append({k: v.detach().cpu() for k, v in pop.member_module(i)
-                           .state_dict().items()})
-        buf = io.BytesIO()
-        torch.save({"params": t.params, "seed": t.seed, "model": settings.model,
-                    "spec": asdict(settings.spec), "spec_type": type(settings.spec).__name__,
-                    "window": settings.window, "metric": self.metric, "fold_states": states,
-                    "preprocessors": [f[5] for f in self.folds]}, buf)
-        return Checkpoint(t.id, epoch, buf.getvalue())
+    def _checkpoints(self, pops: list[Population], slots: list[int],
+                     trials: list[TrialRecord | None], curves: list[list[float]],
+                     settings: PopulationSettings) -> list[Checkpoint]:
+        """The networks in ``slots`` as they are kept: their best validation state, with the
+        fitted preprocessing (:mod:`netrace.race._checkpoint`)."""
+        per_fold = [pop.best_weights(slots) for pop in pops]
+        out = []
+        for r, i in enumerate(slots):
+            t = trials[i]
+            assert t is not None
+            data = pack_checkpoint(t.params, t.seed, settings.model, settings.spec,
+                                   settings.window, self.metric, [w[r] for w in per_fold],
+                                   self._preprocessors)
+            out.append(Checkpoint(t.id, len(curves[i]) - 1, data))
+        return out
 
     def _end_all(self, pops: list[Population], trials: list[TrialRecord | None],
                  curves: list[list[float]], settings: PopulationSettings) -> None:
@@ -462,7 +464,7 @@ class _Worker:
         _, reason = self.storage.study_state(self.study.id)
         trained = [(i, t) for i, t in enumerate(trials) if t is not None and curves[i]]
         ends = [TrialEnd(t.id, TrialState.STOPPED, f"{RACE_ENDED}: {reason}") for _, t in trained]
-        ckpts = [self._checkpoint(pops, i, t, settings, len(curves[i]) - 1) for i, t in trained]
+        ckpts = self._checkpoints(pops, [i for i, _ in trained], trials, curves, settings)
         self.storage.record_epoch(self.wid, ends=ends, checkpoints=ckpts)
         # a network refilled into a slot as the race ended has trained nothing: back to the
         # queue, for a resume with more budget, rather than "stopped" after 0 epochs
