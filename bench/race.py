@@ -20,6 +20,7 @@ lccost (not in all): the throughput race's population over 30 epochs under none 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import tempfile
@@ -59,20 +60,25 @@ def config(rule: str, population: int, epochs: int, budget: int, space: dict | N
 
 
 def race(cfg, folder: str, name: str, workers: int = 1, backend: str = "local"):
+    tl, wall, _ = race_timed(cfg, folder, name, workers, backend)
+    return tl, wall
+
+
+def race_timed(cfg, folder: str, name: str, workers: int = 1, backend: str = "local"):
+    """The race's timeline, its wall time, and the Unix time it started (the timeline's
+    stamps are Unix times)."""
     from netrace.race import run_race
     from netrace.storage import Storage
 
     url = os.path.join(folder, f"{name}.db")
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     run_race(cfg, storage_url=url, study=name, workers=workers, seed=0, backend=backend)
     wall = time.perf_counter() - t0
     s = Storage(url)
-    return s.timeline(s.get_study(name).id), wall
+    return s.timeline(s.get_study(name).id), wall, started
 
 
 def config_seed(cfg, seed: int):
-    import dataclasses
-
     return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, seed=seed))
 
 
@@ -87,32 +93,35 @@ def part_rules(a: argparse.Namespace, folder: str) -> None:
         for rule in rules:
             cfg = config_seed(config(rule, a.population, a.epochs, budget, _space(a)), seed)
             tag = re.sub(r"\W", "_", rule)
-            tl, wall = race(cfg, folder, f"rule_{tag}_{seed}")
+            tl, wall, started = race_timed(cfg, folder, f"rule_{tag}_{seed}")
             values = np.array([r[3] for r in tl])
             best = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values))
-            results[rule] = (best, wall, tl)
+            results[rule] = (best, wall, tl, started)
             print(f"  seed {seed} {rule}: {len(values)} network-epochs, final best "
                   f"{best[-1]:.4f}, {wall:.0f} s", flush=True)
         ref = results["none"][0][-1]
         goal = ref - 0.01 * abs(ref)
         base = None
-        for rule, (best, wall, _) in results.items():
+        for rule, (best, wall, tl, started) in results.items():
             hit = np.flatnonzero(best >= goal)
             reach = int(hit[0]) + 1 if hit.size else None
             base = reach if rule == "none" else base
-            table[rule].append((seed, reach, base, best[-1], wall))
+            # wall seconds from the race's start to the epoch batch that got within 1%
+            secs = tl[int(hit[0])][0] - started if hit.size else None
+            table[rule].append((seed, reach, base, best[-1], wall, secs))
         oracle[seed] = _oracle(results["none"][2], goal, a.population)
     print(f"\nS&P 500 next-day volatility, validation R², population {a.population}, "
           f"max_epochs {a.epochs}, budget {budget} network-epochs, TPE, 1 worker, "
           f"{a.space} space\n")
     print("| TPE seed | rule | network-epochs to within 1% of none's final best | vs none | "
-          "final best | wall (s) |")
-    print("|---|---|---|---|---|---|")
+          "seconds to within 1% | final best | wall (s) |")
+    print("|---|---|---|---|---|---|---|")
     for seed in a.seeds:
         for rule in rules:
-            _, reach, base, final, wall = next(x for x in table[rule] if x[0] == seed)
+            _, reach, base, final, wall, secs = next(x for x in table[rule] if x[0] == seed)
             ratio = f"{base / reach:.2f}x fewer" if reach and base else "never"
-            print(f"| {seed} | {rule} | {reach or 'never'} | {ratio} | {final:.4f} | {wall:.0f} |")
+            print(f"| {seed} | {rule} | {reach or 'never'} | {ratio} | "
+                  f"{'never' if secs is None else f'{secs:.0f}'} | {final:.4f} | {wall:.0f} |")
     summary(table, budget)
     print("\nThe least any rule could spend on none's proposals (an oracle that stops every other "
           "network after its first epoch; a population's slots train side by side):\n")
@@ -133,9 +142,11 @@ def summary(table: dict[str, list], budget: int) -> None:
     spent = {r: {x[0]: x[1] or budget for x in table[r]} for r in rules}
     seeds = sorted(spent["none"])
     print(f"\nOver {len(seeds)} seeds:\n")
+    secs = {r: {x[0]: x[5] if x[5] is not None else x[4] for x in table[r]} for r in rules}
     print("| rule | seeds at >= 5x fewer | total none / total rule | median ratio | "
-          + " | ".join(f"fewer than {o}" for o in rules if o != "none") + " | mean final best |")
-    print("|---" * (5 + len(rules) - 1) + "|")
+          + " | ".join(f"fewer than {o}" for o in rules if o != "none")
+          + " | mean final best | total seconds none / rule |")
+    print("|---" * (6 + len(rules) - 1) + "|")
     for r in rules:
         ratios = [spent["none"][s] / spent[r][s] for s in seeds]
         fewer = [f"{sum(spent[r][s] < spent[o][s] for s in seeds)}" if o != r else "-"
@@ -143,7 +154,8 @@ def summary(table: dict[str, list], budget: int) -> None:
         finals = np.mean([x[3] for x in table[r]])
         print(f"| {r} | {sum(q >= 5 for q in ratios)} | "
               f"{sum(spent['none'].values()) / sum(spent[r].values()):.2f}x | "
-              f"{np.median(ratios):.2f}x | " + " | ".join(fewer) + f" | {finals:.4f} |")
+              f"{np.median(ratios):.2f}x | " + " | ".join(fewer) + f" | {finals:.4f} | "
+              f"{sum(secs['none'].values()) / sum(secs[r].values()):.2f}x |")
 
 
 def _space(a: argparse.Namespace) -> dict:
@@ -189,7 +201,7 @@ def bare_engine(k: int, epochs: int) -> float:
     rng = np.random.default_rng(0)
     members = [member_spec({**params, "lr": float(10 ** rng.uniform(-3.5, -1.5))}, i, "adam")
                for i in range(k)]
-    torch.set_num_threads(2)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # as a lone race worker does
     pop = Population(settings.spec, members, optimizer="adam", batch_size=128, monitor="r2",
                      device="cpu")
     y = torch.as_tensor((d.y_train - d.y_train.mean()) / d.y_train.std(), dtype=torch.float32)
@@ -226,13 +238,16 @@ def part_throughput(a: argparse.Namespace, folder: str) -> None:
         rates = {}
         for rule in rules:
             tag = re.sub(r"\W", "_", rule)
-            tl, _ = race(config(rule, k, epochs, k * epochs, space), folder,
-                         f"throughput_{tag}{r}")
+            cfg = config(rule, k, epochs, k * epochs, space)
+            cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search,
+                                                                      sampler=a.sampler))
+            tl, _ = race(cfg, folder, f"throughput_{tag}{r}")
             rates[rule] = _rate(tl)
         rows.append((bare_engine(k, epochs), rates))
     print(f"\nThroughput, one population of K={k} MLPs (window 10 x 4 -> 16 -> 1, Adam, a "
-          f"learning rate each), {epochs} epochs, 1 worker with both cores; the bare engine and "
-          f"the races alternate\n")
+          f"learning rate each), {epochs} epochs, 1 worker with {len(os.sched_getaffinity(0))} "
+          f"core(s), sampler "
+          f"{a.sampler}; the bare engine and the races alternate\n")
     print("| run | bare engine (network-epochs/s) | "
           + " | ".join(f"race, {r} (network-epochs/s) | {r} / bare" for r in rules) + " |")
     print("|---" * (2 + 2 * len(rules)) + "|")
@@ -333,6 +348,8 @@ def main() -> None:
                          "throughput: which rules' races to time (default none lc); a rule's "
                          "options as NAME:KEY=VALUE[:KEY=VALUE], e.g. lc:epsilon=0.2")
     ap.add_argument("--k", type=int, default=256, help="lccost: population size")
+    ap.add_argument("--sampler", choices=("tpe", "random", "gp"), default="tpe",
+                    help="throughput: the races' sampler")
     ap.add_argument("--lc-budget-factor", type=int, default=1,
                     help="lccost: budget in populations x epochs")
     a = ap.parse_args()

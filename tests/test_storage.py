@@ -64,6 +64,27 @@ def test_trials_numbered_and_queued(storage_url: str) -> None:
     assert s.claim_queued(st.id, w, 5) == []
 
 
+def test_trials_changed_reads_only_what_a_sampler_has_not_seen(storage_url: str) -> None:
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="maximize", config={})
+    other = s.create_study("y", direction="maximize", config={})
+    w = s.register_worker(st.id)
+    first = s.add_trials(st.id, [{"lr": 0.1}, {"lr": 0.2}, {"lr": 0.3}], [1, 2, 3], worker_id=w)
+    seen = s.trials_changed(st.id, 0)
+    assert [t.id for t in seen] == [t.id for t in first]  # all three, running
+    s.record_epoch(w, [EpochValue(first[1].id, 0, 0.5)],
+                   ends=[TrialEnd(first[1].id, TrialState.COMPLETE, "done")])
+    s.add_trials(other.id, [{"lr": 9.0}], [9])  # another study's trial: never included
+    later = s.add_trials(st.id, [{"lr": 0.4}], [4], worker_id=w)
+    # the sampler saw ids up to first[-1] and first[0], first[1] unfinished
+    changed = s.trials_changed(st.id, first[-1].id, [first[0].id, first[1].id])
+    assert [t.id for t in changed] == [first[0].id, first[1].id, later[0].id]
+    assert [t.state for t in changed] == [TrialState.RUNNING, TrialState.COMPLETE,
+                                          TrialState.RUNNING]
+    assert changed[1].best_value == 0.5
+    assert s.trials_changed(st.id, later[0].id) == []
+
+
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_record_epoch_keeps_books(storage_url: str, direction: str) -> None:
     s = Storage(storage_url)

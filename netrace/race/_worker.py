@@ -173,6 +173,8 @@ class _Worker:
         self._taught: set[int] = set()  # finished trials whose forecasts the lc rule has
         self._curves_at = -math.inf
         self._seen: set[int] = set()  # stopped trials whose decisions were read
+        self._synced_to = 0  # the sampler has seen the trials up to this id ...
+        self._unfinished: set[int] = set()  # ... and these as unfinished
 
     def _load_data(self) -> None:
         p = prepare(self.plan.config)  # the test part stays sealed: workers never open it
@@ -244,8 +246,11 @@ class _Worker:
         n -= len(claimed)
         if n <= 0:
             return claimed
-        trials = self.storage.trials(self.study.id)
+        # what changed since the last refill: new trials and the ones then unfinished
+        trials = self.storage.trials_changed(self.study.id, self._synced_to, self._unfinished)
         self.proposer.sync(trials, self._forecasts(trials))
+        self._synced_to = max([self._synced_to, *(t.id for t in trials)])
+        self._unfinished = {t.id for t in trials if not t.state.finished}
         params = self.proposer.ask(n, fixed=fixed)
         added = self.storage.add_trials(self.study.id, params, self._seeds(n), worker_id=self.wid)
         self.proposer.bind(t.id for t in added)
@@ -290,7 +295,13 @@ class _Worker:
             self._epoch(pops, inputs, trials, curves, settings)
             free = [i for i, t in enumerate(trials) if t is None]
             room = self.plan.refill_factor * self.k - started
-            if free and room > 0 and not self.over() and not self.ctx.should_stop():
+            running = [i for i, t in enumerate(trials) if t is not None]
+            if room <= 0 and 0 < len(running) <= len(trials) // 2:
+                # no more refills: the last networks go on in a population of their size,
+                # which trains an epoch in a fraction of the time the half-empty one takes
+                pops = [pop.subset(running) for pop in pops]
+                trials, curves = [trials[i] for i in running], [curves[i] for i in running]
+            elif free and room > 0 and not self.over() and not self.ctx.should_stop():
                 new = self._new_trials(min(len(free), room), fixed)
                 for i, t in zip(free, new):
                     m = member_spec(t.params, t.seed, settings.optimizer)

@@ -468,6 +468,26 @@ class Population:
             out.append(state)
         return out
 
+    def subset(self, index: Sequence[int]) -> Population:
+        """Members ``index`` alone, in a new population of their number, in that order, where
+        they go on exactly as they would here: their weights, optimizer state, schedule,
+        dropout keys, bagging weights, best state and patience move with them, and the new
+        population draws the same minibatch order as this one would. An epoch costs about as
+        much with most slots stopped as with all running (stopped slots are computed, then
+        masked), so a population that can no longer refill its freed slots is best continued
+        as the subset of its running members."""
+        for i in index:
+            self._check_index(i)
+        members = [self.members[i] for i in index]
+        new = Population(self.spec, members, optimizer=self.optimizer.kind, loss=self.loss,
+                         batch_size=self.batch_size, monitor=self.monitor,
+                         huber_delta=self.huber_delta, device=self.device, dtype=self.dtype)
+        new.epoch = self.epoch  # members' best epochs keep this population's numbering
+        for j, (m, state) in enumerate(zip(members, self.member_states(index), strict=True)):
+            new.load_member_state(j, m, state)
+        new._gen.set_state(self._gen.get_state())
+        return new
+
     @torch.no_grad()
     def best_weights(self, index: Sequence[int]) -> list[dict[str, np.ndarray]]:
         """What members ``index`` keep when they finish: their best validation state, as copies
