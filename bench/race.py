@@ -8,13 +8,14 @@ the race's throughput against the bare population engine, and 2 workers against 
 
 rules: for none, lc, median, hyperband (one worker, same sampler seed, same budget): the
 network-epochs spent until the running best validation R² is within 1% of the `none` race's
-final best, and each race's final best, then a summary over the seeds; --space default races
-netrace's default space instead of the benchmark's small one. throughput: a race of one K=256
-population (rule none) against the same population trained bare by the engine, network-epochs
-per second measured in the same run. workers: the same race with 2 workers against 1. ray (not
-in all): 2 workers as actors of a Ray head started on 127.0.0.1 against 2 local processes.
-lccost (not in all): the throughput race's population over 30 epochs under none and under lc
-(what the forecasts cost). Prints markdown tables.
+final best, and each race's final best, and the wall seconds until then, then a summary over the
+seeds; --space default races netrace's default space instead of the benchmark's small one.
+throughput: a race of one K=256 population (rule none) against the same population trained bare
+by the engine, network-epochs per second measured in the same run (--sampler: the races'
+sampler, default tpe). workers: the same race with 2 workers against 1. ray (not in all): 2
+workers as actors of a Ray head started on 127.0.0.1 against 2 local processes. lccost (not in
+all): the throughput race's population over 30 epochs under none and under lc (what the
+forecasts cost). Prints markdown tables.
 """
 
 from __future__ import annotations

@@ -59,10 +59,6 @@ class NetworkCheckpoint:
             return out
         return [member_module_from(self.spec, w).eval() for w in self.fold_weights]
 
-    def state_dicts(self) -> list[dict[str, torch.Tensor]]:
-        """Each fold's ``state_dict`` of :meth:`modules`."""
-        return [m.state_dict() for m in self.modules()]
-
 
 def pack_preprocessors(preprocessors: list[Any]) -> bytes:
     """A worker's fitted preprocessors (one per fold), pickled once for all its checkpoints."""
