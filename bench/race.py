@@ -12,7 +12,7 @@ final best, and each race's final best, and the wall seconds until then, then a 
 seeds; --space default races netrace's default space instead of the benchmark's small one.
 throughput: a race of one K=256 population (rule none) against the same population trained bare
 by the engine, network-epochs per second measured in the same run (--sampler: the races'
-sampler, default tpe). workers: the same race with 2 workers against 1. ray (not in all): 2
+sampler, default tpe; the rules part takes it too). workers: the same race with 2 workers against 1. ray (not in all): 2
 workers as actors of a Ray head started on 127.0.0.1 against 2 local processes. lccost (not in
 all): the throughput race's population over 30 epochs under none and under lc (what the
 forecasts cost). Prints markdown tables.
@@ -93,6 +93,8 @@ def part_rules(a: argparse.Namespace, folder: str) -> None:
         results = {}
         for rule in rules:
             cfg = config_seed(config(rule, a.population, a.epochs, budget, _space(a)), seed)
+            cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search,
+                                                                      sampler=a.sampler))
             tag = re.sub(r"\W", "_", rule)
             tl, wall, started = race_timed(cfg, folder, f"rule_{tag}_{seed}")
             values = np.array([r[3] for r in tl])
@@ -112,9 +114,9 @@ def part_rules(a: argparse.Namespace, folder: str) -> None:
             table[rule].append((seed, reach, base, best[-1], wall, secs))
         oracle[seed] = _oracle(results["none"][2], goal, a.population)
     print(f"\nS&P 500 next-day volatility, validation R², population {a.population}, "
-          f"max_epochs {a.epochs}, budget {budget} network-epochs, TPE, 1 worker, "
+          f"max_epochs {a.epochs}, budget {budget} network-epochs, sampler {a.sampler}, 1 worker, "
           f"{a.space} space\n")
-    print("| TPE seed | rule | network-epochs to within 1% of none's final best | vs none | "
+    print(f"| {a.sampler} seed | rule | network-epochs to within 1% of none's final best | vs none | "
           "seconds to within 1% | final best | wall (s) |")
     print("|---|---|---|---|---|---|---|")
     for seed in a.seeds:
@@ -126,7 +128,7 @@ def part_rules(a: argparse.Namespace, folder: str) -> None:
     summary(table, budget)
     print("\nThe least any rule could spend on none's proposals (an oracle that stops every other "
           "network after its first epoch; a population's slots train side by side):\n")
-    print("| TPE seed | network within 1% | at epoch | oracle (network-epochs) | "
+    print(f"| {a.sampler} seed | network within 1% | at epoch | oracle (network-epochs) | "
           "none / oracle |")
     print("|---|---|---|---|---|")
     for seed in a.seeds:
@@ -350,7 +352,7 @@ def main() -> None:
                          "options as NAME:KEY=VALUE[:KEY=VALUE], e.g. lc:epsilon=0.2")
     ap.add_argument("--k", type=int, default=256, help="lccost: population size")
     ap.add_argument("--sampler", choices=("tpe", "random", "gp"), default="tpe",
-                    help="throughput: the races' sampler")
+                    help="the races' sampler (rules, throughput)")
     ap.add_argument("--lc-budget-factor", type=int, default=1,
                     help="lccost: budget in populations x epochs")
     a = ap.parse_args()

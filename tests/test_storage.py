@@ -320,10 +320,11 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _kill_writer(script: str, storage_url: str, after: int) -> tuple[int, int | None]:
+def _kill_writer(script: str, storage_url: str, after: int,
+                 args: tuple[str, ...] = ()) -> tuple[int, int | None]:
     """Run a writer process, SIGKILL it once it has acknowledged epoch ``after``; returns the
     last acknowledged epoch and its exit code."""
-    proc = subprocess.Popen([sys.executable, "-c", script, storage_url], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-c", script, storage_url, *args], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     acked = -1
     assert proc.stdout is not None
@@ -376,23 +377,29 @@ STATE_WRITER = textwrap.dedent("""
                        states=[ResumeState(t.id, epoch + 1,
                                            (epoch + 1).to_bytes(4, "little") * 25_000)
                                for t in trials])
-        print(epoch, flush=True)   # acknowledged after the epoch and its states are saved
+        if sys.argv[2] == "flush":
+            s.flush()  # PostgreSQL stores the states in the background: wait for them
+        print(epoch, flush=True)   # acknowledged after the commit (and the flush)
         epoch += 1
 """)
 
 
-def test_sigkill_leaves_curves_and_states_in_agreement(storage_url: str) -> None:
+@pytest.mark.parametrize("flush", [True, False])
+def test_sigkill_leaves_curves_and_states_in_agreement(storage_url: str, flush: bool) -> None:
     """A writer of 64 trials' curves and 100 KB states per epoch, killed with SIGKILL at any
-    moment: after recovery every trial's curve length is its state's epoch count (the states of
-    the last acknowledged epoch at least), whatever the moment of the kill."""
-    acked, _ = _kill_writer(STATE_WRITER, storage_url, after=12)
+    moment: after recovery every trial's curve length is its state's epoch count, whatever the
+    moment of the kill. The states of the last acknowledged epoch are there if the writer
+    flushed before acknowledging; without it (PostgreSQL stores them in the background while
+    the next epoch trains) those of the epoch before at least."""
+    acked, _ = _kill_writer(STATE_WRITER, storage_url, after=12,
+                            args=("flush" if flush else "-",))
     s = Storage(storage_url)
     st = s.get_study("kill")
     (w,) = s.stale_workers(st.id, timeout=0.0)
     assert len(s.recover_worker(w)) == 64
     for t in s.trials(st.id):
         saved = s.resume_state(t.id)
-        assert saved is not None and saved.epochs >= acked + 1
+        assert saved is not None and saved.epochs >= acked + (1 if flush else 0)
         assert t.epochs == saved.epochs and s.curve(t.id)[0] == list(range(saved.epochs))
         assert saved.data == saved.epochs.to_bytes(4, "little") * 25_000
     epochs = {s.trial(t.id).epochs for t in s.trials(st.id)}
@@ -422,3 +429,25 @@ def test_timeline_in_recording_order(storage_url: str) -> None:
     tl = s.timeline(st.id)
     assert [(r[1], r[2], r[3]) for r in tl] == [(b.id, 0, 2.0), (a.id, 0, 1.0), (b.id, 1, 3.0)]
     assert tl[0][0] < tl[1][0] == tl[2][0]
+
+
+def test_an_epoch_states_are_stored_before_the_next_epoch(storage_url: str) -> None:
+    """PostgreSQL stores an epoch's states in the background; the next epoch's write waits for
+    them, so a trial that ends in it is left without a state, not with a stale one stored late;
+    a worker stopping on request leaves the newest states."""
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="minimize", config={})
+    w = s.register_worker(st.id)
+    a, b = s.add_trials(st.id, [{}, {}], [1, 2], worker_id=w)
+    big = bytes(8_000_000)  # slow enough to store that an unordered write would land last
+    s.record_epoch(w, [EpochValue(a.id, 0, 1.0), EpochValue(b.id, 0, 1.0)],
+                   states=[ResumeState(a.id, 1, big), ResumeState(b.id, 1, big)])
+    s.record_epoch(w, [EpochValue(a.id, 1, 0.5), EpochValue(b.id, 1, 0.5)],
+                   ends=[TrialEnd(a.id, TrialState.COMPLETE)],
+                   states=[ResumeState(b.id, 2, b"b2")])
+    assert s.release_worker(w) == [b.id]
+    other = Storage(storage_url)
+    assert other.resume_state(a.id) is None
+    assert other.resume_state(b.id) == ResumeState(b.id, 2, b"b2")
+    other.close()
+    s.close()
