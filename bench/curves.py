@@ -184,7 +184,7 @@ def part_extrap(args) -> None:
         rows = []
         nni = nni_predictor(args.nni_python)
         for f in (0.2, 0.4):
-            for name, fn in methods[:2] + [methods[2], ("NNI 3.0 curve-fitting assessor", nni)]:
+            for name, fn in methods + [("NNI 3.0 curve-fitting assessor", nni)]:
                 rows.append((name, lcx.score(sub, fn, f)))
             print(f"(NNI declined {nni.declined} of {len(sub)} curves at f={f}; the last value stands in)")
         print(f"\n### Subset of {len(sub)} curves (first of the same sample), with NNI\n")

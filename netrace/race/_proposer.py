@@ -170,9 +170,11 @@ def _make_sampler(kind: str, seed: int, startup: int) -> Any:
 
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
-                                          group=True, constant_liar=True)
+    if kind == "tpe":  # Optuna's TPE, with per-trial caches where they match this Optuna
+        from netrace.race._tpe import tpe_sampler
+
+        return tpe_sampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True,
+                           constant_liar=True)
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     raise ValueError(f"unknown sampler {kind!r}")

@@ -1,0 +1,244 @@
+"""Optuna's TPE sampler, with caches that make an ask cost what the new trials cost.
+
+A race under an early-stopping rule tells the sampler thousands of short-lived trials, and
+Optuna 5.0's :class:`~optuna.samplers.TPESampler` redoes per-trial Python work over all of them
+at every ask: it re-adds every complete trial to its group decomposition (idempotent: the
+groups only change with new trials), converts every trial's parameters to their internal
+representation again, and reads every trial's constraints from its system attributes (netrace
+never sets any). With 2,000 trials told, an ask took ~200 ms on this machine, most of it those
+loops. :class:`CachedTPESampler` keeps the same algorithm and the same random draws: it adds
+each trial to the decomposition once, converts each finished trial's parameter once (per
+distribution), and splits trials without constraints without looking for them. Its proposals
+are the stock sampler's, to the bit (``tests/test_tpe.py`` asks both the same questions).
+
+It reaches into TPESampler's internals, so it is used only with the Optuna release it was
+checked against (:func:`tpe_sampler` falls back to the stock sampler otherwise). The
+``_sample`` below is Optuna 5.0.0's (MIT licence), with ``_split_trials`` replaced.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CachedTPESampler", "tpe_sampler"]
+
+_CHECKED = ("5.0.",)  # Optuna releases whose TPESampler internals this matches
+
+
+def tpe_sampler(**kwargs: Any) -> Any:
+    """A TPE sampler with these arguments: the cached one where it matches this Optuna."""
+    import optuna
+
+    if optuna.__version__.startswith(_CHECKED) and not kwargs.get("constraints_func"):
+        return CachedTPESampler(**kwargs)
+    return optuna.samplers.TPESampler(**kwargs)
+
+
+def _classes() -> tuple[type, type]:
+    from optuna.samplers import TPESampler
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
+
+    return TPESampler, _GroupDecomposedSearchSpace
+
+
+_TPESampler, _GroupDecomposed = _classes()
+
+
+class _IncrementalGroups(_GroupDecomposed):  # type: ignore[misc,valid-type]
+    """Optuna's group decomposition, each trial added once. Optuna keeps the groups between
+    calls and re-adds every complete or pruned trial each time; adding a trial's
+    distributions again changes nothing (every group is then inside them or apart from
+    them), so adding only the trials not added before gives the same groups, in the same
+    order."""
+
+    def __init__(self) -> None:
+        super().__init__(include_pruned=True)
+        self._added: set[int] = set()
+
+    def calculate(self, study: Any, use_cache: bool = False) -> Any:
+        from optuna.trial import TrialState
+
+        if self._study_id is None:
+            self._study_id = study._study_id
+        elif self._study_id != study._study_id:
+            raise ValueError("`_GroupDecomposedSearchSpace` cannot handle multiple studies.")
+        for trial in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                              TrialState.PRUNED),
+                                       use_cache=use_cache):
+            if trial.number not in self._added:
+                self._added.add(trial.number)
+                self._search_space.add_distributions(trial.distributions)
+        return copy.deepcopy(self._search_space)
+
+
+class CachedTPESampler(_TPESampler):  # type: ignore[misc,valid-type]
+    """:class:`optuna.samplers.TPESampler` whose per-trial work is done once per trial (see the
+    module's docstring). Same arguments, same proposals."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self._group:
+            self._group_decomposed_search_space = _IncrementalGroups()
+        # per search space (its names): its distributions, the finished trials' internal
+        # values by trial number, which of those rows are filled
+        self._rows: dict[tuple[str, ...], tuple[list[Any], np.ndarray, np.ndarray]] = {}
+        self._running_rows: dict[tuple[str, ...], dict[tuple[int, int], list[Any]]] = {}
+        self._plain: set[int] = set()  # finished trials seen to carry no constraints
+
+    def _get_internal_repr(self, trials: list[Any], search_space: dict[str, Any],
+                           study: Any) -> dict[str, np.ndarray]:
+        """Optuna's, with every finished trial's row of internal values computed once per
+        search space (rows by trial number in one array; NaN where a key is missing, which no
+        internal value is); a running trial's row as Optuna computes it, kept while its
+        parameters stay as many."""
+        from optuna.distributions import CategoricalDistribution
+        from optuna.trial import TrialState
+
+        names = tuple(search_space)
+        dists = [search_space[name] for name in names]
+        cache = self._rows.get(names)
+        if cache is None or cache[0] != dists:
+            cache = (dists, np.full((0, len(names)), np.nan), np.zeros(0, dtype=bool))
+            self._running_rows[names] = {}
+        _, rows, filled = cache
+        numbers = [t._number for t in trials]
+        top = max(numbers, default=-1) + 1
+        if top > len(filled):
+            size = max(top, 2 * len(filled))
+            rows = np.vstack([rows, np.full((size - len(rows), len(names)), np.nan)])
+            filled = np.concatenate([filled, np.zeros(size - len(filled), dtype=bool)])
+        running, pending = {}, self._running_rows.setdefault(names, {})
+        unfinished = (TrialState.RUNNING, TrialState.WAITING)
+        for t in trials:
+            if t.state in unfinished:
+                # a running trial's params may still grow: its row is kept by their count
+                key = (t._number, len(t._params))
+                row = pending.get(key)
+                if row is None:
+                    params = self._get_params(t, study)
+                    row = pending[key] = [dist.to_internal_repr(params[name]) if name in params
+                                          else np.nan for name, dist in zip(names, dists)]
+                running[t._number] = row
+            elif not filled[t._number]:
+                params = t.params
+                rows[t._number] = [dist.to_internal_repr(params[name]) if name in params
+                                   else np.nan for name, dist in zip(names, dists)]
+                filled[t._number] = True
+        self._rows[names] = (dists, rows, filled)
+        if running and len(pending) > 4 * len(running) + 64:  # forget finished trials' rows
+            self._running_rows[names] = {k: v for k, v in pending.items() if k[0] in running}
+        picked = rows[np.asarray(numbers, dtype=np.int64)] if numbers else rows[:0]
+        if running:
+            for i, number in enumerate(numbers):
+                if number in running:
+                    picked[i] = running[number]
+        picked = picked[~np.isnan(picked).any(axis=1)]
+        if len(picked) == 0:
+            return {name: np.asarray([]) for name in names}
+        return {name: (picked[:, j].astype(np.int64)
+                       if isinstance(dist, CategoricalDistribution) else picked[:, j])
+                for j, (name, dist) in enumerate(zip(names, dists))}
+
+    def _sample(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+        from optuna.samplers._tpe.sampler import (
+            _split_trials,
+            default_gamma,
+            default_gamma_multiobjective,
+        )
+        from optuna.trial import TrialState
+
+        if self._constant_liar:
+            states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING]
+        else:
+            states = [TrialState.COMPLETE, TrialState.PRUNED]
+        use_cache = not self._constant_liar
+        trials = study._get_trials(deepcopy=False, states=states, use_cache=use_cache)
+
+        if self._constant_liar:
+            # For constant_liar, filter out the current trial.
+            current = trial.number
+            trials = [t for t in trials if t._number != current]
+
+        # We divide data into below and above.
+        if self._gamma is None:
+            if len(study.directions) <= 1:
+                self._gamma = default_gamma
+            else:
+                self._gamma = default_gamma_multiobjective
+        running = TrialState.RUNNING
+        n = sum(t.state is not running for t in trials)  # Ignore running trials.
+
+        if len(study.directions) <= 1 and self._no_constraints(trials):
+            below_trials, above_trials = _split_plain(study, trials, self._gamma(n))
+        else:
+            below_trials, above_trials = _split_trials(study, trials, self._gamma(n))
+
+        mpe_below = self._build_parzen_estimator(
+            study, search_space, below_trials, handle_below=True
+        )
+        mpe_above = self._build_parzen_estimator(
+            study, search_space, above_trials, handle_below=False
+        )
+
+        samples_below = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        acq_func_vals = self._compute_acquisition_func(samples_below, mpe_below, mpe_above)
+        ret = _TPESampler._compare(samples_below, acq_func_vals)
+
+        for param_name, dist in search_space.items():
+            ret[param_name] = dist.to_external_repr(ret[param_name])
+
+        return ret
+
+    def _no_constraints(self, trials: list[Any]) -> bool:
+        """Whether no finished trial here has constraints (each looked at once: a finished
+        trial's constraints do not change)."""
+        from optuna.trial import TrialState
+
+        unfinished = (TrialState.RUNNING, TrialState.WAITING)
+        for t in trials:
+            if t._number not in self._plain and t.state not in unfinished:
+                if t.constraints:
+                    return False
+                self._plain.add(t._number)
+        return True
+
+
+def _split_plain(study: Any, trials: list[Any], n_below: int) -> tuple[list[Any], list[Any]]:
+    """Optuna's ``_split_trials`` for one objective and trials without constraints: complete
+    trials by value (the best ``n_below`` below), then pruned ones by their last step and
+    value, running ones above; both lists by trial number."""
+    from optuna.samplers._tpe.sampler import _get_pruned_trial_score
+    from optuna.study._study_direction import StudyDirection
+    from optuna.trial import TrialState
+
+    complete, pruned, running = [], [], []
+    for t in trials:
+        state = t.state
+        if state == TrialState.RUNNING:
+            running.append(t)
+        elif state == TrialState.COMPLETE:
+            complete.append(t)
+        elif state == TrialState.PRUNED:
+            pruned.append(t)
+        else:
+            raise AssertionError(f"a trial in state {state} among the sampler's trials")
+    below_n = min(n_below, len(complete))
+    # the first below_n of a stable sort by value (nsmallest and nlargest are documented as
+    # sorted(...)[:n] and sorted(..., reverse=True)[:n]); ``_values`` is [value] here
+    pick = heapq.nlargest if study.direction == StudyDirection.MAXIMIZE else heapq.nsmallest
+    below = pick(below_n, complete, key=attrgetter("_values"))
+    chosen = {id(t) for t in below}
+    above = [t for t in complete if id(t) not in chosen]
+    rest = max(0, n_below - len(below))
+    rest = min(rest, len(pruned))
+    pruned.sort(key=lambda t: _get_pruned_trial_score(t, study))
+    below += pruned[:rest]
+    above += pruned[rest:] + running
+    below.sort(key=attrgetter("_number"))
+    above.sort(key=attrgetter("_number"))
+    return below, above
