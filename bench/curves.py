@@ -10,10 +10,10 @@ scoring sample, then the scoring uses it.
 
 Replay: every rule over every workload with the README's simulation (netrace.replay.run).
 
-    python bench/curves.py [--part extrap|replay|veto|transfer|speed|all] [--n 400]
+    python bench/curves.py [--part extrap|replay|reliability|veto|transfer|speed|all] [--n 400]
                            [--nni-python /tmp/nni/bin/python] [--compare OTHER_CHECKOUT]
                            [--workers 4] [--orders-seed 0] [--lc-eps 0.05,0.2,0.5]
-                           [--lc-delta 0.002,0.003] [--lc-min-observed 5]
+                           [--lc-delta 0.002,0.003] [--lc-min-observed 3]
 """
 
 from __future__ import annotations
@@ -376,6 +376,84 @@ def part_replay(args) -> None:
         print(f"| {w} | " + " | ".join(f"{d[n][0]:.0f} ({d[n][1]:.4f})" for n in names) + " |")
 
 
+def part_reliability(args) -> None:
+    """Is lc's probability calibrated for the event it decides on? The replay of ``--part
+    replay`` (first of ``--lc-eps``, ``--lc-min-observed``, 4 workers, 5 orders), and at every
+    decision: the probability p that the curve reaches the threshold (the best value of the
+    other curves so far) by its end, and whether the whole curve, trained fully, does. Prints
+    the reached frequency by bins of p, and how well p, the curve's current gap to the
+    threshold and the forecast mean's gap rank the curves that reach it (AUC), by how many
+    evaluations had been observed."""
+    import dataclasses
+    from collections import deque
+
+    from scipy.stats import mannwhitneyu
+
+    from netrace.curves._rules import Curves, Decision, _Memory
+
+    eps, m_obs = args.lc_eps[0], args.lc_min_observed
+    recs = []  # (p, reached, stopped, observed, current gap, forecast-mean gap)
+    for w, ys in load_curves(args.data).items():
+        base = lc_with_precomputed_forecasts(ys, LCRule(epsilon=eps, min_observed=m_obs))
+        ys = [np.asarray(y, dtype=float) for y in ys]
+        finals = [float(np.nanmax(y)) for y in ys]
+        lengths = np.array([len(y) for y in ys])
+        for k in range(5):
+            rule = dataclasses.replace(base, memory=_Memory())
+            values = np.full((len(ys), int(lengths.max())), np.nan)
+            order = np.random.default_rng(args.orders_seed + k).permutation(len(ys))
+            queue, progress = deque(int(i) for i in order), np.zeros(len(ys), dtype=int)
+            running: list[int] = []
+            started: list[int] = []
+            while queue or running:  # netrace.curves._replay.simulate, with a look at p
+                while len(running) < args.workers and queue:
+                    running.append(queue.popleft())
+                    started.append(running[-1])
+                for c in running:
+                    values[c, progress[c]] = ys[c][progress[c]]
+                    progress[c] += 1
+                running = [c for c in running if progress[c] < lengths[c]]
+                if not running:
+                    continue
+                idx = np.array(started)
+                dec = rule.decide(Curves(values[idx], budget=lengths[idx],
+                                         running=np.isin(idx, running)))
+                for j, pred in rule.memory.last.items():
+                    c = int(idx[j])
+                    thr = np.nanmax(values[[o for o in started if o != c]])
+                    recs.append((pred["p"], finals[c] >= thr, dec[j] is Decision.STOP,
+                                 int(progress[c]), np.nanmax(values[c]) - thr,
+                                 pred["mean"] - thr))
+                stopped = {int(idx[j]) for j, d in enumerate(dec) if d is Decision.STOP}
+                running = [c for c in running if c not in stopped]
+    r = np.array(recs, dtype=float)
+    p, reached, stops, observed = r[:, 0], r[:, 1] > 0, r[:, 2] > 0, r[:, 3]
+
+    def auc(score: np.ndarray, m: np.ndarray) -> float:
+        a, b = score[m & reached], score[m & ~reached]
+        return float(mannwhitneyu(a, b).statistic / (len(a) * len(b)))
+
+    print(f"## Reliability of lc's probability (eps {eps}, after {m_obs}, {args.workers} "
+          f"workers, orders {args.orders_seed}-{args.orders_seed + 4})\n")
+    print(f"{len(r)} decisions, {int(stops.sum())} stops; of the stopped curves "
+          f"{reached[stops].mean():.3f} would have reached the threshold.\n")
+    print("| p | decisions | mean p | reached |\n|---|---|---|---|")
+    for lo, hi in [(0, .01), (.01, .02), (.02, .05), (.05, .1), (.1, .2), (.2, .3), (.3, .5),
+                   (.5, 1.01)]:
+        m = (p >= lo) & (p < hi)
+        if m.any():
+            print(f"| [{lo:.2f}, {min(hi, 1):.2f}) | {int(m.sum())} | {p[m].mean():.3f} | "
+                  f"{reached[m].mean():.3f} |")
+    print("\n| evaluations observed | decisions | reached | mean p | AUC of p | AUC of the "
+          "current gap | AUC of the forecast mean's gap |\n|---|---|---|---|---|---|---|")
+    for lo, hi in [(0, 10**9), (3, 4), (4, 8), (8, 16), (16, 40), (40, 10**9)]:
+        m = (observed >= lo) & (observed < hi)
+        if m.sum() > 50 and reached[m].any() and (~reached[m]).any():
+            print(f"| {'all' if lo == 0 else f'{lo}-{hi - 1}' if hi < 10**9 else f'{lo}+'} | "
+                  f"{int(m.sum())} | {reached[m].mean():.3f} | {p[m].mean():.3f} | "
+                  f"{auc(p, m):.3f} | {auc(r[:, 4], m):.3f} | {auc(r[:, 5], m):.3f} |")
+
+
 _SPEED_SCRIPT = r"""
 import json, sys, time
 import numpy as np
@@ -433,7 +511,8 @@ def part_speed(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["extrap", "replay", "veto", "transfer", "speed", "all"],
+    ap.add_argument("--part", choices=["extrap", "replay", "reliability", "veto", "transfer",
+                                       "speed", "all"],
                     default="all")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--n", type=int, default=400)
@@ -443,7 +522,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--orders-seed", type=int, default=0,
                     help="replay: the first of the 5 arrival orders' seeds")
-    ap.add_argument("--lc-min-observed", type=int, default=5,
+    ap.add_argument("--lc-min-observed", type=int, default=LCRule().min_observed,
                     help="replay: lc's first forecast after this many evaluations")
     ap.add_argument("--lc-delta", type=lambda v: [float(e) for e in v.split(",")],
                     default=[0.002, 0.003], help="replay: lc's improvement criterion at these")
@@ -459,6 +538,8 @@ def main() -> None:
         part_extrap(args)
     if args.part in ("replay", "all"):
         part_replay(args)
+    if args.part == "reliability":
+        part_reliability(args)
     if args.part == "veto":
         part_veto(args)
     if args.part == "transfer":
