@@ -26,6 +26,10 @@ from operator import attrgetter
 from typing import Any
 
 import numpy as np
+from optuna.distributions import CategoricalDistribution
+from optuna.samplers import TPESampler as _TPESampler
+from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
+from optuna.trial import TrialState
 
 __all__ = ["CachedTPESampler", "tpe_sampler"]
 
@@ -41,17 +45,10 @@ def tpe_sampler(**kwargs: Any) -> Any:
     return optuna.samplers.TPESampler(**kwargs)
 
 
-def _classes() -> tuple[type, type]:
-    from optuna.samplers import TPESampler
-    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
-
-    return TPESampler, _GroupDecomposedSearchSpace
+_UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
 
-_TPESampler, _GroupDecomposed = _classes()
-
-
-class _IncrementalGroups(_GroupDecomposed):  # type: ignore[misc,valid-type]
+class _IncrementalGroups(_GroupDecomposedSearchSpace):
     """Optuna's group decomposition, each trial added once. Optuna keeps the groups between
     calls and re-adds every complete or pruned trial each time; adding a trial's
     distributions again changes nothing (every group is then inside them or apart from
@@ -63,8 +60,6 @@ class _IncrementalGroups(_GroupDecomposed):  # type: ignore[misc,valid-type]
         self._added: set[int] = set()
 
     def calculate(self, study: Any, use_cache: bool = False) -> Any:
-        from optuna.trial import TrialState
-
         if self._study_id is None:
             self._study_id = study._study_id
         elif self._study_id != study._study_id:
@@ -78,7 +73,7 @@ class _IncrementalGroups(_GroupDecomposed):  # type: ignore[misc,valid-type]
         return copy.deepcopy(self._search_space)
 
 
-class CachedTPESampler(_TPESampler):  # type: ignore[misc,valid-type]
+class CachedTPESampler(_TPESampler):
     """:class:`optuna.samplers.TPESampler` whose per-trial work is done once per trial (see the
     module's docstring). Same arguments, same proposals."""
 
@@ -98,9 +93,6 @@ class CachedTPESampler(_TPESampler):  # type: ignore[misc,valid-type]
         search space (rows by trial number in one array; NaN where a key is missing, which no
         internal value is); a running trial's row as Optuna computes it, kept while its
         parameters stay as many."""
-        from optuna.distributions import CategoricalDistribution
-        from optuna.trial import TrialState
-
         names = tuple(search_space)
         dists = [search_space[name] for name in names]
         cache = self._rows.get(names)
@@ -114,22 +106,21 @@ class CachedTPESampler(_TPESampler):  # type: ignore[misc,valid-type]
             size = max(top, 2 * len(filled))
             rows = np.vstack([rows, np.full((size - len(rows), len(names)), np.nan)])
             filled = np.concatenate([filled, np.zeros(size - len(filled), dtype=bool)])
+
+        def row_of(params: dict[str, Any]) -> list[Any]:
+            return [dist.to_internal_repr(params[name]) if name in params else np.nan
+                    for name, dist in zip(names, dists)]
+
         running, pending = {}, self._running_rows.setdefault(names, {})
-        unfinished = (TrialState.RUNNING, TrialState.WAITING)
         for t in trials:
-            if t.state in unfinished:
+            if t.state in _UNFINISHED:
                 # a running trial's params may still grow: its row is kept by their count
                 key = (t._number, len(t._params))
-                row = pending.get(key)
-                if row is None:
-                    params = self._get_params(t, study)
-                    row = pending[key] = [dist.to_internal_repr(params[name]) if name in params
-                                          else np.nan for name, dist in zip(names, dists)]
-                running[t._number] = row
+                if key not in pending:
+                    pending[key] = row_of(self._get_params(t, study))
+                running[t._number] = pending[key]
             elif not filled[t._number]:
-                params = t.params
-                rows[t._number] = [dist.to_internal_repr(params[name]) if name in params
-                                   else np.nan for name, dist in zip(names, dists)]
+                rows[t._number] = row_of(t.params)
                 filled[t._number] = True
         self._rows[names] = (dists, rows, filled)
         if running and len(pending) > 4 * len(running) + 64:  # forget finished trials' rows
@@ -152,7 +143,6 @@ class CachedTPESampler(_TPESampler):  # type: ignore[misc,valid-type]
             default_gamma,
             default_gamma_multiobjective,
         )
-        from optuna.trial import TrialState
 
         if self._constant_liar:
             states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING]
@@ -199,11 +189,8 @@ class CachedTPESampler(_TPESampler):  # type: ignore[misc,valid-type]
     def _no_constraints(self, trials: list[Any]) -> bool:
         """Whether no finished trial here has constraints (each looked at once: a finished
         trial's constraints do not change)."""
-        from optuna.trial import TrialState
-
-        unfinished = (TrialState.RUNNING, TrialState.WAITING)
         for t in trials:
-            if t._number not in self._plain and t.state not in unfinished:
+            if t._number not in self._plain and t.state not in _UNFINISHED:
                 if t.constraints:
                     return False
                 self._plain.add(t._number)
@@ -216,7 +203,6 @@ def _split_plain(study: Any, trials: list[Any], n_below: int) -> tuple[list[Any]
     value, running ones above; both lists by trial number."""
     from optuna.samplers._tpe.sampler import _get_pruned_trial_score
     from optuna.study._study_direction import StudyDirection
-    from optuna.trial import TrialState
 
     complete, pruned, running = [], [], []
     for t in trials:
