@@ -10,7 +10,8 @@ scoring sample, then the scoring uses it.
 
 Replay: every rule over every workload with the README's simulation (netrace.replay.run).
 
-    python bench/curves.py [--part extrap|replay|reliability|veto|transfer|speed|all] [--n 400]
+    python bench/curves.py [--part extrap|replay|reliability|steps|veto|transfer|speed|all]
+                           [--n 400]
                            [--nni-python /tmp/nni/bin/python] [--compare OTHER_CHECKOUT]
                            [--workers 4] [--orders-seed 0] [--lc-eps 0.05,0.2,0.5]
                            [--lc-delta 0.002,0.003] [--lc-min-observed 3]
@@ -39,6 +40,7 @@ from netrace.curves import CALIBRATED, PAPER, RAW, Calibration, LCRule, extrapol
 from netrace.curves._fit import prepare
 from netrace.curves._replay import lc_with_precomputed_forecasts, replay_many, simulate
 from netrace.curves._rules import (
+    Decision,
     HyperbandRule,
     MedianRule,
     NoRule,
@@ -454,6 +456,68 @@ def part_reliability(args) -> None:
                   f"{auc(p, m):.3f} | {auc(r[:, 4], m):.3f} | {auc(r[:, 5], m):.3f} |")
 
 
+class _Watch(Rule):
+    """Passes ``rule``'s decisions through and keeps, by row, the fraction of its budget a
+    curve had run when it was stopped."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule, self.stopped = rule, {}
+
+    def decide(self, curves):
+        out = self.rule.decide(curves)
+        for j, d in enumerate(out):
+            if d is Decision.STOP:
+                self.stopped[j] = curves.observed[j] / curves.budget[j]
+        return out
+
+
+def part_steps(args) -> None:
+    """Where each rule's steps go (the replay of ``--part replay``: 4 workers, 5 orders): the
+    share of curves stopped by the fraction of its budget seen, and of the steps they took;
+    the share of curves let finish by when they started in the workload's arrival order; and
+    how far the finished curves ended below the workload's best (in units of its range)."""
+    curves = load_curves(args.data)
+    m = args.lc_min_observed
+    caches = {w: lc_with_precomputed_forecasts(ys, LCRule(min_observed=m)).forecast
+              for w, ys in curves.items()}
+    rules = [(f"lc (eps {e}, after {m})", lambda w, e=e: LCRule(epsilon=e, min_observed=m,
+                                                                 forecast=caches[w]))
+             for e in args.lc_eps]
+    rules += [("median (defaults)", lambda w: MedianRule()),
+              ("hyperband (defaults)", lambda w: HyperbandRule())]
+    edges = [0, 0.03, 0.06, 0.1, 0.2, 0.4, 0.7, 1.0]
+    print(f"## Where the steps go ({args.workers} workers, orders {args.orders_seed}-"
+          f"{args.orders_seed + 4})\n")
+    for name, make in rules:
+        frac, first, gaps = [], [[] for _ in range(10)], []
+        for w, ys in curves.items():
+            top = max(float(np.max(y)) for y in ys)
+            for k in range(5):
+                watch = _Watch(make(w))
+                simulate(ys, watch, workers=args.workers, seed=args.orders_seed + k)
+                order = np.random.default_rng(args.orders_seed + k).permutation(len(ys))
+                for pos, c in enumerate(order):  # row pos of the replay is the pos-th started
+                    done = pos not in watch.stopped
+                    frac.append(1.0 if done else watch.stopped[pos])
+                    first[min(10 * pos // len(ys), 9)].append(done)
+                    if done:
+                        gaps.append(top - float(np.max(ys[c])))
+        f = np.array(frac)
+        print(f"### {name}: {f.sum() / len(f):.3f} of the steps of training everything\n")
+        print("| stopped at (fraction of budget) | curves | share of the rule's steps |")
+        print("|---|---|---|")
+        for lo, hi in zip(edges, edges[1:]):
+            sel = (f >= lo) & (f < hi)
+            print(f"| [{lo:.2f}, {hi:.2f}) | {sel.mean():.1%} | {f[sel].sum() / f.sum():.1%} |")
+        sel = f >= 1.0
+        print(f"| finished | {sel.mean():.1%} | {f[sel].sum() / f.sum():.1%} |\n")
+        print("Curves let finish, by tenth of the arrival order: "
+              + ", ".join(f"{np.mean(d):.2f}" for d in first))
+        q = np.quantile(gaps, [0.1, 0.25, 0.5, 0.75, 0.9])
+        print("Finished curves' final value below the workload's best, 10/25/50/75/90th "
+              "percentiles: " + " / ".join(f"{v:.4f}" for v in q) + "\n", flush=True)
+
+
 _SPEED_SCRIPT = r"""
 import json, sys, time
 import numpy as np
@@ -511,8 +575,8 @@ def part_speed(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["extrap", "replay", "reliability", "veto", "transfer",
-                                       "speed", "all"],
+    ap.add_argument("--part", choices=["extrap", "replay", "reliability", "steps", "veto",
+                                       "transfer", "speed", "all"],
                     default="all")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--n", type=int, default=400)
@@ -540,6 +604,8 @@ def main() -> None:
         part_replay(args)
     if args.part == "reliability":
         part_reliability(args)
+    if args.part == "steps":
+        part_steps(args)
     if args.part == "veto":
         part_veto(args)
     if args.part == "transfer":
