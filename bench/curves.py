@@ -378,6 +378,40 @@ def part_replay(args) -> None:
         print(f"| {w} | " + " | ".join(f"{d[n][0]:.0f} ({d[n][1]:.4f})" for n in names) + " |")
 
 
+class _Watch(Rule):
+    """Passes ``rule``'s decisions through and keeps, by row (the replay's row r is the r-th
+    curve started), the fraction of its budget a curve had run when it was stopped."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule, self.stopped = rule, {}
+
+    def decide(self, curves):
+        out = self.rule.decide(curves)
+        for j, d in enumerate(out):
+            if d is Decision.STOP:
+                self.stopped[j] = curves.observed[j] / curves.budget[j]
+        return out
+
+
+class _WatchP(_Watch):
+    """A :class:`_Watch` of an lc rule that also records, at each of its decisions, what
+    ``part_reliability`` tabulates: (p, reached, stopped, observed, current gap, forecast-mean
+    gap), ``finals`` giving each row's whole-curve best."""
+
+    def __init__(self, rule: LCRule, finals: np.ndarray) -> None:
+        super().__init__(rule)
+        self.finals, self.recs = finals, []
+
+    def decide(self, curves):
+        out = super().decide(curves)
+        for j, pred in self.rule.memory.last.items():
+            thr = np.nanmax(np.delete(curves.values, j, axis=0))
+            self.recs.append((pred["p"], self.finals[j] >= thr, out[j] is Decision.STOP,
+                              int(curves.observed[j]), np.nanmax(curves.values[j]) - thr,
+                              pred["mean"] - thr))
+        return out
+
+
 def part_reliability(args) -> None:
     """Is lc's probability calibrated for the event it decides on? The replay of ``--part
     replay`` (first of ``--lc-eps``, ``--lc-min-observed``, 4 workers, 5 orders), and at every
@@ -387,47 +421,21 @@ def part_reliability(args) -> None:
     threshold and the forecast mean's gap rank the curves that reach it (AUC), by how many
     evaluations had been observed."""
     import dataclasses
-    from collections import deque
 
     from scipy.stats import mannwhitneyu
 
-    from netrace.curves._rules import Curves, Decision, _Memory
+    from netrace.curves._rules import _Memory
 
     eps, m_obs = args.lc_eps[0], args.lc_min_observed
     recs = []  # (p, reached, stopped, observed, current gap, forecast-mean gap)
-    for w, ys in load_curves(args.data).items():
+    for ys in load_curves(args.data).values():
         base = lc_with_precomputed_forecasts(ys, LCRule(epsilon=eps, min_observed=m_obs))
-        ys = [np.asarray(y, dtype=float) for y in ys]
-        finals = [float(np.nanmax(y)) for y in ys]
-        lengths = np.array([len(y) for y in ys])
+        finals = np.array([float(np.nanmax(y)) for y in ys])
         for k in range(5):
-            rule = dataclasses.replace(base, memory=_Memory())
-            values = np.full((len(ys), int(lengths.max())), np.nan)
             order = np.random.default_rng(args.orders_seed + k).permutation(len(ys))
-            queue, progress = deque(int(i) for i in order), np.zeros(len(ys), dtype=int)
-            running: list[int] = []
-            started: list[int] = []
-            while queue or running:  # netrace.curves._replay.simulate, with a look at p
-                while len(running) < args.workers and queue:
-                    running.append(queue.popleft())
-                    started.append(running[-1])
-                for c in running:
-                    values[c, progress[c]] = ys[c][progress[c]]
-                    progress[c] += 1
-                running = [c for c in running if progress[c] < lengths[c]]
-                if not running:
-                    continue
-                idx = np.array(started)
-                dec = rule.decide(Curves(values[idx], budget=lengths[idx],
-                                         running=np.isin(idx, running)))
-                for j, pred in rule.memory.last.items():
-                    c = int(idx[j])
-                    thr = np.nanmax(values[[o for o in started if o != c]])
-                    recs.append((pred["p"], finals[c] >= thr, dec[j] is Decision.STOP,
-                                 int(progress[c]), np.nanmax(values[c]) - thr,
-                                 pred["mean"] - thr))
-                stopped = {int(idx[j]) for j, d in enumerate(dec) if d is Decision.STOP}
-                running = [c for c in running if c not in stopped]
+            watch = _WatchP(dataclasses.replace(base, memory=_Memory()), finals[order])
+            simulate(ys, watch, workers=args.workers, seed=args.orders_seed + k)
+            recs += watch.recs
     r = np.array(recs, dtype=float)
     p, reached, stops, observed = r[:, 0], r[:, 1] > 0, r[:, 2] > 0, r[:, 3]
 
@@ -454,21 +462,6 @@ def part_reliability(args) -> None:
             print(f"| {'all' if lo == 0 else f'{lo}-{hi - 1}' if hi < 10**9 else f'{lo}+'} | "
                   f"{int(m.sum())} | {reached[m].mean():.3f} | {p[m].mean():.3f} | "
                   f"{auc(p, m):.3f} | {auc(r[:, 4], m):.3f} | {auc(r[:, 5], m):.3f} |")
-
-
-class _Watch(Rule):
-    """Passes ``rule``'s decisions through and keeps, by row, the fraction of its budget a
-    curve had run when it was stopped."""
-
-    def __init__(self, rule: Rule) -> None:
-        self.rule, self.stopped = rule, {}
-
-    def decide(self, curves):
-        out = self.rule.decide(curves)
-        for j, d in enumerate(out):
-            if d is Decision.STOP:
-                self.stopped[j] = curves.observed[j] / curves.budget[j]
-        return out
 
 
 def part_steps(args) -> None:
