@@ -4,15 +4,16 @@ the race's throughput against the bare population engine, and 2 workers against 
     .venv/bin/python bench/race.py [--part rules|throughput|lccost|workers|ray|all] [--population 16]
                                    [--epochs 20] [--budget-factor 4] [--repeat 3]
                                    [--seeds 0 1 2] [--space narrow|default] [--k 256]
-                                   [--lc-budget-factor 1]
+                                   [--lc-budget-factor 1] [--model mlp16|mlp64x2|gru16]
 
 rules: for none, lc, median, hyperband (one worker, same sampler seed, same budget): the
 network-epochs spent until the running best validation R² is within 1% of the `none` race's
 final best, and each race's final best, and the wall seconds until then, then a summary over the
 seeds; --space default races netrace's default space instead of the benchmark's small one.
-throughput: a race of one K=256 population (rule none) against the same population trained bare
-by the engine, network-epochs per second measured in the same run (--sampler: the races'
-sampler, default tpe; the rules part takes it too). workers: the same race with 2 workers against 1. ray (not in all): 2
+throughput: a race of one K=256 population (rules of --rules, default none and lc) against the
+same population trained bare by the engine, network-epochs per second measured in the same run
+(--sampler: the races' sampler, default tpe; the rules part takes it too; --model: the networks,
+default mlp16). workers: the same race with 2 workers against 1. ray (not in all): 2
 workers as actors of a Ray head started on 127.0.0.1 against 2 local processes. lccost (not in
 all): the throughput race's population over 30 epochs under none and under lc (what the
 forecasts cost). Prints markdown tables.
@@ -183,7 +184,15 @@ def _oracle(tl: list, goal: float, population: int) -> tuple[int, int, int]:
     return number, epochs, cost(number, epochs)
 
 
-def bare_engine(k: int, epochs: int) -> float:
+#: --model of the throughput part: the networks of the race and of the bare engine
+MODELS = {
+    "mlp16": {"model": "mlp", "layers": 1, "width": 16},
+    "mlp64x2": {"model": "mlp", "layers": 2, "width": 64},
+    "gru16": {"model": "gru", "layers": 1, "hidden_size": 16},
+}
+
+
+def bare_engine(k: int, epochs: int, model: str = "mlp16") -> float:
     """Member-epochs per second of the bare engine on the race's own data and model."""
     import torch
 
@@ -199,7 +208,7 @@ def bare_engine(k: int, epochs: int) -> float:
     cfg = config("none", k, epochs, k * epochs)
     d = prepare(cfg).dev.fold_data(0)
     shape = DataShape(d.X_train.shape[1], d.X_train.shape[2], "regression")
-    params = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam", "batch_size": 128}
+    params = {**MODELS[model], "optimizer": "adam", "batch_size": 128}
     settings = population_settings(params, shape)
     rng = np.random.default_rng(0)
     members = [member_spec({**params, "lr": float(10 ** rng.uniform(-3.5, -1.5))}, i, "adam")
@@ -232,8 +241,8 @@ def _rate(tl: list) -> float:
 
 def part_throughput(a: argparse.Namespace, folder: str) -> None:
     k, epochs = 256, 10
-    # the same networks as the bare run: MLP 16, Adam, a learning rate each, nothing else
-    space = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam",
+    # the same networks as the bare run: --model, Adam, a learning rate each, nothing else
+    space = {**MODELS[a.model], "optimizer": "adam",
              "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
     rules = a.rules or ["none", "lc"]
     rows = []
@@ -246,9 +255,10 @@ def part_throughput(a: argparse.Namespace, folder: str) -> None:
                                                                       sampler=a.sampler))
             tl, _ = race(cfg, folder, f"throughput_{tag}{r}")
             rates[rule] = _rate(tl)
-        rows.append((bare_engine(k, epochs), rates))
-    print(f"\nThroughput, one population of K={k} MLPs (window 10 x 4 -> 16 -> 1, Adam, a "
-          f"learning rate each), {epochs} epochs, 1 worker with {len(os.sched_getaffinity(0))} "
+        rows.append((bare_engine(k, epochs, a.model), rates))
+    print(f"\nThroughput, one population of K={k} networks ({a.model}: {MODELS[a.model]}, "
+          f"window 10 x 4, Adam, a learning rate each), {epochs} epochs, 1 worker with "
+          f"{len(os.sched_getaffinity(0))} "
           f"core(s), sampler "
           f"{a.sampler}; the bare engine and the races alternate\n")
     print("| run | bare engine (network-epochs/s) | "
@@ -353,6 +363,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=256, help="lccost: population size")
     ap.add_argument("--sampler", choices=("tpe", "random", "gp"), default="tpe",
                     help="the races' sampler (rules, throughput)")
+    ap.add_argument("--model", choices=sorted(MODELS), default="mlp16",
+                    help="throughput: the networks raced and trained bare (default mlp16, "
+                         "the cheapest; gru16 costs ~50x more per network-epoch)")
     ap.add_argument("--lc-budget-factor", type=int, default=1,
                     help="lccost: budget in populations x epochs")
     a = ap.parse_args()

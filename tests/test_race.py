@@ -499,3 +499,35 @@ def test_unbuildable_networks_fail_alone(tmp_path: Path) -> None:
         assert any(t.state is TrialState.COMPLETE for t in trials)
     assert failed and all("cannot build this network" in t.note for t in failed)
     assert all(t.params["model"] == "cnn" for t in failed)
+
+
+def test_a_population_is_compacted_right_after_its_last_refill(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A worker's population that its last refill left at most half full goes on as its
+    running members alone from the next epoch on: no epoch is trained with most slots stopped
+    (they would be computed, then masked). Run in this process, with a spy on the engine."""
+    import threading
+
+    from netrace.backends import WorkerContext
+    from netrace.race._race import config_record
+    from netrace.race._worker import RacePlan, _Worker
+    from netrace.train import MemberState, Population
+
+    # topk keeping a tenth after one epoch stops nearly every new network at once, so the
+    # population of 8 is refilled 7 at a time until its 3 x 8 networks are spent
+    cfg = load_config(write(tmp_path, rule="topk", population=8, epochs=6, budget=120,
+                            extra="[race.topk]\nkeep = 0.1\nmin_observed = 1"))
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    Storage(url).create_study("race", direction="maximize", config=config_record(cfg))
+    trained: list[tuple[int, int]] = []  # (slots, running members) of every epoch trained
+    step = Population.step_epoch
+
+    def spy(self, *args, **kwargs):
+        trained.append((self.k, sum(s is MemberState.RUNNING for s in self.states)))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Population, "step_epoch", spy)
+    _Worker(WorkerContext(0, 1, threading.Event()), RacePlan(cfg, url, "race")).run()
+    assert any(k < 8 for k, _ in trained)  # populations were compacted
+    half_empty = [(k, r) for k, r in trained if r <= k // 2 and r < k]
+    assert not half_empty, trained

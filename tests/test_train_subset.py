@@ -32,17 +32,20 @@ def test_a_subset_goes_on_exactly(spec: MLPSpec | RNNSpec) -> None:
         old.validate(xv, yv)
     old.stop(1)
     old.stop(3)
-    new = old.subset([2, 0])
-    assert new.k == 2 and [m.seed for m in new.members] == [2, 0]
+    # slot 3 refilled just before the subset (the race's last refill): it has trained nothing
+    old.replace(3, MemberSpec(seed=7, lr=1e-2, dropout=0.1))
+    keep = [2, 0, 3]
+    new = old.subset(keep)
+    assert new.k == 3 and [m.seed for m in new.members] == [2, 0, 7]
     for _ in range(4):  # each draws its own minibatch order: the same one
         old.step_epoch(x, y)
         new.step_epoch(x, y)
         a, b = old.validate(xv, yv), new.validate(xv, yv)
         for name in a.metrics:
-            np.testing.assert_allclose(b.metrics[name], a.metrics[name][[2, 0]], rtol=1e-5,
+            np.testing.assert_allclose(b.metrics[name], a.metrics[name][keep], rtol=1e-5,
                                        atol=1e-6)
-        assert [new.states[j] for j in (0, 1)] == [old.states[i] for i in (2, 0)]
-    for j, i in enumerate((2, 0)):
+        assert [new.states[j] for j in range(3)] == [old.states[i] for i in keep]
+    for j, i in enumerate(keep):
         for sa, sb in zip(old.member_module(i).state_dict().values(),
                           new.member_module(j).state_dict().values(), strict=True):
             torch.testing.assert_close(sb, sa, rtol=1e-5, atol=1e-6)
@@ -53,3 +56,4 @@ def test_a_subset_goes_on_exactly(spec: MLPSpec | RNNSpec) -> None:
             np.testing.assert_allclose(v, old.best_weights([i])[0][k], rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match="member index"):
         old.subset([4])
+

@@ -295,13 +295,7 @@ class _Worker:
             self._epoch(pops, inputs, trials, curves, settings)
             free = [i for i, t in enumerate(trials) if t is None]
             room = self.plan.refill_factor * self.k - started
-            running = [i for i, t in enumerate(trials) if t is not None]
-            if room <= 0 and 0 < len(running) <= len(trials) // 2:
-                # no more refills: the last networks go on in a population of their size,
-                # which trains an epoch in a fraction of the time the half-empty one takes
-                pops = [pop.subset(running) for pop in pops]
-                trials, curves = [trials[i] for i in running], [curves[i] for i in running]
-            elif free and room > 0 and not self.over() and not self.ctx.should_stop():
+            if free and room > 0 and not self.over() and not self.ctx.should_stop():
                 new = self._new_trials(min(len(free), room), fixed)
                 for i, t in zip(free, new):
                     m = member_spec(t.params, t.seed, settings.optimizer)
@@ -311,6 +305,14 @@ class _Worker:
                     if not self._resume(pops, i, t, settings, curves):
                         trials[i] = None
                 started += len(new)
+                room -= len(new)
+            running = [i for i, t in enumerate(trials) if t is not None]
+            if room <= 0 and 0 < len(running) <= len(trials) // 2:
+                # no more refills (the last may have been just now): the last networks go on
+                # in a population of their size, which trains an epoch in a fraction of the
+                # time the half-empty one takes
+                pops = [pop.subset(running) for pop in pops]
+                trials, curves = [trials[i] for i in running], [curves[i] for i in running]
 
     def _resume(self, pops: list[Population], i: int, t: TrialRecord,
                 settings: PopulationSettings, curves: list[list[float]]) -> bool:
