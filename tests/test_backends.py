@@ -125,3 +125,18 @@ def test_worker_processes_reuse_freed_memory_instead_of_faulting_fresh_pages():
               for mode in ("plain", "worker")}
     assert counts["plain"] > 30_000
     assert counts["worker"] < 1_000
+
+
+def test_a_dead_worker_runs_until_its_end_is_reported(tmp_path: Path) -> None:
+    """The race stops watching once ``running()`` is empty: a worker that died after the last
+    ``wait`` must still be there, or its exit (and the restart it calls for) is lost."""
+    b = LocalBackend()
+    b.start(_workers.report, (str(tmp_path),), [0], threads=1)
+    deadline = time.monotonic() + 60
+    while b.pids() and time.monotonic() < deadline:  # the process ends; no wait() yet
+        time.sleep(0.05)
+    assert not b.pids()
+    assert b.running() == [0]
+    exits = b.wait(0.0)
+    assert [(e.index, e.ok) for e in exits] == [(0, True)]
+    assert b.running() == []

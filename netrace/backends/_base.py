@@ -103,7 +103,9 @@ class Backend(ABC):
 
     @abstractmethod
     def running(self) -> list[int]:
-        """Indices of workers still running."""
+        """Indices of workers whose end :meth:`wait` has not reported yet. A worker that has
+        died stays here until ``wait`` reports it, so a caller that stops once this is empty
+        has seen every worker's exit."""
 
     @abstractmethod
     def request_stop(self) -> None:

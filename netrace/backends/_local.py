@@ -113,7 +113,7 @@ class LocalBackend(Backend):
         return exits
 
     def running(self) -> list[int]:
-        return [i for i, p in self._procs.items() if p.exitcode is None]
+        return list(self._procs)  # wait() drops a process when it reports its end
 
     def request_stop(self) -> None:
         self._stop.set()
