@@ -192,6 +192,13 @@ MODELS = {
 }
 
 
+def model_space(model: str = "mlp16") -> dict:
+    """The search space of the races timed against each other or the bare engine: the networks
+    of ``model``, Adam, a learning rate each, nothing else."""
+    return {**MODELS[model], "optimizer": "adam",
+            "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
+
+
 def bare_engine(k: int, epochs: int, model: str = "mlp16") -> float:
     """Member-epochs per second of the bare engine on the race's own data and model."""
     import torch
@@ -241,9 +248,7 @@ def _rate(tl: list) -> float:
 
 def part_throughput(a: argparse.Namespace, folder: str) -> None:
     k, epochs = 256, 10
-    # the same networks as the bare run: --model, Adam, a learning rate each, nothing else
-    space = {**MODELS[a.model], "optimizer": "adam",
-             "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
+    space = model_space(a.model)  # the bare engine's networks
     rules = a.rules or ["none", "lc"]
     rows = []
     for r in range(a.repeat):
@@ -258,9 +263,8 @@ def part_throughput(a: argparse.Namespace, folder: str) -> None:
         rows.append((bare_engine(k, epochs, a.model), rates))
     print(f"\nThroughput, one population of K={k} networks ({a.model}: {MODELS[a.model]}, "
           f"window 10 x 4, Adam, a learning rate each), {epochs} epochs, 1 worker with "
-          f"{len(os.sched_getaffinity(0))} "
-          f"core(s), sampler "
-          f"{a.sampler}; the bare engine and the races alternate\n")
+          f"{len(os.sched_getaffinity(0))} core(s), sampler {a.sampler}; the bare engine and "
+          "the races alternate\n")
     print("| run | bare engine (network-epochs/s) | "
           + " | ".join(f"race, {r} (network-epochs/s) | {r} / bare" for r in rules) + " |")
     print("|---" * (2 + 2 * len(rules)) + "|")
@@ -274,8 +278,7 @@ def part_lccost(a: argparse.Namespace, folder: str) -> None:
     MLPs, 30 epochs, budget --lc-budget-factor x k x 30 network-epochs) under none and lc,
     alternating."""
     k, epochs = a.k, 30
-    space = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam",
-             "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
+    space = model_space()
     rows = []
     for r in range(a.repeat):
         rates = {}
@@ -295,8 +298,7 @@ def part_lccost(a: argparse.Namespace, folder: str) -> None:
 
 def part_workers(a: argparse.Namespace, folder: str) -> None:
     k, epochs = 64, 10
-    space = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam",
-             "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
+    space = model_space()
     rates = {}
     for n in (1, 2):
         tl, wall = race(config("none", k, epochs, 2 * k * epochs, space), folder, f"w{n}",
@@ -320,8 +322,7 @@ def part_ray(a: argparse.Namespace, folder: str) -> None:
     head = RayHead(cpus=2)
     os.environ["RAY_ADDRESS"] = head.address
     k, epochs = 64, 10
-    space = {"model": "mlp", "layers": 1, "width": 16, "optimizer": "adam",
-             "lr": {"low": 3e-4, "high": 3e-2, "log": True}, "batch_size": 128}
+    space = model_space()
     rows = []
     try:
         for r in range(a.repeat):
@@ -365,7 +366,7 @@ def main() -> None:
                     help="the races' sampler (rules, throughput)")
     ap.add_argument("--model", choices=sorted(MODELS), default="mlp16",
                     help="throughput: the networks raced and trained bare (default mlp16, "
-                         "the cheapest; gru16 costs ~50x more per network-epoch)")
+                         "the cheapest; gru16 costs ~30x more per network-epoch)")
     ap.add_argument("--lc-budget-factor", type=int, default=1,
                     help="lccost: budget in populations x epochs")
     a = ap.parse_args()

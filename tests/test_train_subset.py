@@ -56,4 +56,3 @@ def test_a_subset_goes_on_exactly(spec: MLPSpec | RNNSpec) -> None:
             np.testing.assert_allclose(v, old.best_weights([i])[0][k], rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match="member index"):
         old.subset([4])
-
