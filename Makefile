@@ -19,6 +19,9 @@ demo: $(STAMP)
 	$(BIN)/netrace data inspect examples/sp500_vol.toml
 	mkdir -p runs && rm -f runs/demo.db runs/demo.db-wal runs/demo.db-shm
 	$(BIN)/netrace run examples/sp500_vol.toml --storage runs/demo.db
+	$(BIN)/netrace evaluate sp500_vol --storage runs/demo.db
+	$(BIN)/python -c "from netrace.data import load_source; load_source('sp500').to_csv('runs/sp500.csv', index=False)"
+	$(BIN)/netrace predict sp500_vol --storage runs/demo.db --data runs/sp500.csv --out runs/demo_forecasts.csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

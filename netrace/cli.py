@@ -33,6 +33,9 @@ def _run(args: argparse.Namespace) -> int:
     from netrace.config import load_config
     from netrace.race import Progress, run_race
 
+    if args.workers is not None and args.workers < 1:  # before any storage is touched
+        raise UserError(f"--workers must be at least 1 (worker processes to start); got "
+                        f"{args.workers}; leave it out for one per core")
     config = load_config(args.config)
     storage = args.storage or config.race.storage or "netrace.db"
     study = args.study or Path(args.config).stem
@@ -47,10 +50,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from netrace.race import snapshot, summary_lines, top_lines
+    from netrace.race import snapshot, summary_lines, top_lines, top_rows
     from netrace.storage import Storage
 
-    storage = Storage(args.storage)
+    if args.top < 0:
+        raise UserError(f"--top must be 0 or more (networks to list; 0: none); got {args.top}")
+    storage = Storage(args.storage, create=False)  # a mistyped path must not make a new file
     names = storage.study_names()
     name = args.study
     if name is None:
@@ -66,7 +71,7 @@ def _status(args: argparse.Namespace) -> int:
         import json
         from dataclasses import asdict
 
-        print(json.dumps(asdict(snap)))
+        print(json.dumps({**asdict(snap), "top": top_rows(storage, name, args.top)}))
     else:
         print("\n".join(summary_lines(snap)))
         if args.top:
@@ -96,6 +101,39 @@ def _save_curves(storage, name: str, path: str) -> None:  # noqa: ANN001
     print(f"wrote {len(curves)} curves (the networks that ran to their end) to {path}; "
           f"replay rules on them: netrace replay {path} --rule median --min-points 5",
           file=sys.stderr)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from netrace.evaluate import evaluate_study, result_lines
+
+    log = None if args.json else (lambda m: print(m, file=sys.stderr))
+    result = evaluate_study(args.storage, args.study, again=args.again, log=log)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("\n".join(result_lines(result)))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from netrace.data import read_table
+    from netrace.evaluate import load_model
+
+    model = load_model(args.storage, args.study)
+    frame = read_table(Path(args.data))
+    out = model.predict(frame)
+    try:
+        out.to_csv(args.out, index=False)
+    except OSError as err:
+        raise UserError(f"could not write the forecasts to '{args.out}' ({err.strerror or err}); "
+                        "give a path in a folder that exists and that you can write to") from None
+    print(f"wrote {len(out)} forecasts to {args.out}; the last, from {out['time'].iloc[-1]}: "
+          f"{out['forecast'].iloc[-1]}", file=sys.stderr)
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -152,6 +190,26 @@ def _parser() -> argparse.ArgumentParser:
                         "curves of the networks that ran to their end as a recorded-curves CSV "
                         "(.csv.gz: compressed), to replay rules on: netrace replay FILE.csv")
     status.set_defaults(func=_status)
+
+    evaluate = sub.add_parser("evaluate", help="the verdict: refit the finalists, open the "
+                              "test part once, compare with the baselines")
+    evaluate.add_argument("study", metavar="STUDY", help="study name")
+    evaluate.add_argument("--storage", default="netrace.db", help="a SQLite file or "
+                          "postgresql:// URL (default: netrace.db)")
+    evaluate.add_argument("--json", action="store_true", help="the result as one JSON object")
+    evaluate.add_argument("--again", action="store_true", help="evaluate anew, opening the test "
+                          "part once more (counted and shown), e.g. after more racing")
+    evaluate.set_defaults(func=_evaluate)
+
+    predict = sub.add_parser("predict", help="forecast with an evaluated study's final model")
+    predict.add_argument("study", metavar="STUDY", help="study name")
+    predict.add_argument("--data", required=True, metavar="FILE", help="a CSV or Parquet file "
+                         "with the columns the study was raced on (the target may be absent)")
+    predict.add_argument("--out", required=True, metavar="PRED.csv", help="where to write the "
+                         "forecasts: time, forecast, lower, upper, spread")
+    predict.add_argument("--storage", default="netrace.db", help="a SQLite file or "
+                         "postgresql:// URL (default: netrace.db)")
+    predict.set_defaults(func=_predict)
 
     replay = sub.add_parser("replay", add_help=False, help="run a termination rule over recorded "
                             "learning curves (netrace replay --help)")

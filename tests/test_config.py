@@ -33,7 +33,7 @@ def test_valid_config_is_frozen() -> None:
      r"c.toml: unknown key 'windw' in \[task\]; did you mean 'window'\? \(known keys: "),
     ({"split": {"schem": "holdout"}}, r"unknown key 'schem' in \[split\]; did you mean 'scheme'"),
     ({"rac": {"rule": "lc"}},
-     r"unknown section \[rac\]; known sections are data, race, search, split, task; did you "
+     r"unknown section \[rac\]; known sections are data, evaluate, race, search, split, task; did you "
      r"mean 'race'\?"),
     ({"split": {"scheme": "walkforward"}},
      r"\[split\] scheme = 'walkforward' is not allowed; choose one of holdout, walk_forward, "

@@ -30,6 +30,9 @@ MODULES = [
     "netrace.train._optim",
     "netrace.train._device",
     "netrace.train._population",
+    "netrace.evaluate._ensemble",
+    "netrace.evaluate._stats",
+    "netrace.evaluate._baselines",
 ]
 
 

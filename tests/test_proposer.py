@@ -149,6 +149,31 @@ def test_stopped_trials_count_with_their_forecast(tmp_path: Path, direction: str
     assert [ft.value for ft in p._study.trials] == [0.5 + s * 0.2, 0.5, 0.5, 0.5]
 
 
+def test_cut_trials_count_with_the_best_they_reached(tmp_path: Path) -> None:
+    """A network cut off by the race's end has a real, partial curve: the sampler hears of it
+    as of a stopped one, with the best value it reached (no rule's forecast is behind it), as
+    of an older netrace's cut trial (stopped, with a RACE_ENDED note)."""
+    from optuna.trial import TrialState as OS
+
+    from netrace.storage import RACE_ENDED
+
+    storage = Storage(tmp_path / "s.db")
+    study = storage.create_study("s", direction="minimize", config={})
+    w = storage.register_worker(study.id)
+    t = storage.add_trials(study.id, Proposer(SPACE, "random", seed=0).ask(3), [0, 1, 2],
+                           worker_id=w)
+    storage.record_epoch(w, [EpochValue(t[0].id, 0, 0.7), EpochValue(t[0].id, 1, 0.4),
+                             EpochValue(t[1].id, 0, 0.6), EpochValue(t[2].id, 0, 0.3)])
+    ended = f"{RACE_ENDED}: budget spent (5 network-epochs)"
+    storage.record_epoch(w, ends=[TrialEnd(t[0].id, TrialState.CUT, ended),
+                                  TrialEnd(t[1].id, TrialState.STOPPED, ended),
+                                  TrialEnd(t[2].id, TrialState.STOPPED, "median rule")])
+    p = Proposer(SPACE, "tpe", seed=0)
+    assert p.sync(storage.trials(study.id), {t[2].id: 0.2}) == 3
+    assert [(ft.state, ft.value) for ft in p._study.trials] == [
+        (OS.COMPLETE, 0.4), (OS.COMPLETE, 0.6), (OS.COMPLETE, 0.2)]
+
+
 def test_population_key() -> None:
     p = {"lr": 0.1, "model": "lstm", "width": 32, "dropout": 0.2}
     assert population_key(p, SPACE) == (("model", "lstm"), ("width", 32))

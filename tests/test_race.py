@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,9 +97,9 @@ def check_books(storage: Storage, study: str) -> None:
         epochs, values = storage.curve(t.id)
         assert epochs == list(range(len(epochs))), t
         assert t.epochs == len(epochs)
-        # a slot refilled as the race ended goes back to the queue, not "stopped" untrained
-        assert not (t.state is TrialState.STOPPED and t.epochs == 0), t
-        if t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.epochs > 0:
+        # a slot refilled as the race ended goes back to the queue, not "cut" untrained
+        assert not (t.state is TrialState.CUT and t.epochs == 0), t
+        if t.state in (TrialState.COMPLETE, TrialState.STOPPED, TrialState.CUT) and t.epochs > 0:
             ck = storage.checkpoint(t.id)
             assert ck is not None and ck.epoch <= len(epochs) - 1
     assert storage.epochs_spent(st.id) == sum(t.epochs for t in trials)
@@ -145,7 +146,7 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     assert min(x.epoch for d in judged for x in d if x.action == "stop") == 2  # 3 observed
     assert "rule      median (min_observed=3)" in proc.stdout
     # the checkpoint holds the best weights and the fitted preprocessing
-    ck = load_checkpoint(s.checkpoint(best.id).data)
+    ck = load_checkpoint(s.checkpoint_of("race", best.number).data)  # as README says
     assert ck.params == best.params and len(ck.fold_weights) == len(ck.modules()) == 1
     assert ck.preprocessors[0].mean.shape == (3,)
     # ... and its module scores on the validation data what the race recorded as its best
@@ -154,16 +155,22 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     snap = json.loads(status.stdout)
     assert snap["state"] == "done" and snap["best_trial"] == best.number
-    # "stopped early" counts the rule's stops; networks still training at the end apart
+    # "stopped early" counts the rule's stops; networks still training at the end are "cut"
     trials = s.trials(st.id)
-    by_rule = [t for t in trials if t.state is TrialState.STOPPED
-               and any(d.action == "stop" for d in s.decisions(t.id))]
-    at_end = [t for t in trials if t.state is TrialState.STOPPED and t.note.startswith(RACE_ENDED)]
-    assert by_rule and at_end and not {t.id for t in by_rule} & {t.id for t in at_end}
-    assert len(by_rule) + len(at_end) == sum(t.state is TrialState.STOPPED for t in trials)
+    by_rule = [t for t in trials if t.state is TrialState.STOPPED]
+    at_end = [t for t in trials if t.state is TrialState.CUT]
+    assert by_rule and at_end
+    assert all(any(d.action == "stop" for d in s.decisions(t.id)) for t in by_rule)
+    assert all(t.note == "race ended: budget spent (600 network-epochs)" for t in at_end)
     assert (snap["stopped"], snap["ended_with_race"]) == (len(by_rule), len(at_end))
     assert f"{len(by_rule)} stopped early" in proc.stdout
-    assert f"{len(at_end)} training when the race ended" in proc.stdout
+    assert f"{len(at_end)} cut (training when the race ended)" in proc.stdout
+    # notes count epochs from 1, as status does: "after epoch n" means after n epochs
+    assert all(t.note == f"median rule stopped it after epoch {t.epochs}" for t in by_rule)
+    assert all(t.note in (f"early stopping after epoch {t.epochs}", "trained 10 epochs")
+               for t in trials if t.state is TrialState.COMPLETE)
+    assert snap["best_epoch"] == best.best_epoch + 1
+    assert f"(trial {best.number}, epoch {best.best_epoch + 1}; higher is better)" in proc.stdout
     # the curves of the networks that ran to their end, exported for netrace replay
     export = subprocess.run([EXE, "status", "--top", "0", "--curves", "c.csv.gz"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
@@ -223,7 +230,8 @@ def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None
     # the sampler is told where a stopped network was forecast to end (never worse than the
     # best MSE it reached), as Domhan et al. report a terminated run; others, their best
     # (test_proposer gives it forecasts on either side of the best by hand; from 3 epochs of
-    # these networks the forecasts are mostly the worse side)
+    # these networks the forecasts are mostly the worse side); networks cut off by the race's
+    # end, their best too
     trials = s.trials(st.id)
     told = stop_forecasts(s.decisions_of(t.id for t in trials))
     stopped = {t.id for t, d in forecast if d.action == "stop"}
@@ -233,8 +241,9 @@ def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None
     p.sync(trials, told)
     values = [ft.value for ft in p._study.trials if ft.value is not None]
     want = [min(told[t.id], t.best_value) if t.id in told else t.best_value for t in trials
-            if t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.best_value is not None]
-    assert values == want and told
+            if t.state in (TrialState.COMPLETE, TrialState.STOPPED, TrialState.CUT)
+            and t.best_value is not None]
+    assert values == want and told and any(t.state is TrialState.CUT for t in trials)
 
 
 def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> None:
@@ -283,9 +292,18 @@ def test_target_stops_every_worker(tmp_path: Path) -> None:
     t0 = time.monotonic()
     proc = run(cfg, "--workers", "2")
     assert proc.returncode == 0, proc.stderr
-    assert "target -100 reached by trial" in proc.stdout
     s = Storage(tmp_path / "netrace.db")
     st = s.get_study("race")
+    # every network passes -100 after its first epoch: epoch 1, counted as users count
+    reason = s.study_state(st.id)[1]
+    assert re.fullmatch(r"target -100 reached by trial (\d+) \(r2 = \S+ at epoch 1\)", reason)
+    assert reason in proc.stdout
+    # the race's end cut off the networks still training, each named by its number
+    cut = [t for t in s.trials(st.id) if t.state is TrialState.CUT]
+    assert cut and all(t.note == f"{RACE_ENDED}: {reason}" for t in cut)
+    assert not any(t.state is TrialState.STOPPED for t in s.trials(st.id))  # rule "none"
+    number = int(re.search(r"trial (\d+)", reason).group(1))
+    assert s.trial_number(st.id, number).epochs >= 1
     assert s.epochs_spent(st.id) < 100  # ended long before the budget
     assert all(settled(t) for t in s.trials(st.id))
     assert time.monotonic() - t0 < 200
@@ -299,6 +317,8 @@ def test_diverging_networks_end_alone(tmp_path: Path) -> None:
     trials = s.trials(s.get_study("race").id)
     diverged = [t for t in trials if t.state is TrialState.DIVERGED]
     assert diverged and all("NaN or infinite" in t.note for t in diverged)
+    # the epoch it diverged in, counted from 1: the last of its curve
+    assert all(t.note == f"loss became NaN or infinite in epoch {t.epochs}" for t in diverged)
     assert all(settled(t) for t in trials)
 
 

@@ -40,6 +40,7 @@ def test_config_reference_covers_every_key() -> None:
     from netrace.config import (
         SPACE_KEYS,
         DataConfig,
+        EvaluateConfig,
         RaceConfig,
         SearchConfig,
         SplitConfig,
@@ -47,7 +48,8 @@ def test_config_reference_covers_every_key() -> None:
     )
 
     for section, cls in [("data", DataConfig), ("task", TaskConfig), ("split", SplitConfig),
-                         ("race", RaceConfig), ("search", SearchConfig)]:
+                         ("race", RaceConfig), ("search", SearchConfig),
+                         ("evaluate", EvaluateConfig)]:
         part = README.split(f"### `[{section}]`")[1].split("###")[0]
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in part, (section, f.name)

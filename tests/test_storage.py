@@ -16,6 +16,7 @@ import pytest
 
 from netrace.errors import UserError
 from netrace.storage import (
+    RACE_ENDED,
     Checkpoint,
     DecisionRecord,
     EpochValue,
@@ -152,6 +153,75 @@ def test_ends_and_checkpoints(storage_url: str) -> None:
     assert s.trial(t[0].id).ended is not None
     with pytest.raises(ValueError, match="finished state"):
         s.record_epoch(w, ends=[TrialEnd(t[0].id, TrialState.RUNNING)])
+
+
+def test_trials_and_checkpoints_by_number(storage_url: str) -> None:
+    """Users know a trial by its number in its study (what netrace status shows); the row ids
+    differ as soon as a storage holds two studies."""
+    s = Storage(storage_url)
+    first = s.create_study("first", direction="maximize", config={})
+    s.add_trials(first.id, [{}] * 3, [1, 2, 3])  # rows 1-3: numbers 0-2 of another study
+    st = s.create_study("vol", direction="maximize", config={})
+    w = s.register_worker(st.id)
+    t = s.add_trials(st.id, [{"lr": 0.1}, {"lr": 0.2}, {"lr": 0.3}, {}], [4, 5, 6, 7],
+                     worker_id=w)
+    assert [x.number for x in t] == [0, 1, 2, 3] and t[1].id != 1
+    s.record_epoch(w, [EpochValue(t[1].id, 0, 0.5), EpochValue(t[2].id, 0, math.nan)],
+                   checkpoints=[Checkpoint(t[1].id, 0, b"trial 1 of vol")],
+                   ends=[TrialEnd(t[1].id, TrialState.COMPLETE),
+                         TrialEnd(t[2].id, TrialState.DIVERGED, "loss became NaN")])
+    assert s.trial_number(st.id, 1) == s.trial(t[1].id)
+    assert s.trial_number(st.id, 1).params == {"lr": 0.2}
+    assert s.checkpoint_of("vol", 1).data == b"trial 1 of vol"
+    assert s.checkpoint(1) is None  # row id 1 is trial 0 of the other study
+    with pytest.raises(UserError, match=r"^study 'vol' has no trial 4; its trials are numbered "
+                                        r"0 to 3$"):
+        s.trial_number(st.id, 4)
+    with pytest.raises(UserError, match=r"^study 'vol' has no trial -1; its trials are"):
+        s.checkpoint_of("vol", -1)
+    empty = s.create_study("empty", direction="maximize", config={})
+    with pytest.raises(UserError, match=r"^study 'empty' has no trial 0; it has no trials yet$"):
+        s.trial_number(empty.id, 0)
+    with pytest.raises(UserError, match=r"^no study 'vl' in .*; did you mean 'vol'\?"):
+        s.checkpoint_of("vl", 1)
+    with pytest.raises(UserError, match=r"^trial 2 of study 'vol' has no checkpoint: it diverged "
+                                        r"\(its loss became NaN or infinite\); netrace status "
+                                        r"vol --top 10 lists the best networks$"):
+        s.checkpoint_of("vol", 2)
+    with pytest.raises(UserError, match=r"^trial 3 of study 'vol' has no checkpoint: it has not "
+                                        r"finished \(running\)"):
+        s.checkpoint_of("vol", 3)
+
+
+def test_cut_trials_apart_from_stopped_ones(storage_url: str) -> None:
+    """A network the rule stopped and one cut off by the race's end are different states; an
+    older netrace recorded the second as STOPPED with a RACE_ENDED note, read here as CUT."""
+    import sqlalchemy as sa
+
+    s = Storage(storage_url)
+    st = s.create_study("x", direction="maximize", config={})
+    w = s.register_worker(st.id)
+    t = s.add_trials(st.id, [{}] * 4, [1, 2, 3, 4], worker_id=w)
+    s.record_epoch(w, [EpochValue(x.id, 0, 0.1 * (i + 1)) for i, x in enumerate(t)], ends=[
+        TrialEnd(t[0].id, TrialState.STOPPED, "median rule stopped it after epoch 1"),
+        TrialEnd(t[1].id, TrialState.CUT, f"{RACE_ENDED}: budget spent (4 network-epochs)"),
+        TrialEnd(t[2].id, TrialState.STOPPED, f"{RACE_ENDED}: budget spent (4 network-epochs)"),
+        TrialEnd(t[3].id, TrialState.COMPLETE)])
+    with s._write.begin() as c:  # as an older netrace stored it
+        assert c.execute(sa.text("SELECT state FROM trials WHERE id = :i"),
+                         {"i": t[2].id}).scalar_one() == "stopped"
+    assert TrialState.CUT.finished
+    assert [x.state for x in s.trials(st.id)] == [TrialState.STOPPED, TrialState.CUT,
+                                                  TrialState.CUT, TrialState.COMPLETE]
+    counts = s.counts(st.id)
+    assert (counts[TrialState.STOPPED], counts[TrialState.CUT]) == (1, 2)
+    assert s.ended_with_race(st.id) == 2
+    assert [x.number for x in s.trials(st.id, [TrialState.CUT])] == [1, 2]
+    assert [x.number for x in s.trials(st.id, [TrialState.STOPPED])] == [0]
+    assert len(s.trials(st.id, [TrialState.STOPPED, TrialState.CUT])) == 3
+    assert sorted(s.curves(st.id, [TrialState.CUT])) == [t[1].id, t[2].id]
+    assert sorted(s.curves(st.id, [TrialState.STOPPED])) == [t[0].id]
+    assert sorted(s.curves(st.id, [TrialState.COMPLETE])) == [t[3].id]
 
 
 def test_unclaim_requeues_only_untrained_running_trials(storage_url: str) -> None:
@@ -416,6 +486,20 @@ def test_bad_storage_locations(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(UserError, match=r"junk.db"):
         Storage(junk)
+
+
+def test_open_only_an_existing_sqlite_file(tmp_path: Path) -> None:
+    """create=False (netrace status) never makes a database where a path has none."""
+    for path in (tmp_path / "nope.db", tmp_path / "nowhere" / "nope.db"):
+        with pytest.raises(UserError, match=rf"^no study database exists at '{path}'; check the "
+                                            rf"path, or make one with: netrace run CONFIG "
+                                            rf"--storage {path}$"):
+            Storage(path, create=False)
+    with pytest.raises(UserError, match=r"no study database exists at 'nope.db'"):
+        Storage("sqlite:///nope.db", create=False)
+    assert sorted(os.listdir(tmp_path)) == []  # no file, no -wal, no -states folder
+    Storage(tmp_path / "race.db").create_study("x", direction="maximize", config={})
+    assert Storage(tmp_path / "race.db", create=False).study_names() == ["x"]
 
 
 def test_timeline_in_recording_order(storage_url: str) -> None:

@@ -26,6 +26,8 @@ __all__ = [
     "SplitConfig",
     "RaceConfig",
     "SearchConfig",
+    "EvaluateConfig",
+    "FORECASTS",
     "load_config",
     "config_from_dict",
 ]
@@ -138,6 +140,26 @@ class SearchConfig:
         "space", doc="what to search; absent: netrace's default space"))
 
 
+#: The candidates for netrace's forecast (``[evaluate] forecast``).
+FORECASTS = ("top_k", "greedy", "best", "folds", "best_folds")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``[evaluate]``: the final stage (``netrace evaluate``)."""
+
+    finalists: int = field(default=10, metadata=_spec(
+        "int", low=1, doc="the best networks on validation that are refit and combined"))
+    forecast: str = field(default="top_k", metadata=_spec(
+        "str", choices=FORECASTS, doc="which candidate is netrace's forecast"))
+    coverage: float = field(default=0.9, metadata=_spec(
+        "float", low=0.0, high=1.0, low_open=True, high_open=True,
+        doc="the prediction intervals' nominal coverage"))
+    refit_every: int = field(default=20, metadata=_spec(
+        "int", low=1, doc="the baselines are refit every this many test points"))
+    seed: int = field(default=0, metadata=_spec("int", low=0))
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole, validated netrace config. ``base_dir`` is where relative paths start."""
@@ -147,6 +169,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     race: RaceConfig = field(default_factory=RaceConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     base_dir: Path = field(default=Path("."))
     origin: str = "<dict>"
 
@@ -158,7 +181,7 @@ class Config:
 
 _SECTIONS: dict[str, type] = {
     "data": DataConfig, "task": TaskConfig, "split": SplitConfig, "race": RaceConfig,
-    "search": SearchConfig,
+    "search": SearchConfig, "evaluate": EvaluateConfig,
 }
 
 

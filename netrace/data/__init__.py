@@ -11,7 +11,9 @@ from netrace.data._dataset import (
     FoldData,
     Holdout,
     Prepared,
+    Rows,
     TestData,
+    load_rows,
     prepare,
 )
 from netrace.data._inspect import plan_rows, plan_text, summary_text
@@ -54,6 +56,8 @@ __all__ = [
     "poisson_weights",
     "prepare",
     "read_table",
+    "Rows",
+    "load_rows",
     "split_test",
     "summary_text",
 ]

@@ -40,6 +40,8 @@ from netrace.errors import UserError
 
 __all__ = [
     "MIN_TRAIN",
+    "Rows",
+    "load_rows",
     "MIN_EVAL",
     "Fold",
     "FoldData",
@@ -129,13 +131,32 @@ class DevData:
                 f"horizon={self.horizon}, folds={len(self.folds)})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TestData:
-    """The test part's arrays, handed out once by :meth:`Holdout.open`."""
+    """The test part, handed out once by :meth:`Holdout.open`: inputs ``X`` (transformed by
+    the preprocessing ``open`` was given; :meth:`windows` transforms them by another, e.g. a
+    fold network's own), targets ``y`` and the time of each sample's last input row. For
+    time series also ``anchors``, each sample's last input row in the table, and
+    ``history``, per row of the table up to the last label: ``target`` (the target's own
+    row value, class codes for classes), ``returns`` (the close's log return, with prices)
+    and ``time``: the past that the classical baselines forecast from."""
 
-    X: np.ndarray
+    X: np.ndarray | None
     y: np.ndarray
     time: np.ndarray | None
+    anchors: np.ndarray | None = None
+    history: pd.DataFrame | None = None
+    _rows: pd.DataFrame | None = None
+    _local: np.ndarray | None = None
+    _window: int = 1
+
+    def windows(self, fitted: FittedPreprocessor) -> np.ndarray:
+        """The test inputs ``(samples, window, features)`` transformed by ``fitted``."""
+        assert self._rows is not None and self._local is not None
+        return _windows(fitted.transform(self._rows), self._local, self._window)
+
+    def __repr__(self) -> str:
+        return f"TestData(samples={len(self.y)})"
 
 
 class Holdout:
@@ -147,11 +168,14 @@ class Holdout:
     """
 
     def __init__(self, rows: pd.DataFrame, anchors: np.ndarray, y: np.ndarray,
-                 time: np.ndarray | None, window: int) -> None:
+                 time: np.ndarray | None, window: int, *, history: pd.DataFrame | None = None,
+                 table_anchors: np.ndarray | None = None) -> None:
         self.__rows = rows
         self.__anchors = anchors
         self.__y = y
         self.__time = time
+        self.__history = history
+        self.__table_anchors = table_anchors
         self._window = window
         self._opened = False
         self.n = len(anchors)
@@ -165,15 +189,19 @@ class Holdout:
     def opened(self) -> bool:
         return self._opened
 
-    def open(self, fitted: FittedPreprocessor) -> TestData:
-        """Hand out the test data, once, transformed by ``fitted``."""
+    def open(self, fitted: FittedPreprocessor | None = None) -> TestData:
+        """Hand out the test data, once, transformed by ``fitted`` (``X`` is ``None``
+        without it; :meth:`TestData.windows` transforms by any fitted preprocessing)."""
         if self._opened:
             raise UserError("the test part was already opened once; netrace evaluates on it "
                             "a single time, after selection on validation data alone")
         self._opened = True
-        z = fitted.transform(self.__rows)
-        return TestData(_windows(z, self.__anchors, self._window), self.__y.copy(),
-                        None if self.__time is None else self.__time.copy())
+        X = None if fitted is None else _windows(fitted.transform(self.__rows), self.__anchors,
+                                                 self._window)
+        return TestData(X, self.__y.copy(), None if self.__time is None else self.__time.copy(),
+                        None if self.__table_anchors is None else self.__table_anchors.copy(),
+                        None if self.__history is None else self.__history.copy(),
+                        self.__rows, self.__anchors, self._window)
 
     def __repr__(self) -> str:
         state = "opened" if self._opened else "sealed"
@@ -259,17 +287,38 @@ def _rows_needed(config: Config, time_series: bool, lookback: int, horizon: int,
     return hi + overhead
 
 
-def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
-    """Load, check and cut the data of a config; ``frame`` replaces ``[data]`` as the source.
+@dataclass(frozen=True, repr=False)
+class Rows:
+    """A table's rows after the checks, as every later step reads them: the per-row features
+    (trailing, parameter-free), the per-row target (``None`` when the table has no target,
+    as a file to forecast from may not), the time values, and the rows dropped by
+    ``[data] fill``."""
 
-    >>> from netrace.config import config_from_dict
-    >>> cfg = config_from_dict({"data": {"source": "sp500"},
-    ...     "task": {"target": "vol_next", "window": 20},
-    ...     "split": {"scheme": "walk_forward", "folds": 3}})
-    >>> p = prepare(cfg)
-    >>> p.dev.n, p.holdout.n, len(p.dev.folds)
-    (3953, 998, 3)
-    """
+    frame: pd.DataFrame
+    features: tuple[Feature, ...]
+    target: Target
+    row_feats: pd.DataFrame
+    y_row: pd.Series | None
+    time_name: str | None
+    time: np.ndarray | None
+    origin: str
+    rows_dropped: int
+
+    @property
+    def returns(self) -> np.ndarray | None:
+        """The close's log return per row, when the table has prices (GARCH's input)."""
+        if "close" not in price_columns(self.frame.columns):
+            return None
+        from netrace.data._recipes import log_return
+
+        return log_return(self.frame)
+
+
+def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
+              need_target: bool = True) -> Rows:
+    """Load and check the rows of a config (``frame`` replaces ``[data]`` as the source) and
+    compute their features and target. With ``need_target=False`` a target column (not a
+    price recipe) may be absent or missing on some rows, as in a file to forecast from."""
     raw = load_raw(config, frame)
     t = config.task
     time = raw.time
@@ -278,10 +327,13 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
     time_series = time is not None
     if time_series:
         df = check_time(df, time)
-    target = resolve_target(t.target or "", t.type, df.columns, time)
+    columns = list(df.columns)
+    if not need_target and t.target not in TARGET_RECIPES and t.target not in columns:
+        columns.append(t.target or "")  # resolvable; its values are never read
+    target = resolve_target(t.target or "", t.type, columns, time)
     has_prices = {"close"} <= set(price_columns(df.columns))
     features = resolve_features(
-        t.features, t.categorical, df.columns,
+        t.features, t.categorical, columns,
         # in time, the target's past is a fair input (windows end before the label row)
         exclude=[c for c in (time, None if time_series else target.name) if c],
         default_recipes=time_series and has_prices and target.recipe is not None)
@@ -301,14 +353,16 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
             used.append(f.name)
     if any(f.recipe for f in features) or target.recipe:
         used += [prices[k] for k in ("open", "high", "low", "close", "volume") if k in prices]
-    if target.recipe is None:
+    target_used = target.recipe is None and (need_target or target.name in {
+        f.name for f in features})
+    if target_used:
         used.append(target.name)
     used = list(dict.fromkeys(used))
     check_columns(df, used, "[task]")
     numeric_cols = [c for c in used if c not in t.categorical
                     and not (c == target.name and target.kind == "class")]
     check_numeric(df, [c for c in numeric_cols if c != target.name], time, "feature")
-    if target.kind == "regression" and target.recipe is None:
+    if target.kind == "regression" and target_used:
         check_numeric(df, [target.name], time, "target")
     rows_before = len(df)
     df = check_finite(df, used, time, config.data.fill)
@@ -316,7 +370,31 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
 
     # per-row features (trailing, parameter-free) and the per-row target
     row_feats = pd.DataFrame({f.name: f.values(df) for f in features})
-    y_row = target.values(df)
+    y_row = target.values(df) if target.recipe or target.name in df.columns else None
+    return Rows(df, tuple(features), target, row_feats, y_row, time,
+                df[time].to_numpy() if time_series else None, raw.origin, rows_dropped)
+
+
+def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
+    """Load, check and cut the data of a config; ``frame`` replaces ``[data]`` as the source.
+
+    >>> from netrace.config import config_from_dict
+    >>> cfg = config_from_dict({"data": {"source": "sp500"},
+    ...     "task": {"target": "vol_next", "window": 20},
+    ...     "split": {"scheme": "walk_forward", "folds": 3}})
+    >>> p = prepare(cfg)
+    >>> p.dev.n, p.holdout.n, len(p.dev.folds)
+    (3953, 998, 3)
+    """
+    rows = load_rows(config, frame)
+    t = config.task
+    time = rows.time_name
+    df = rows.frame
+    time_series = time is not None
+    features, target, row_feats = rows.features, rows.target, rows.row_feats
+    assert rows.y_row is not None
+    y_row = rows.y_row
+    rows_dropped = rows.rows_dropped
     lookback_feat = max(f.lookback for f in features)
     window = t.window
     horizon = t.horizon if time_series else 0
@@ -386,10 +464,24 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
     else:
         test_rows = row_feats.iloc[test_anchors].reset_index(drop=True)
         test_local = np.arange(len(test_anchors))
+    history = None
+    if time_series:  # what the baselines read: the target's and the close's own past
+        end = int(test_anchors[-1]) + horizon + 1
+        y_hist = y_row.to_numpy()[:end]
+        if classes is not None:
+            lookup = {c: float(i) for i, c in enumerate(classes)}
+            y_hist = np.array([lookup.get(v, np.nan) for v in y_hist])
+        ret = rows.returns
+        history = pd.DataFrame({"target": y_hist.astype(np.float64),
+                                "returns": np.nan if ret is None else ret[:end],
+                                "time": time_values[:end]})
+        if ret is None:
+            history = history.drop(columns="returns")
     holdout = Holdout(test_rows, test_local, y_all[test_idx],
-                      time_values[test_anchors] if time_series else None, window)
+                      time_values[test_anchors] if time_series else None, window,
+                      history=history, table_anchors=test_anchors if time_series else None)
     embargo = getattr(splitter, "embargo", 0)
-    return Prepared(config, dev, holdout, raw.origin, T + rows_dropped, rows_dropped, time,
+    return Prepared(config, dev, holdout, rows.origin, T + rows_dropped, rows_dropped, time,
                     tuple(features), target, first, embargo, config.split.scheme or "holdout",
                     time_span=(time_values[0], time_values[-1]) if time_series else None,
                     test_range=(int(test_idx[0]), int(test_idx[-1])))

@@ -4,7 +4,14 @@ keeps everything. Only this package wires data, training, curves, storage and ba
 from __future__ import annotations
 
 from netrace.race._checkpoint import NetworkCheckpoint, load_checkpoint
-from netrace.race._progress import Progress, Snapshot, snapshot, summary_lines, top_lines
+from netrace.race._progress import (
+    Progress,
+    Snapshot,
+    snapshot,
+    summary_lines,
+    top_lines,
+    top_rows,
+)
 from netrace.race._proposer import Proposer, population_key
 from netrace.race._race import run_race
 from netrace.race._worker import RacePlan, race_metric, race_rule, worker_main
@@ -23,5 +30,6 @@ __all__ = [
     "snapshot",
     "summary_lines",
     "top_lines",
+    "top_rows",
     "worker_main",
 ]

@@ -36,7 +36,9 @@ class NetworkCheckpoint:
     """A finished network: its hyperparameters and seed, its architecture (``model``, ``spec``,
     ``window``: rows of history it reads), the metric it was judged by, and per fold its best
     weights (``fold_weights``, population rows) and the preprocessing fitted on that fold's
-    training part."""
+    training part; ``target_scaling`` per fold the ``(mean, std)`` of the training targets
+    that a regression network's output is in units of (``y = mean + std * output``; ``None``
+    in checkpoints written before netrace kept it, and for classification)."""
 
     params: dict[str, Any]
     seed: int
@@ -46,6 +48,7 @@ class NetworkCheckpoint:
     metric: str
     fold_weights: list[dict[str, np.ndarray]]
     preprocessors: list[Any]
+    target_scaling: list[tuple[float, float]] | None = None
     _state_dicts: list[dict[str, torch.Tensor]] | None = field(default=None, repr=False)
 
     def modules(self) -> list[nn.Module]:
@@ -67,12 +70,14 @@ def pack_preprocessors(preprocessors: list[Any]) -> bytes:
 
 def pack_checkpoint(params: dict[str, Any], seed: int, model: str, spec: ModelSpec, window: int,
                     metric: str, fold_weights: list[dict[str, np.ndarray]],
-                    preprocessors: bytes) -> bytes:
+                    preprocessors: bytes,
+                    target_scaling: list[tuple[float, float]] | None = None) -> bytes:
     """A finished network as bytes; ``preprocessors`` from :func:`pack_preprocessors`."""
     return pickle.dumps({"format": _FORMAT, "params": params, "seed": seed, "model": model,
                          "spec": asdict(spec), "spec_type": type(spec).__name__,
                          "window": window, "metric": metric, "fold_weights": fold_weights,
-                         "preprocessors": preprocessors}, protocol=pickle.HIGHEST_PROTOCOL)
+                         "preprocessors": preprocessors, "target_scaling": target_scaling},
+                        protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def load_checkpoint(data: bytes) -> NetworkCheckpoint:
@@ -81,7 +86,8 @@ def load_checkpoint(data: bytes) -> NetworkCheckpoint:
     if data[:2] == b"PK":  # the earlier format: torch.save of the state dicts
         d = torch.load(io.BytesIO(data), weights_only=False)
         return NetworkCheckpoint(d["params"], d["seed"], d["model"], _spec(d), d["window"],
-                                 d["metric"], [], list(d["preprocessors"]), d["fold_states"])
+                                 d["metric"], [], list(d["preprocessors"]),
+                                 _state_dicts=d["fold_states"])
     try:
         d = pickle.loads(data)
     except Exception as exc:  # noqa: BLE001 - any unpickling error means the same thing
@@ -91,7 +97,8 @@ def load_checkpoint(data: bytes) -> NetworkCheckpoint:
         raise UserError("this checkpoint is not in a format this netrace reads; was it written "
                         "by a newer version?")
     return NetworkCheckpoint(d["params"], d["seed"], d["model"], _spec(d), d["window"],
-                             d["metric"], d["fold_weights"], pickle.loads(d["preprocessors"]))
+                             d["metric"], d["fold_weights"], pickle.loads(d["preprocessors"]),
+                             d.get("target_scaling"))
 
 
 def _spec(d: dict[str, Any]) -> ModelSpec:

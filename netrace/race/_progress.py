@@ -1,5 +1,9 @@
 """What a race looks like from outside: a snapshot of its storage, shown live, as JSON lines,
-or not at all (``netrace status`` prints the same summary)."""
+or not at all (``netrace status`` prints the same summary).
+
+Everything here is for users: trials by their number in the study (never a storage row id),
+epochs counted from 1 (``best_epoch`` 5: the best value came after the fifth epoch; the storage
+keeps 0-based indices)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Any, TextIO
 
 from netrace.storage import Storage, TrialState
 
-__all__ = ["Snapshot", "snapshot", "summary_lines", "top_lines", "Progress"]
+__all__ = ["Snapshot", "snapshot", "summary_lines", "top_rows", "top_lines", "Progress"]
 
 
 @dataclass(frozen=True)
@@ -27,14 +31,14 @@ class Snapshot:
     diverged: int
     failed: int
     best_value: float | None
-    best_trial: int | None
-    best_epoch: int | None
+    best_trial: int | None  # its number in the study
+    best_epoch: int | None  # counted from 1: the best value came after this many epochs
     epochs: int
     budget: int | None
     workers_alive: int
     rate: float | None = None  # network-epochs per second
     eta: float | None = None   # seconds until the budget is spent, at this rate
-    ended_with_race: int = 0   # still training when the race ended (stopped, not by the rule)
+    ended_with_race: int = 0   # cut: still training when the race ended (not by the rule)
     rule: str = ""             # the termination rule and the options the config set
 
 
@@ -47,18 +51,23 @@ def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot
 
             budget = race.get("budget") or (DEFAULT_BUDGET_FACTOR * race["population"]
                                             * race["max_epochs"])
-    counts = storage.counts(study.id)
-    ended = storage.ended_with_race(study.id)
+    counts = storage.counts(study.id)  # an older netrace's cut trials are CUT here too
     best = storage.best_trial(study.id)
     state, reason = storage.study_state(study.id)
     alive = sum(1 for w in storage.workers(study.id) if w["state"] == "alive")
     return Snapshot(name, state, reason, study.direction, counts[TrialState.RUNNING],
                     counts[TrialState.QUEUED], counts[TrialState.COMPLETE],
-                    counts[TrialState.STOPPED] - ended, counts[TrialState.DIVERGED],
+                    counts[TrialState.STOPPED], counts[TrialState.DIVERGED],
                     counts[TrialState.FAILED], None if best is None else best.best_value,
                     None if best is None else best.number,
-                    None if best is None else best.best_epoch, storage.epochs_spent(study.id),
-                    budget, alive, ended_with_race=ended, rule=_rule_of(study.config))
+                    None if best is None else _counted(best.best_epoch),
+                    storage.epochs_spent(study.id), budget, alive,
+                    ended_with_race=counts[TrialState.CUT], rule=_rule_of(study.config))
+
+
+def _counted(index: int | None) -> int | None:
+    """A stored 0-based epoch index as users read it: counted from 1."""
+    return None if index is None else index + 1
 
 
 def _rule_of(config: dict[str, Any]) -> str:
@@ -87,7 +96,8 @@ def summary_lines(s: Snapshot) -> list[str]:
         f"study     {s.study}: {s.state}" + (f" ({s.reason})" if s.reason else ""),
         f"networks  {s.running} running, {s.queued} queued, {s.complete} finished, "
         f"{s.stopped} stopped early, {s.diverged} diverged, {s.failed} failed"
-        + (f", {s.ended_with_race} training when the race ended" if s.ended_with_race else ""),
+        + (f", {s.ended_with_race} cut (training when the race ended)"
+           if s.ended_with_race else ""),
         f"best      {best}",
         f"budget    {budget}",
     ]
@@ -103,17 +113,25 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def top_lines(storage: Storage, name: str, n: int = 10) -> list[str]:
-    """The ``n`` best networks of a study as an aligned table."""
+def top_rows(storage: Storage, name: str, n: int = 10) -> list[dict[str, Any]]:
+    """The ``n`` best networks of a study, best first (ties: the lower number): trial
+    (its number), state, best_value, best_epoch (counted from 1), epochs, params."""
     study = storage.get_study(name)
     scored = [t for t in storage.trials(study.id) if t.best_value is not None]
-    scored.sort(key=lambda t: t.best_value if study.direction == "minimize"
-                else -t.best_value)  # type: ignore[operator]
+    scored.sort(key=lambda t: (t.best_value if study.direction == "minimize"
+                               else -t.best_value, t.number))  # type: ignore[operator]
+    return [{"trial": t.number, "state": t.state.value, "best_value": t.best_value,
+             "best_epoch": _counted(t.best_epoch), "epochs": t.epochs, "params": t.params}
+            for t in scored[:max(n, 0)]]
+
+
+def top_lines(storage: Storage, name: str, n: int = 10) -> list[str]:
+    """The ``n`` best networks of a study as an aligned table."""
     rows = [["trial", "state", "best", "epoch", "epochs", "hyperparameters"]]
-    for t in scored[:n]:
-        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(t.params.items()))
-        rows.append([str(t.number), t.state.value, f"{t.best_value:.6g}", str(t.best_epoch),
-                     str(t.epochs), params])
+    for t in top_rows(storage, name, n):
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(t["params"].items()))
+        rows.append([str(t["trial"]), t["state"], f"{t['best_value']:.6g}",
+                     str(t["best_epoch"]), str(t["epochs"]), params])
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return ["  ".join(v.ljust(w) for v, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
 

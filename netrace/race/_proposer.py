@@ -20,6 +20,11 @@ from netrace.storage import TrialRecord, TrialState
 
 __all__ = ["Proposer", "population_key"]
 
+#: Finished trials the sampler is told of with a value (the others count as failed): those that
+#: ran to their end, and those ended early with a real partial curve (by the rule or the race's
+#: end), as the best value they reached.
+_TOLD = (TrialState.COMPLETE, TrialState.STOPPED, TrialState.CUT)
+
 
 def population_key(params: dict[str, Any], space: SearchSpace) -> tuple[tuple[str, Any], ...]:
     """The values of the population keys: networks sharing them can train as one population."""
@@ -64,7 +69,8 @@ class Proposer:
         A stopped trial's result is the best value it reached, or, if ``forecasts`` holds it
         (by trial id), the value forecast for the end of its budget when it was stopped, as
         Domhan et al. report a terminated run to the optimizer; never worse than the best it
-        reached."""
+        reached. A trial cut off by the end of the race counts as a stopped one: the best value
+        of its real, partial curve (no rule judged it hopeless, so no forecast is behind it)."""
         from optuna.trial import TrialState as OS
 
         added = 0
@@ -81,7 +87,7 @@ class Proposer:
                     self._running[t.id] = self._last_number()
                 continue
             self._known.add(t.id)
-            ok = t.state in (TrialState.COMPLETE, TrialState.STOPPED) and t.best_value is not None
+            ok = t.state in _TOLD and t.best_value is not None
             value = t.best_value if ok else None
             if ok and t.state is TrialState.STOPPED and forecasts and t.id in forecasts:
                 better = max if self.direction == "maximize" else min

@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from netrace.backends import Backend, LocalBackend
@@ -30,7 +30,7 @@ from netrace.race._worker import (
 )
 from netrace.storage import Storage
 
-__all__ = ["config_record", "run_race"]
+__all__ = ["config_record", "study_config", "run_race"]
 
 MAX_RESTARTS = 10
 
@@ -46,7 +46,36 @@ def config_record(config: Config) -> dict[str, Any]:
             return x
         return str(x)
 
-    return plain({k: v for k, v in asdict(config).items() if k not in ("base_dir", "origin")})
+    record = plain({k: v for k, v in asdict(config).items() if k not in ("base_dir", "origin")})
+    if config.data.path is not None:  # where the data is, wherever the study is read from
+        record["data"]["path"] = str((config.base_dir / config.data.path).resolve())
+    return record
+
+
+def study_config(record: dict[str, Any], origin: str = "<study>") -> Config:
+    """The :class:`Config` a study was raced with, from its stored :func:`config_record`."""
+    from pathlib import Path
+
+    from netrace.config import _schema
+    from netrace.config._space import Param, SearchSpace
+
+    sections: dict[str, Any] = {}
+    for name, cls in _schema._SECTIONS.items():
+        table = record.get(name) or {}
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in known or value is None:
+                continue  # a key of another netrace version, or unset
+            if key == "space":
+                value = SearchSpace(tuple(
+                    Param(**{**p, "choices": tuple(p.get("choices") or ())})
+                    for p in value["params"]))
+            elif isinstance(value, list):
+                value = tuple(value)
+            values[key] = value
+        sections[name] = cls(**values)
+    return Config(**sections, base_dir=Path.cwd(), origin=origin)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -63,14 +92,21 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
              backend: str = "local", seed: int = 0, progress: Progress | None = None,
              device: str = "auto") -> Snapshot:
     """Run (or resume) the race of ``config``; returns the final snapshot."""
+    if workers is not None and workers < 1:  # before any storage is touched
+        raise UserError(f"workers must be at least 1 (worker processes to start); got "
+                        f"{workers}; pass None for one per core")
     progress = progress or Progress("quiet")
     _, direction = race_metric(config)
     search_space(config)  # a bad space fails here, before any process starts
     from netrace.data import prepare
 
-    prepare(config)  # a bad data config fails here too, with its own message
+    prepared = prepare(config)  # a bad data config fails here too, with its own message
     storage = Storage(storage_url)
     record = config_record(config)
+    # what the race was run on, so that the verdict can check the data did not change since
+    # (new rows would move the test part onto rows the networks trained on)
+    record["data_check"] = {"test_fingerprint": prepared.holdout.fingerprint,
+                            "dev_samples": prepared.dev.n, "test_samples": prepared.holdout.n}
     st = storage.create_study(study, direction=direction, config=record,
                               target=config.race.target)
     if json.loads(json.dumps(record, sort_keys=True)) != st.config:  # resumed, config changed

@@ -181,6 +181,7 @@ class _Worker:
         dev = p.dev
         task = self.plan.config.task.type
         self.folds = []
+        self._target_scaling: list[tuple[float, float]] = []  # per fold: y = mu + sd * output
         for f in dev.folds:
             d = dev.fold_data(f)
             ydt = torch.long if task == "multiclass" else torch.float32
@@ -193,9 +194,12 @@ class _Worker:
                 mu, sd = float(d.y_train.mean()), float(d.y_train.std()) or 1.0
                 ytr, yva = (ytr - mu) / sd, (yva - mu) / sd
                 base = torch.zeros_like(yva)
+            else:
+                mu, sd = 0.0, 1.0
             self.folds.append((torch.as_tensor(d.X_train, dtype=torch.float32), ytr,
                                torch.as_tensor(d.X_valid, dtype=torch.float32), yva, base,
                                d.preprocessor))
+            self._target_scaling.append((mu, sd))
         self._preprocessors = pack_preprocessors([f[5] for f in self.folds])
         x0 = self.folds[0][0]
         self.shape = DataShape(int(x0.shape[1]), int(x0.shape[2]), task,
@@ -339,16 +343,18 @@ class _Worker:
 
     def _epoch(self, pops: list[Population], inputs: list, trials: list[TrialRecord | None],
                curves: list[list[float]], settings: PopulationSettings) -> None:
-        names: list[str] = []
         per_fold = []
         for pop, (xtr, ytr, xva, yva, base) in zip(pops, inputs):
             pop.step_epoch(xtr, ytr)
-            v = pop.validate(xva, yva, baseline=base)
-            per_fold.append(v.metrics)
-            names = list(v.metrics)
+            per_fold.append(pop.measure(xva, yva, baseline=base))
+        names = list(per_fold[0])
         with np.errstate(invalid="ignore"):
             means = {n: np.mean([m[n] for m in per_fold], axis=0) for n in names}
         score = means[self.metric]
+        # every fold keeps its weights of the epoch at which the fold mean (what the race
+        # selects on) peaked, not of its own best epoch
+        for pop, m in zip(pops, per_fold):
+            pop.judge(m, score=score)
         values, decisions, ends = [], [], []
         ending: dict[int, TrialEnd] = {}
         for i, t in enumerate(trials):
@@ -361,10 +367,10 @@ class _Worker:
             states = [pop.states[i] for pop in pops]
             if any(s is MemberState.DIVERGED for s in states) or not math.isfinite(score[i]):
                 ending[i] = TrialEnd(t.id, TrialState.DIVERGED,
-                                     f"loss became NaN or infinite at epoch {epoch}")
+                                     f"loss became NaN or infinite in epoch {epoch + 1}")
             elif all(s is not MemberState.RUNNING for s in states):
                 ending[i] = TrialEnd(t.id, TrialState.COMPLETE,
-                                     f"early stopping after epoch {epoch}")
+                                     f"early stopping after epoch {epoch + 1}")
             elif epoch + 1 >= self.max_epochs:
                 ending[i] = TrialEnd(t.id, TrialState.COMPLETE,
                                      f"trained {self.max_epochs} epochs")
@@ -378,7 +384,8 @@ class _Worker:
                 decisions.append(DecisionRecord(t.id, epoch, self.rule.name, d, pred))
                 if d == "stop":
                     ending[i] = TrialEnd(t.id, TrialState.STOPPED,
-                                         f"{self.rule.name} rule stopped it after epoch {epoch}")
+                                         f"{self.rule.name} rule stopped it after epoch "
+                                         f"{epoch + 1}")
         kept = [i for i, end in ending.items() if end.state is not TrialState.DIVERGED]
         ckpts = self._checkpoints(pops, kept, trials, curves, settings)
         for i, end in ending.items():
@@ -450,7 +457,7 @@ class _Worker:
                 t = self.storage.trial(v.trial_id)
                 self.storage.finish_study(self.study.id, f"target {target:g} reached by trial "
                                           f"{t.number} ({self.metric} = {v.value:.6g} at "
-                                          f"epoch {v.epoch})")
+                                          f"epoch {v.epoch + 1})")
                 return
 
     def _checkpoints(self, pops: list[Population], slots: list[int],
@@ -465,7 +472,7 @@ class _Worker:
             assert t is not None
             data = pack_checkpoint(t.params, t.seed, settings.model, settings.spec,
                                    settings.window, self.metric, [w[r] for w in per_fold],
-                                   self._preprocessors)
+                                   self._preprocessors, self._target_scaling)
             out.append(Checkpoint(t.id, len(curves[i]) - 1, data))
         return out
 
@@ -476,11 +483,11 @@ class _Worker:
             return  # release_worker re-queues them when the worker exits
         _, reason = self.storage.study_state(self.study.id)
         trained = [(i, t) for i, t in enumerate(trials) if t is not None and curves[i]]
-        ends = [TrialEnd(t.id, TrialState.STOPPED, f"{RACE_ENDED}: {reason}") for _, t in trained]
+        ends = [TrialEnd(t.id, TrialState.CUT, f"{RACE_ENDED}: {reason}") for _, t in trained]
         ckpts = self._checkpoints(pops, [i for i, _ in trained], trials, curves, settings)
         self.storage.record_epoch(self.wid, ends=ends, checkpoints=ckpts)
         # a network refilled into a slot as the race ended has trained nothing: back to the
-        # queue, for a resume with more budget, rather than "stopped" after 0 epochs
+        # queue, for a resume with more budget, rather than "cut" after 0 epochs
         self.storage.unclaim(t.id for i, t in enumerate(trials) if t is not None and not curves[i])
 
 
@@ -488,7 +495,8 @@ class _BadPopulation(Exception):
     """The engine refused a population's settings."""
 
 
-_FINISHED = (TrialState.COMPLETE, TrialState.STOPPED, TrialState.DIVERGED, TrialState.FAILED)
+_FINISHED = (TrialState.COMPLETE, TrialState.STOPPED, TrialState.CUT, TrialState.DIVERGED,
+             TrialState.FAILED)
 
 
 def _num(x: Any) -> float | None:

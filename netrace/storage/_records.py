@@ -15,6 +15,7 @@ __all__ = [
     "TrialEnd",
     "Checkpoint",
     "ResumeState",
+    "EvaluationRecord",
 ]
 
 
@@ -24,7 +25,8 @@ class TrialState(enum.StrEnum):
     QUEUED = "queued"        # waiting for a worker: new, or re-queued after its worker died
     RUNNING = "running"      # a worker trains it
     COMPLETE = "complete"    # trained to its epoch cap or stopped by its own early stopping
-    STOPPED = "stopped"      # stopped by the termination rule, or by the end of the race
+    STOPPED = "stopped"      # stopped by the termination rule
+    CUT = "cut"              # unfinished when the race ended (budget spent or target reached)
     DIVERGED = "diverged"    # its loss became NaN or infinite
     FAILED = "failed"        # an error, or its worker died too often
 
@@ -33,8 +35,10 @@ class TrialState(enum.StrEnum):
         return self not in (TrialState.QUEUED, TrialState.RUNNING)
 
 
-#: How the note of a trial stopped by the end of the race (not by the termination rule)
-#: begins; the race's end reason follows.
+#: How the note of a trial cut off by the end of the race (not stopped by the termination
+#: rule) begins; the race's end reason follows. Studies of netraces before
+#: :attr:`TrialState.CUT` recorded such trials as STOPPED with this note: the storage reads
+#: those as CUT.
 RACE_ENDED = "race ended"
 
 
@@ -52,7 +56,11 @@ class StudyRecord:
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """A trial as stored; ``best_value`` follows the study's direction."""
+    """A trial as stored; ``best_value`` follows the study's direction.
+
+    ``number`` is the trial's number in its study, the one netrace shows and users pass;
+    ``id`` is the storage's row id. ``best_epoch`` is the curve's 0-based index of the best
+    value (users are shown ``best_epoch + 1``, epochs counted from 1); ``epochs`` a count."""
 
     id: int
     study_id: int
@@ -103,7 +111,9 @@ class TrialEnd:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Serialized state of a trial at an epoch: its best weights and fitted preprocessing."""
+    """Serialized state of a trial at an epoch: its best weights and fitted preprocessing.
+    ``trial_id`` is the storage's row id; ``epoch`` the curve's 0-based index (epoch
+    ``epoch + 1`` as users count)."""
 
     trial_id: int
     epoch: int
@@ -120,3 +130,15 @@ class ResumeState:
     trial_id: int
     epochs: int
     data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One opening of a study's test part by the final evaluation: when, after how many
+    network-epochs of racing, and its result (``None`` if it did not complete)."""
+
+    id: int
+    study_id: int
+    opened: float
+    epochs_spent: int
+    result: dict[str, Any] | None

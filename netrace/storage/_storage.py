@@ -46,6 +46,7 @@ from netrace.storage._records import (
     Checkpoint,
     DecisionRecord,
     EpochValue,
+    EvaluationRecord,
     ResumeState,
     StudyRecord,
     TrialEnd,
@@ -137,6 +138,18 @@ def _resume_table(meta: sa.MetaData, *prefixes: str) -> sa.Table:
 # re-queued trials (moved there from the dead worker's file).
 _resume = _resume_table(sa.MetaData())
 
+# The final stage (netrace evaluate): one row per opening of the test part, inserted before
+# the test part is opened (so an evaluation that fails after opening it is still counted),
+# completed with the result and the final model.
+_evaluations = sa.Table(
+    "evaluations", _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("studies.id"), nullable=False, index=True),
+    sa.Column("opened", sa.Float, nullable=False),
+    sa.Column("epochs_spent", sa.Integer, nullable=False),
+    sa.Column("result", sa.Text, nullable=True),  # JSON, NULL until it is complete
+    sa.Column("model", sa.LargeBinary, nullable=True),
+)
 _info = sa.Table(
     "netrace_info", _meta,
     sa.Column("key", sa.String(40), primary_key=True),
@@ -183,9 +196,14 @@ class Storage:
     >>> study = s.create_study("demo", direction="minimize", config={})
     >>> [t.number for t in s.add_trials(study.id, [{"lr": 0.1}, {"lr": 0.01}], [1, 2])]
     [0, 1]
+
+    Trials have a number in their study (the one netrace shows and users pass: see
+    :meth:`trial_number`, :meth:`checkpoint_of`) and a row id (``TrialRecord.id``), which the
+    other methods take. ``create=False`` opens only an existing SQLite file (PostgreSQL: the
+    database must exist anyway).
     """
 
-    def __init__(self, url: str | os.PathLike[str]) -> None:
+    def __init__(self, url: str | os.PathLike[str], *, create: bool = True) -> None:
         self.url = storage_url(url)
         self.dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
         self._files: StateFiles | None = None  # SQLite: running trials' states, per worker
@@ -193,6 +211,9 @@ class Storage:
         self._pending: Future[None] | None = None  # the last epoch's states being stored
         if self.dialect == "sqlite":
             path = self.url.split("sqlite:///", 1)[-1]
+            if not create and path != ":memory:" and not (path and Path(path).exists()):
+                raise UserError(f"no study database exists at '{path}'; check the path, or "
+                                f"make one with: netrace run CONFIG --storage {path}")
             if path and path != ":memory:":
                 parent = Path(path).resolve().parent
                 if not parent.is_dir():
@@ -702,7 +723,7 @@ class Storage:
                states: Iterable[TrialState] | None = None) -> list[TrialRecord]:
         q = sa.select(_trials).where(_trials.c.study_id == study_id)
         if states is not None:
-            q = q.where(_trials.c.state.in_([s.value for s in states]))
+            q = q.where(_in_states(states))
         with self._read.connect() as c:
             return [_trial(r) for r in c.execute(q.order_by(_trials.c.number))]
 
@@ -723,8 +744,37 @@ class Storage:
         return [out[k] for k in sorted(out)]
 
     def trial(self, trial_id: int) -> TrialRecord:
+        """A trial by its row id (users know trials by number: :meth:`trial_number`)."""
         with self._read.connect() as c:
             return _trial(c.execute(sa.select(_trials).where(_trials.c.id == trial_id)).one())
+
+    def trial_number(self, study_id: int, number: int) -> TrialRecord:
+        """The trial numbered ``number`` in the study: the number ``netrace status`` shows.
+
+        >>> import tempfile, os
+        >>> s = Storage(os.path.join(tempfile.mkdtemp(), "race.db"))
+        >>> a, b = (s.create_study(n, direction="maximize", config={}) for n in "ab")
+        >>> _ = s.add_trials(a.id, [{}], [1]); _ = s.add_trials(b.id, [{}, {}], [2, 3])
+        >>> t = s.trial_number(b.id, 1)
+        >>> t.number, t.seed, t.id
+        (1, 3, 3)
+        >>> s.trial_number(b.id, 2)
+        Traceback (most recent call last):
+        ...
+        netrace.errors.UserError: study 'b' has no trial 2; its trials are numbered 0 to 1
+        """
+        with self._read.connect() as c:
+            row = c.execute(sa.select(_trials).where(
+                (_trials.c.study_id == study_id) & (_trials.c.number == number))).first()
+            if row is not None:
+                return _trial(row)
+            low, high = c.execute(sa.select(sa.func.min(_trials.c.number),
+                                            sa.func.max(_trials.c.number))
+                                  .where(_trials.c.study_id == study_id)).one()
+        name = self._study_by_id(study_id).name
+        valid = ("it has no trials yet" if low is None else
+                 f"its trials are numbered {low} to {high}")
+        raise UserError(f"study '{name}' has no trial {number!r}; {valid}")
 
     def curve(self, trial_id: int) -> tuple[list[int], list[float]]:
         """A trial's validation curve: epochs and values (NaN where not finite)."""
@@ -740,7 +790,7 @@ class Storage:
              .join(_trials, _trials.c.id == _curve.c.trial_id)
              .where(_trials.c.study_id == study_id))
         if states is not None:
-            q = q.where(_trials.c.state.in_([s.value for s in states]))
+            q = q.where(_in_states(states))
         with self._read.connect() as c:
             rows = c.execute(q.order_by(_curve.c.trial_id, _curve.c.epoch)).all()
         out: dict[int, list[float]] = {}
@@ -776,10 +826,30 @@ class Storage:
         return out
 
     def checkpoint(self, trial_id: int) -> Checkpoint | None:
+        """The checkpoint of a trial by its row id (users: :meth:`checkpoint_of`)."""
         with self._read.connect() as c:
             row = c.execute(sa.select(_checkpoints).where(_checkpoints.c.trial_id == trial_id)
                             ).first()
         return None if row is None else Checkpoint(row.trial_id, row.epoch, bytes(row.data))
+
+    def checkpoint_of(self, study: str, number: int) -> Checkpoint:
+        """The checkpoint of trial ``number`` of the study named ``study`` (the study and
+        trial ``netrace status`` shows): its best weights and fitted preprocessing, which
+        :func:`netrace.race.load_checkpoint` turns back into a network. Kept for every network
+        that ended after training at least an epoch, unless it diverged."""
+        st = self.get_study(study)
+        t = self.trial_number(st.id, number)
+        ck = self.checkpoint(t.id)
+        if ck is not None:
+            return ck
+        why = {TrialState.QUEUED: "it has not finished (queued): a network's checkpoint is "
+                                  "stored when it ends",
+               TrialState.RUNNING: "it has not finished (running): a network's checkpoint is "
+                                   "stored when it ends",
+               TrialState.DIVERGED: "it diverged (its loss became NaN or infinite)",
+               TrialState.FAILED: f"it failed ({t.note})"}.get(t.state, "it trained no epoch")
+        raise UserError(f"trial {number} of study '{study}' has no checkpoint: {why}; "
+                        f"netrace status {study} --top 10 lists the best networks")
 
     def epochs_spent(self, study_id: int) -> int:
         """Network-epochs recorded in the study (the race's budget is counted in these)."""
@@ -789,20 +859,25 @@ class Storage:
                 _trials.c.study_id == study_id)).scalar_one())
 
     def counts(self, study_id: int) -> dict[TrialState, int]:
+        """Trials per state (an older netrace's cut trials counted as CUT)."""
         with self._read.connect() as c:
             rows = c.execute(sa.select(_trials.c.state, sa.func.count()).where(
                 _trials.c.study_id == study_id).group_by(_trials.c.state)).all()
+            legacy = int(c.execute(sa.select(sa.func.count()).where(
+                (_trials.c.study_id == study_id) & _LEGACY_CUT)).scalar_one())
         out = {s: 0 for s in TrialState}
         out.update({TrialState(r[0]): int(r[1]) for r in rows})
+        out[TrialState.STOPPED] -= legacy
+        out[TrialState.CUT] += legacy
         return out
 
     def ended_with_race(self, study_id: int) -> int:
-        """Trials still training when the race ended (recorded as stopped, with the reason in
-        their note), as opposed to those the termination rule stopped."""
+        """Trials cut off unfinished when the race ended (:attr:`TrialState.CUT`, and an older
+        netrace's STOPPED trials whose note begins with RACE_ENDED), as opposed to those the
+        termination rule stopped."""
         with self._read.connect() as c:
             return int(c.execute(sa.select(sa.func.count()).where(
-                (_trials.c.study_id == study_id) & (_trials.c.state == TrialState.STOPPED.value)
-                & _trials.c.note.like(RACE_ENDED + "%"))).scalar_one())
+                (_trials.c.study_id == study_id) & _in_states([TrialState.CUT]))).scalar_one())
 
     def best_trial(self, study_id: int) -> TrialRecord | None:
         study = self._study_by_id(study_id)
@@ -814,6 +889,40 @@ class Storage:
                 .order_by(order, _trials.c.number).limit(1)).first()
         return None if row is None else _trial(row)
 
+    # -- the final evaluation ------------------------------------------------------------------
+    def open_evaluation(self, study_id: int) -> int:
+        """Count an opening of the study's test part, before it happens; returns its id, for
+        :meth:`complete_evaluation`."""
+        spent = self.epochs_spent(study_id)
+        with self._write.begin() as c:
+            return int(c.execute(_evaluations.insert().values(
+                study_id=study_id, opened=time.time(), epochs_spent=spent)).inserted_primary_key[0])
+
+    def complete_evaluation(self, evaluation_id: int, result: dict[str, Any],
+                            model: bytes) -> None:
+        """Store an opening's result (JSON-able) and the final model it made (bytes)."""
+        with self._write.begin() as c:
+            c.execute(_evaluations.update().where(_evaluations.c.id == evaluation_id).values(
+                result=json.dumps(result), model=model))
+
+    def evaluations(self, study_id: int) -> list[EvaluationRecord]:
+        """Every opening of the study's test part, oldest first (``result`` is ``None`` for
+        one that did not complete); the model's bytes are not read here."""
+        e = _evaluations.c
+        with self._read.connect() as c:
+            rows = c.execute(sa.select(e.id, e.study_id, e.opened, e.epochs_spent, e.result)
+                             .where(e.study_id == study_id).order_by(e.id)).all()
+        return [EvaluationRecord(r.id, r.study_id, r.opened, r.epochs_spent,
+                                 None if r.result is None else json.loads(r.result))
+                for r in rows]
+
+    def evaluation_model(self, evaluation_id: int) -> bytes | None:
+        """The final model an opening stored."""
+        with self._read.connect() as c:
+            row = c.execute(sa.select(_evaluations.c.model).where(
+                _evaluations.c.id == evaluation_id)).first()
+        return None if row is None or row[0] is None else bytes(row[0])
+
     def _study_by_id(self, study_id: int) -> StudyRecord:
         with self._read.connect() as c:
             return _study(c.execute(sa.select(_studies).where(_studies.c.id == study_id)).one())
@@ -823,8 +932,31 @@ def _study(r: Any) -> StudyRecord:
     return StudyRecord(r.id, r.name, r.direction, r.target, json.loads(r.config), r.created)
 
 
+#: A trial an older netrace recorded as STOPPED when the race ended (before TrialState.CUT).
+_LEGACY_CUT = ((_trials.c.state == TrialState.STOPPED.value)
+               & _trials.c.note.like(RACE_ENDED + "%"))
+
+
+def _in_states(states: Iterable[TrialState]) -> Any:
+    """The condition "a trial in one of ``states``", reading an older netrace's cut trials
+    (STOPPED, with a note that begins with RACE_ENDED) as CUT."""
+    wanted = set(states)
+    cond = _trials.c.state.in_([s.value for s in wanted])
+    if TrialState.STOPPED in wanted and TrialState.CUT not in wanted:
+        return cond & ~_LEGACY_CUT
+    if TrialState.CUT in wanted and TrialState.STOPPED not in wanted:
+        return cond | _LEGACY_CUT
+    return cond
+
+
+def _state(state: str, note: str | None) -> TrialState:
+    if state == TrialState.STOPPED.value and (note or "").startswith(RACE_ENDED):
+        return TrialState.CUT  # recorded by a netrace before TrialState.CUT
+    return TrialState(state)
+
+
 def _trial(r: Any) -> TrialRecord:
-    return TrialRecord(r.id, r.study_id, r.number, TrialState(r.state), json.loads(r.params),
+    return TrialRecord(r.id, r.study_id, r.number, _state(r.state, r.note), json.loads(r.params),
                        int(r.seed), r.worker_id, r.attempt, r.epochs, r.best_value, r.best_epoch,
                        r.created, r.ended, r.note or "")
 

@@ -348,8 +348,15 @@ class Population:
         Regression reports loss, mse, mae and, given a ``baseline`` forecast (N,), the
         out-of-sample ``r2`` against it; binary: loss, log_loss, accuracy, auc; multiclass:
         loss, log_loss, accuracy, auc (one-vs-rest, macro). Only running members can improve
-        or run out of patience.
+        or run out of patience. The same as :meth:`judge` of :meth:`measure`.
         """
+        return self.judge(self.measure(x, y, baseline=baseline))
+
+    @torch.no_grad()
+    def measure(self, x: Tensor, y: Tensor, *, baseline: Tensor | None = None
+                ) -> dict[str, np.ndarray]:
+        """Every member's validation metrics on ``(x, y)`` (see :meth:`validate`), without
+        touching the books."""
         x, y = self._to_device(x, y)
         out = self.predict(x)
         metrics = {"loss": member_losses(out, y, None, self.loss, self.huber_delta)
@@ -375,7 +382,17 @@ class Population:
         if self.monitor not in metrics:
             raise UserError(f"monitor {self.monitor!r} needs a baseline forecast; pass "
                             "baseline=... to validate()")
-        score = metrics[self.monitor]
+        return metrics
+
+    @torch.no_grad()
+    def judge(self, metrics: dict[str, np.ndarray], *, score: np.ndarray | None = None
+              ) -> ValidationResult:
+        """Keep the books after a validation: save the state of every running member that
+        reached a new best and apply patience. ``score`` (K,), in the monitored metric's units,
+        replaces ``metrics[monitor]`` as what "best" means: the race passes each network's
+        mean over its folds, so that every fold keeps the weights of the epoch at which that
+        mean peaked, and patience counts on it too."""
+        score = metrics[self.monitor] if score is None else np.asarray(score, dtype=np.float64)
         lower = score if self.monitor in _LOWER_IS_BETTER else -score
         running = np.array([s is MemberState.RUNNING for s in self.states])
         improved = running & np.isfinite(lower) & (lower < self.best_score)

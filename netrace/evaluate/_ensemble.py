@@ -1,0 +1,67 @@
+"""Combining finalists on out-of-fold validation forecasts: pure functions, arrays in and out.
+
+Greedy ensemble selection with replacement (Caruana, Niculescu-Mizil, Crew & Ksikes 2004, as
+auto-sklearn and AutoGluon use it): start from the best single model, then repeatedly add (again
+if it helps most) the model whose addition most lowers the ensemble's validation loss; the
+weights are how often each model was added.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ensemble_loss", "greedy_weights", "out_of_fold"]
+
+
+def ensemble_loss(task: str, y: np.ndarray, f: np.ndarray) -> float:
+    """Mean squared error (regression) or log-loss (classes: ``f`` is P(class 1), or (n, C)
+    probabilities) of a forecast."""
+    y = np.asarray(y)
+    f = np.asarray(f, dtype=np.float64)
+    if task == "regression":
+        return float(np.mean((y - f) ** 2))
+    eps = 1e-15
+    if f.ndim == 1:
+        p = np.clip(f, eps, 1 - eps)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    p = np.clip(f[np.arange(len(y)), y.astype(int)], eps, 1.0)
+    return float(-np.mean(np.log(p)))
+
+
+def greedy_weights(task: str, y: np.ndarray, forecasts: np.ndarray, rounds: int = 50
+                   ) -> np.ndarray:
+    """Weights (summing to 1) of greedy ensemble selection with replacement over ``rounds``
+    additions; ``forecasts`` has the models first ((m, n) or (m, n, C)). Ties go to the
+    earlier model, so with finalists in order of validation score the better one wins.
+
+    >>> y = np.array([0.0, 1.0, 2.0, 3.0])
+    >>> f = np.stack([y + 1, y - 1, y + 5])
+    >>> greedy_weights("regression", y, f, rounds=4).round(2).tolist()
+    [0.5, 0.5, 0.0]
+    """
+    f = np.asarray(forecasts, dtype=np.float64)
+    m = f.shape[0]
+    counts = np.zeros(m, dtype=np.int64)
+    total = np.zeros_like(f[0])
+    for r in range(rounds):
+        losses = [ensemble_loss(task, y, (total + f[j]) / (r + 1)) for j in range(m)]
+        j = int(np.argmin(losses))
+        counts[j] += 1
+        total = total + f[j]
+    return counts / counts.sum()
+
+
+def out_of_fold(n: int, valid_parts: list[np.ndarray], fold_forecasts: list[np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Assemble one model's validation forecasts of each fold into one forecast per
+    development sample (the mean where validation parts overlap). Returns the samples that
+    some fold validated (sorted) and their forecasts."""
+    first = np.asarray(fold_forecasts[0])
+    total = np.zeros((n, *first.shape[1:]))
+    count = np.zeros(n)
+    for idx, fc in zip(valid_parts, fold_forecasts, strict=True):
+        total[idx] += fc
+        count[idx] += 1
+    seen = np.flatnonzero(count > 0)
+    shape = (-1,) + (1,) * (total.ndim - 1)
+    return seen, total[seen] / count[seen].reshape(shape)

@@ -1,0 +1,317 @@
+"""netrace evaluate and predict, end to end as a user runs them: a race on a synthetic series
+with a known linear law, the verdict on its test part (opened once, counted), the final model
+forecasting the same numbers from the raw file, in this process and in a fresh one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from netrace.config import load_config
+from netrace.evaluate import load_model
+from netrace.race._race import config_record
+from netrace.storage import Storage
+from tests.conftest import make_prices
+
+EXE = str(Path(sys.executable).parent / "netrace")
+
+LEVEL = """
+[data]
+path = "series.csv"
+time = "date"
+[task]
+type = "regression"
+target = "y"
+window = 4
+[split]
+scheme = "walk_forward"
+folds = 2
+test = 0.25
+[race]
+rule = "median"
+population = 6
+max_epochs = 5
+budget = 60
+[search]
+sampler = "random"
+[search.space]
+model = "mlp"
+width = 8
+lr = {low = 3e-3, high = 3e-2, log = true}
+batch_size = 64
+[evaluate]
+finalists = 4
+"""
+
+VOL = """
+[data]
+path = "prices.csv"
+time = "Date"
+[task]
+type = "regression"
+target = "vol_next"
+features = ["log_return", "range", "rolling_vol_5"]
+window = 5
+[split]
+scheme = "walk_forward"
+folds = 2
+test = 0.25
+[race]
+rule = "median"
+population = 6
+max_epochs = 4
+budget = 48
+[search]
+sampler = "random"
+[search.space]
+model = ["mlp", "gru"]
+width = 8
+hidden_size = 4
+lr = {low = 3e-3, high = 3e-2, log = true}
+batch_size = 64
+[evaluate]
+finalists = 3
+forecast = "greedy"
+"""
+
+BINARY = """
+[data]
+source = "breast_cancer"
+[task]
+type = "binary"
+target = "target"
+[split]
+scheme = "kfold"
+folds = 2
+test = 0.25
+[race]
+rule = "none"
+population = 4
+max_epochs = 3
+budget = 24
+[search]
+sampler = "random"
+[search.space]
+model = "mlp"
+width = 8
+lr = {low = 3e-3, high = 3e-2, log = true}
+batch_size = 64
+"""
+
+
+def linear_series(n: int = 700, seed: int = 0) -> pd.DataFrame:
+    """y follows a known linear law of x's and its own past, plus noise."""
+    rng = np.random.default_rng(seed)
+    x1 = np.zeros(n)
+    y = np.zeros(n)
+    for t in range(1, n):
+        x1[t] = 0.7 * x1[t - 1] + rng.normal()
+        y[t] = 0.6 * x1[t - 1] + 0.3 * y[t - 1] + 0.5 * rng.normal()
+    return pd.DataFrame({"date": pd.bdate_range("2010-01-01", periods=n), "x1": x1,
+                         "x2": rng.normal(size=n), "y": y})
+
+
+def cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def raced(tmp: Path, text: str, name: str, data: pd.DataFrame | None, file: str) -> Path:
+    if data is not None:
+        data.to_csv(tmp / file, index=False)
+    cfg = tmp / f"{name}.toml"
+    cfg.write_text(text)
+    out = cli("run", str(cfg), "--quiet", "--workers", "1", cwd=tmp)
+    assert out.returncode == 0, out.stderr
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def level(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("level")
+    raced(tmp, LEVEL, "level", linear_series(), "series.csv")
+    return tmp
+
+
+def test_evaluate_once_then_the_stored_verdict_and_counted_openings(level: Path) -> None:
+    out = cli("evaluate", "level", "--json", cwd=level)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert set(r) >= {"study", "task", "target", "test", "forecast", "models", "spa_pvalue",
+                      "verdict", "openings"}
+    assert (r["study"], r["task"], r["target"], r["openings"]) == ("level", "regression", "y", 1)
+    assert r["forecast"] == "top_k"
+    names = {m["name"]: m for m in r["models"]}
+    assert {"persistence", "mean", "ar1"} <= set(names)  # a level series' baselines
+    assert {n for n, m in names.items() if m["kind"] == "netrace"} == \
+        {"top_k", "greedy", "best", "folds", "best_folds"}
+    data = linear_series()
+    assert r["test"]["n"] == 174 and r["test"]["last"] == data["date"].iloc[-1].date().isoformat()
+    for m in r["models"]:
+        assert set(m["metrics"]) >= {"mse", "mae", "r2"}
+        if m["kind"] == "baseline":
+            assert set(m["dm_pvalue"]) == {"mse", "mae"}
+            assert all(0 <= p <= 1 for p in m["dm_pvalue"].values())
+    assert 0 <= r["spa_pvalue"] <= 1 and r["verdict"].endswith(".")
+    # a network's fold weights are those of the epoch at which its mean over the folds (what
+    # the race selected on) peaked: re-scored, they give the race's recorded best
+    for f in r["finalists"]:
+        assert f["rescored"] == pytest.approx(f["validation"], abs=1e-5)
+    # the second call shows the stored result and does not open the test part
+    again = cli("evaluate", "level", "--json", cwd=level)
+    stored = json.loads(again.stdout)
+    assert stored["stored"] and stored["openings"] == 1 and stored["models"] == r["models"]
+    text = cli("evaluate", "level", cwd=level)
+    assert "opened 1 time" in text.stdout and r["verdict"] in text.stdout
+    s = Storage(level / "netrace.db")
+    assert len(s.evaluations(s.get_study("level").id)) == 1
+
+
+def test_predict_reproduces_the_verdicts_forecasts_and_the_next_period(level: Path) -> None:
+    assert cli("evaluate", "level", cwd=level).returncode == 0  # evaluated (once) here too
+    out = cli("predict", "level", "--data", "series.csv", "--out", "pred.csv", cwd=level)
+    assert out.returncode == 0, out.stderr
+    pred = pd.read_csv(level / "pred.csv", parse_dates=["time"])
+    assert list(pred.columns) == ["time", "forecast", "lower", "upper", "spread"]
+    data = linear_series()
+    assert pred["time"].iloc[-1] == data["date"].iloc[-1]  # the forecast of the next period
+    assert len(pred) == len(data) - 3  # every origin with a full window of 4 rows
+    model = load_model(str(level / "netrace.db"), "level")
+    test = model.test
+    got = pred.set_index("time").loc[pd.to_datetime(test["time"])]
+    # the same float32 networks, run on other batches of rows: equal to float32 rounding
+    np.testing.assert_allclose(got["forecast"], test[model.name], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got["lower"], test["lower"], rtol=1e-6, atol=1e-7)
+    assert (pred["lower"] <= pred["forecast"]).all() and (pred["forecast"] <= pred["upper"]).all()
+    # the model in a fresh process forecasts the same numbers
+    code = ("import sys, pandas as pd, netrace; m = netrace.load_model('netrace.db', 'level'); "
+            "m.predict(pd.read_csv('series.csv', parse_dates=['date'])).to_csv('fresh.csv', "
+            "index=False)")
+    fresh = subprocess.run([sys.executable, "-c", code], cwd=level, capture_output=True,
+                           text=True, timeout=120)
+    assert fresh.returncode == 0, fresh.stderr
+    np.testing.assert_array_equal(pd.read_csv(level / "fresh.csv")["forecast"], pred["forecast"])
+    # the target column is not needed to forecast
+    data.drop(columns="y").to_csv(level / "no_target.csv", index=False)
+    # ... unless it is an input, as here (the target's past is a feature by default)
+    bad = cli("predict", "level", "--data", "no_target.csv", "--out", "p.csv", cwd=level)
+    assert bad.returncode == 2 and "'y'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_again_opens_the_test_part_once_more_and_says_so(level: Path) -> None:
+    cli("evaluate", "level", cwd=level)
+    out = cli("evaluate", "level", "--again", "--json", cwd=level)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["openings"] == 2 and not r.get("stored")
+    assert "opened 2 times" in cli("evaluate", "level", cwd=level).stdout
+
+
+def test_volatility_baselines_and_intervals(tmp_path: Path) -> None:
+    raced(tmp_path, VOL, "vol", make_prices(700, seed=3), "prices.csv")
+    out = cli("evaluate", "vol", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    names = {m["name"]: m for m in r["models"]}
+    assert {"har", "log_har", "garch", "ewma", "mean_22", "persistence"} <= set(names)
+    assert r["forecast"] == "greedy"
+    for m in r["models"]:
+        assert "qlike" in m["metrics"]
+        if m["kind"] == "baseline":
+            assert set(m["dm_pvalue"]) == {"mse", "mae", "qlike"}
+        else:
+            assert 0 <= m["metrics"]["coverage"] <= 1
+    assert set(r["spa"]) == {"mse", "qlike"}
+    assert sum(x for x in r["weights"]["greedy"]) == pytest.approx(1.0)
+    pred = cli("predict", "vol", "--data", "prices.csv", "--out", "p.csv", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert (p["lower"] > 0).all() and (p["forecast"] > 0).all()  # a ratio interval
+
+
+def test_classification_on_iid_rows(tmp_path: Path) -> None:
+    raced(tmp_path, BINARY, "bc", None, "")
+    out = cli("evaluate", "bc", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    names = {m["name"]: m for m in r["models"]}
+    assert {"majority", "logistic"} <= set(names)
+    assert set(names["logistic"]["metrics"]) >= {"accuracy", "log_loss", "auc"}
+    assert names["logistic"]["metrics"]["accuracy"] > 0.9  # a real model, fitted
+    from netrace.data import prepare
+
+    n = prepare(load_config(tmp_path / "bc.toml")).holdout.n
+    assert r["test"] == {"first": 0, "last": n - 1, "n": n}  # positions: rows have no time
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.drop(columns="target").to_csv(tmp_path / "rows.csv", index=False)
+    pred = cli("predict", "bc", "--data", "rows.csv", "--out", "p.csv", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert list(p.columns) == ["time", "forecast", "lower", "upper", "spread", "p_0", "p_1"]
+    assert len(p) == len(frame) and set(p["forecast"]) <= {0, 1}
+    np.testing.assert_allclose(p["p_0"] + p["p_1"], 1.0)
+
+
+def test_bad_input_says_what_and_how(tmp_path: Path, level: Path,
+                                     capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from netrace.cli import main
+
+    def fails(*args: str, cwd: Path = tmp_path) -> str:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(list(args))
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert err.startswith("netrace: error: ") and err.count("\n") == 1, err
+        return err
+
+    assert "no study database at 'nowhere.db'" in fails("evaluate", "x", "--storage",
+                                                          "nowhere.db")
+    assert not (tmp_path / "nowhere.db").exists()
+    assert "no study 'levle'" in fails("evaluate", "levle", cwd=level)
+    cfg = load_config(level / "level.toml")
+    s = Storage(tmp_path / "empty.db")
+    st = s.create_study("empty", direction="maximize", config=config_record(cfg))
+    assert "has no finished network" in fails("evaluate", "empty", "--storage", "empty.db")
+    assert "has not been evaluated yet" in fails("predict", "empty", "--storage", "empty.db",
+                                                 "--data", "x.csv", "--out", "p.csv")
+    # an evaluation that opened the test part and did not complete is counted
+    s.open_evaluation(st.id)
+    assert "did not complete" in fails("evaluate", "empty", "--storage", "empty.db")
+    assert cli("evaluate", "level", cwd=level).returncode == 0
+    data = linear_series()
+    data.drop(columns="x1").to_csv(tmp_path / "no_x1.csv", index=False)
+    db = str(level / "netrace.db")
+    assert "'x1'" in fails("predict", "level", "--storage", db, "--data", "no_x1.csv",
+                           "--out", "p.csv")
+    data.head(3).to_csv(tmp_path / "short.csv", index=False)
+    assert "too few to forecast from" in fails("predict", "level", "--storage", db, "--data",
+                                               "short.csv", "--out", "p.csv")
+    assert "does not exist" in fails("predict", "level", "--storage", db, "--data",
+                                     "missing.csv", "--out", "p.csv")
+    # the data changed since the race (rows appended): the test part moved; refused
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / "level.toml").write_text(LEVEL)
+    linear_series(760).to_csv(changed / "series.csv", index=False)
+    import shutil
+
+    shutil.copy(level / "netrace.db", changed / "netrace.db")
+    s2 = Storage(changed / "netrace.db")
+    rec = s2.get_study("level")
+    config = dict(rec.config)
+    config["data"] = {**config["data"], "path": str(changed / "series.csv")}
+    s2.set_study_config(rec.id, config, None)
+    assert "changed since its race" in fails("evaluate", "level", "--again", cwd=changed)
+    assert "could not write the forecasts" in fails(
+        "predict", "level", "--storage", db, "--data", str(level / "series.csv"), "--out",
+        str(tmp_path / "no" / "such" / "p.csv"))

@@ -1,0 +1,101 @@
+"""The parts of the verdict: refit finalists trained together as one population, greedy
+ensemble selection, out-of-fold assembly, intervals."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from netrace.evaluate import Interval
+from netrace.evaluate._ensemble import ensemble_loss, greedy_weights, out_of_fold
+from netrace.evaluate._model import combine
+from netrace.evaluate._refit import RefitJob, refit
+from netrace.race._build import DataShape, population_settings
+
+
+def test_finalists_refit_together_train_as_each_would_alone() -> None:
+    torch.manual_seed(0)
+    shape = DataShape(window=3, features=2, task="regression")
+    params = [{"model": "mlp", "width": 8, "lr": lr, "batch_size": 32}
+              for lr in (1e-3, 1e-2, 3e-2)]
+    settings = population_settings(params[0], shape)
+    X = np.random.default_rng(0).normal(size=(96, 3, 2))
+    y = X[:, -1, 0] * 0.5 + np.random.default_rng(1).normal(size=96) * 0.1
+    jobs = [RefitJob(settings, p, seed, epochs) for p, seed, epochs in
+            zip(params, (11, 12, 13), (4, 2, 3), strict=True)]
+    together = refit(jobs, X, y, task="regression", monitor="loss", seed=5, device="cpu")
+    for job, got in zip(jobs, together, strict=True):
+        alone = refit([job], X, y, task="regression", monitor="loss", seed=5, device="cpu")[0]
+        np.testing.assert_allclose(got["params"], alone["params"], rtol=1e-5, atol=1e-6)
+    # each stopped after its own epoch count: one more epoch gives other weights
+    longer = refit([RefitJob(settings, params[1], 12, 3)], X, y, task="regression",
+                   monitor="loss", seed=5, device="cpu")[0]
+    assert not np.allclose(longer["params"], together[1]["params"])
+
+
+def test_greedy_selection_matches_a_brute_force_search_round_by_round() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=50)
+    f = np.stack([y + rng.normal(0, s, 50) + b for s, b in
+                  ((0.5, 0.3), (0.5, -0.3), (0.8, 0.0), (2.0, 1.0))])
+    w = greedy_weights("regression", y, f, rounds=6)
+    # the same procedure by hand: each round adds the model that makes the running mean best
+    chosen: list[int] = []
+    for _ in range(6):
+        losses = [np.mean((y - f[chosen + [j]].mean(axis=0)) ** 2) for j in range(4)]
+        chosen.append(int(np.argmin(losses)))
+    np.testing.assert_allclose(w, np.bincount(chosen, minlength=4) / 6)
+    assert w[3] == 0 and w[0] > 0 and w[1] > 0  # the biases cancel; the bad model stays out
+    # ... and the ensemble is at least as good on validation as the best single model
+    best = min(ensemble_loss("regression", y, fj) for fj in f)
+    assert ensemble_loss("regression", y, combine(f, w)[0]) <= best
+
+
+def test_greedy_selection_for_classes_uses_log_loss() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 80)
+    good = np.clip(0.5 + 0.3 * (2 * y - 1) + rng.normal(0, 0.1, 80), 0.01, 0.99)
+    f = np.stack([np.full(80, 0.5), good, 1 - good])
+    assert greedy_weights("binary", y, f, rounds=5).tolist() == [0.0, 1.0, 0.0]
+    from sklearn.metrics import log_loss
+
+    assert ensemble_loss("binary", y, good) == pytest.approx(log_loss(y, good))
+    probs = np.stack([1 - good, good], axis=1)
+    assert ensemble_loss("multiclass", y, probs) == pytest.approx(log_loss(y, probs))
+
+
+def test_out_of_fold_forecasts_cover_each_validated_sample_once() -> None:
+    parts = [np.array([4, 5, 6]), np.array([7, 8]), np.array([0, 1])]
+    fc = [np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0]), np.array([6.0, 7.0])]
+    seen, got = out_of_fold(10, parts, fc)
+    assert seen.tolist() == [0, 1, 4, 5, 6, 7, 8]
+    assert got.tolist() == [6.0, 7.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_intervals_from_residuals_cover_as_nominal_on_the_same_law(positive: bool) -> None:
+    rng = np.random.default_rng(2)
+    f = rng.uniform(1, 3, 4000) if positive else rng.normal(size=4000)
+    noise = rng.normal(0, 0.3, 8000)
+    y_fit = f * np.exp(noise[:4000]) if positive else f + noise[:4000]
+    y_new = f * np.exp(noise[4000:]) if positive else f + noise[4000:]
+    iv = Interval.fit(y_fit, f, 0.9)
+    assert iv.kind == ("ratio" if positive else "additive")
+    lo, hi = iv.bounds(f)
+    assert np.mean((y_new >= lo) & (y_new <= hi)) == pytest.approx(0.9, abs=0.02)
+
+
+def test_combine_weights_members_and_measures_their_spread() -> None:
+    f = np.array([[1.0, 2.0], [3.0, 2.0]])
+    mean, spread = combine(f, np.array([0.5, 0.5]))
+    assert mean.tolist() == [2.0, 2.0] and spread.tolist() == [1.0, 0.0]
+    mean, _ = combine(f, np.array([3.0, 1.0]))  # weights are normalized
+    assert mean.tolist() == [1.5, 2.0]
+    probs = np.array([[[0.2, 0.8]], [[0.4, 0.6]]])
+    mean, spread = combine(probs, np.array([1.0, 1.0]))
+    np.testing.assert_allclose(mean, [[0.3, 0.7]])
+    np.testing.assert_allclose(spread, [0.1])  # of the chosen class's probability
+    assert list(itertools.chain(*mean)) == pytest.approx([0.3, 0.7])
