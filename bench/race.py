@@ -218,7 +218,8 @@ def bare_engine(k: int, epochs: int, model: str = "mlp16") -> float:
     params = {**MODELS[model], "optimizer": "adam", "batch_size": 128}
     settings = population_settings(params, shape)
     rng = np.random.default_rng(0)
-    members = [member_spec({**params, "lr": float(10 ** rng.uniform(-3.5, -1.5))}, i, "adam")
+    members = [member_spec({**params, "lr": float(10 ** rng.uniform(-3.5, -1.5))}, i, "adam",
+                           epochs)
                for i in range(k)]
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # as a lone race worker does
     pop = Population(settings.spec, members, optimizer="adam", batch_size=128, monitor="r2",

@@ -159,6 +159,10 @@ def test_evaluate_once_then_the_stored_verdict_and_counted_openings(level: Path)
             assert set(m["dm_pvalue"]) == {"mse", "mae"}
             assert all(0 <= p <= 1 for p in m["dm_pvalue"].values())
     assert 0 <= r["spa_pvalue"] <= 1 and r["verdict"].endswith(".")
+    # the baselines on the validation samples the candidates were weighed on, for the record
+    v = r["validation"]
+    assert set(v["baselines"]) == {"persistence", "mean", "ar1"} and v["samples"] > 100
+    assert all(x > 0 for x in v["baselines"].values()) and v["top_k"] > 0
     # a network's fold weights are those of the epoch at which its mean over the folds (what
     # the race selected on) peaked: re-scored, they give the race's recorded best
     for f in r["finalists"]:
@@ -315,3 +319,22 @@ def test_bad_input_says_what_and_how(tmp_path: Path, level: Path,
     assert "could not write the forecasts" in fails(
         "predict", "level", "--storage", db, "--data", str(level / "series.csv"), "--out",
         str(tmp_path / "no" / "such" / "p.csv"))
+
+
+def test_evaluate_and_predict_on_a_postgresql_study(tmp_path: Path, postgres) -> None:  # noqa: ANN001
+    url = postgres.new_database("evaluate_pg")
+    linear_series(500, seed=2).to_csv(tmp_path / "series.csv", index=False)
+    cfg = tmp_path / "pg.toml"
+    cfg.write_text(LEVEL.replace("budget = 60", "budget = 30"))
+    run = cli("run", str(cfg), "--quiet", "--workers", "1", "--storage", url, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    out = cli("evaluate", "pg", "--storage", url, "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["openings"] == 1 and r["forecast"] == "top_k"
+    again = json.loads(cli("evaluate", "pg", "--storage", url, "--json", cwd=tmp_path).stdout)
+    assert again["stored"] and again["models"] == r["models"]
+    model = load_model(url, "pg")
+    pred = model.predict(pd.read_csv(tmp_path / "series.csv", parse_dates=["date"]))
+    got = pred.set_index("time").loc[pd.to_datetime(model.test["time"])]
+    np.testing.assert_allclose(got["forecast"], model.test[model.name], rtol=1e-6, atol=1e-7)

@@ -24,14 +24,14 @@ def test_finalists_refit_together_train_as_each_would_alone() -> None:
     settings = population_settings(params[0], shape)
     X = np.random.default_rng(0).normal(size=(96, 3, 2))
     y = X[:, -1, 0] * 0.5 + np.random.default_rng(1).normal(size=96) * 0.1
-    jobs = [RefitJob(settings, p, seed, epochs) for p, seed, epochs in
+    jobs = [RefitJob(settings, p, seed, epochs, 10) for p, seed, epochs in
             zip(params, (11, 12, 13), (4, 2, 3), strict=True)]
     together = refit(jobs, X, y, task="regression", monitor="loss", seed=5, device="cpu")
     for job, got in zip(jobs, together, strict=True):
         alone = refit([job], X, y, task="regression", monitor="loss", seed=5, device="cpu")[0]
         np.testing.assert_allclose(got["params"], alone["params"], rtol=1e-5, atol=1e-6)
     # each stopped after its own epoch count: one more epoch gives other weights
-    longer = refit([RefitJob(settings, params[1], 12, 3)], X, y, task="regression",
+    longer = refit([RefitJob(settings, params[1], 12, 3, 10)], X, y, task="regression",
                    monitor="loss", seed=5, device="cpu")[0]
     assert not np.allclose(longer["params"], together[1]["params"])
 
@@ -99,3 +99,36 @@ def test_combine_weights_members_and_measures_their_spread() -> None:
     np.testing.assert_allclose(mean, [[0.3, 0.7]])
     np.testing.assert_allclose(spread, [0.1])  # of the chosen class's probability
     assert list(itertools.chain(*mean)) == pytest.approx([0.3, 0.7])
+
+
+@pytest.mark.parametrize("epochs", [30, 100, 7])
+def test_learning_rate_schedules_follow_the_epoch_budget(epochs: int) -> None:
+    """A schedule runs over the network's own budget: cosine reaches zero at its last epoch
+    and never climbs back (it used to be fixed at 50 epochs, so at 100 it rose again after
+    epoch 50); step and exponential end at a hundredth of the base rate, not at 1e-10."""
+    from netrace.race._build import member_spec
+    from netrace.train import lr_at
+
+    base = 0.01
+    rates = {kind: [lr_at(base, member_spec({"schedule": kind, "lr": base}, 0, "adam",
+                                            epochs).schedule, e) for e in range(epochs)]
+             for kind in ("cosine", "step", "exponential", "constant")}
+    for kind in ("cosine", "step", "exponential"):
+        r = np.array(rates[kind])
+        assert (np.diff(r) <= 1e-15).all(), kind  # never rises within the budget
+        assert r[0] == pytest.approx(base)
+    assert 0 < rates["cosine"][-1] < 0.06 * base  # the last epoch's rate, near zero
+    assert rates["cosine"][epochs // 2] == pytest.approx(base / 2, rel=0.25)
+    # torch's CosineAnnealingLR with T_max = the budget gives the same rates
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    torch_rates = []
+    for _ in range(epochs):
+        torch_rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(rates["cosine"], torch_rates, rtol=1e-9, atol=1e-15)
+    assert rates["step"][-1] == pytest.approx(base * 0.01)  # two steps of 0.1 in the budget
+    assert rates["step"][epochs // 2] == pytest.approx(base * 0.1)
+    assert rates["exponential"][-1] == pytest.approx(base * 0.01 ** ((epochs - 1) / epochs))
+    assert rates["constant"] == [base] * epochs

@@ -178,3 +178,27 @@ def test_multiclass_auc_matches_sklearn_one_vs_rest_macro():
     want = [np.mean([skm.roc_auc_score(y_missing.numpy() == j, torch.softmax(row, dim=1)[:, j])
                      for j in range(3)]) for row in logits]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_qlike_in_the_targets_units_equals_the_verdicts_qlike():
+    """The race's QLIKE (a network learns a standardized target; QLIKE is scored back in the
+    target's own units) is the evaluation's QLIKE of the same forecasts."""
+    from netrace.evaluate._stats import point_losses
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(120, 3, generator=gen, dtype=torch.float64)
+    vol = 0.01 * torch.exp(0.3 * x[:, 0])  # a positive volatility target
+    mu, sd = float(vol.mean()), float(vol.std())
+    yz = (vol - mu) / sd
+    pop = Population(MLPSpec(in_features=3, hidden=(6,)), [MemberSpec(seed=s, lr=1e-2)
+                                                           for s in range(3)],
+                     monitor="qlike", device="cpu", dtype=torch.float64)
+    pop.step_epoch(x, yz)
+    m = pop.measure(x, yz, scale=(mu, sd))
+    pred = pop.predict(x)[..., 0]
+    want = [point_losses("qlike", vol.numpy(), (mu + sd * p).numpy()).mean() for p in pred]
+    np.testing.assert_allclose(m["qlike"], want, rtol=1e-10)
+    v = pop.judge(m)
+    assert v.score is m["qlike"] and v.improved.all()  # lower is better, first validation
+    with pytest.raises(UserError, match="monitor 'qlike' needs the target's scale"):
+        pop.measure(x, yz)

@@ -37,7 +37,7 @@ SCHEMES = ("holdout", "walk_forward", "purged_kfold", "kfold")
 FILLS = ("none", "ffill", "drop")
 MODES = ("expanding", "rolling")
 RULES = ("lc", "median", "hyperband", "topk", "none")
-METRICS = ("r2", "mse", "mae", "loss", "log_loss", "accuracy", "auc")
+METRICS = ("r2", "mse", "mae", "loss", "qlike", "log_loss", "accuracy", "auc")
 #: Built-in data (loaded offline from packages that ship it): daily OHLCV prices, then
 #: scikit-learn's bundled i.i.d. tabular sets.
 PRICE_SOURCES = ("sp500", "nasdaq")

@@ -97,6 +97,9 @@ class DevData:
     splitter: Splitter
     classes: tuple[object, ...] | None
     folds: tuple[Fold, ...] = field(default=())
+    #: time series: per row of ``rows``, the target's own row value (class codes for classes),
+    #: the close's log return (with prices) and the time: what baselines forecast from
+    history: pd.DataFrame | None = None
 
     @property
     def n(self) -> int:
@@ -336,7 +339,7 @@ def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
         t.features, t.categorical, columns,
         # in time, the target's past is a fair input (windows end before the label row)
         exclude=[c for c in (time, None if time_series else target.name) if c],
-        default_recipes=time_series and has_prices and target.recipe is not None)
+        default_recipes=time_series and has_prices and target.recipe is not None, time=time)
     if not time_series and target.recipe is None and any(f.name == target.name
                                                          for f in features):
         raise UserError(f"[task] features includes the target column '{target.name}'; on "
@@ -477,6 +480,8 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
                                 "time": time_values[:end]})
         if ret is None:
             history = history.drop(columns="returns")
+        # the development part's own: its rows and nothing after them
+        object.__setattr__(dev, "history", history.iloc[:len(dev_rows)].copy())
     holdout = Holdout(test_rows, test_local, y_all[test_idx],
                       time_values[test_anchors] if time_series else None, window,
                       history=history, table_anchors=test_anchors if time_series else None)

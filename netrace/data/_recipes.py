@@ -48,10 +48,14 @@ class Feature:
     lookback: int
     categorical: bool = False
     recipe: str | None = None
+    time: str | None = None  # the time column, for calendar recipes
 
     def values(self, frame: pd.DataFrame) -> pd.Series:
         if self.recipe is None:
             return frame[self.name]
+        if self.recipe == "day_of_week":
+            assert self.time is not None
+            return pd.Series(day_of_week(frame, self.time), index=frame.index, name=self.name)
         return pd.Series(_feature_fn(self.recipe)(frame), index=frame.index, name=self.name)
 
 
@@ -125,6 +129,34 @@ def rolling_vol(n: int) -> Callable[[pd.DataFrame], np.ndarray]:
     return fn
 
 
+def vol_mean(n: int) -> Callable[[pd.DataFrame], np.ndarray]:
+    """The mean Parkinson volatility of the last n rows (Corsi's HAR components: n = 1, 5, 22)."""
+
+    def fn(frame: pd.DataFrame) -> np.ndarray:
+        v = parkinson(frame)
+        out = np.full(len(v), np.nan)
+        if len(v) >= n:  # each window on its own, as rolling_vol
+            out[n - 1:] = np.lib.stride_tricks.sliding_window_view(v, n).mean(axis=1)
+        return out
+
+    return fn
+
+
+def overnight_gap(frame: pd.DataFrame) -> np.ndarray:
+    """log(open_t / close_{t-1}): the move between yesterday's close and today's open."""
+    lc = _log_positive(frame, "close")
+    return np.concatenate([[np.nan], _log_positive(frame, "open")[1:] - lc[:-1]])
+
+
+def day_of_week(frame: pd.DataFrame, time: str) -> np.ndarray:
+    """The weekday of the time column's dates (0 Monday .. 6 Sunday), one-hot encoded."""
+    t = pd.to_datetime(frame[time], errors="coerce")
+    if t.isna().any():
+        raise UserError(f"recipe 'day_of_week' needs dates in the time column '{time}'; row "
+                        f"{int(np.flatnonzero(t.isna().to_numpy())[0])} has none")
+    return t.dt.day_of_week.to_numpy()
+
+
 def direction(frame: pd.DataFrame) -> np.ndarray:
     """1.0 when the close rose (log return > 0), else 0.0; NaN on the first row."""
     r = log_return(frame)
@@ -138,6 +170,10 @@ FEATURE_RECIPES: dict[str, tuple[int, tuple[str, ...], str]] = {
     "parkinson": (1, ("high", "low"), "Parkinson high/low volatility"),
     "volume_change": (2, ("volume",), "log change of 1 + volume"),
     "rolling_vol_N": (0, ("close",), "realized volatility of the last N log returns (N >= 2)"),
+    "vol_mean_N": (0, ("high", "low"), "mean Parkinson volatility of the last N rows (N >= 1; "
+                   "the HAR components are vol_mean_1, vol_mean_5, vol_mean_22)"),
+    "gap": (2, ("open", "close"), "overnight gap, log of the open over the previous close"),
+    "day_of_week": (1, (), "weekday of the time column's date, one-hot encoded"),
 }
 
 #: name -> (task kind, per-row function, lookback, description)
@@ -149,14 +185,19 @@ TARGET_RECIPES: dict[str, tuple[str, Callable[[pd.DataFrame], np.ndarray], int, 
 _TARGET_FIELDS = {"return_next": ("close",), "vol_next": ("high", "low"),
                   "direction_next": ("close",)}
 _ROLLING = re.compile(r"^rolling_vol_(\d+)$")
+_VOL_MEAN = re.compile(r"^vol_mean_(\d+)$")
+_WINDOWED = ("rolling_vol_N", "vol_mean_N")
 
 
 def _feature_fn(recipe: str) -> Callable[[pd.DataFrame], np.ndarray]:
     m = _ROLLING.match(recipe)
     if m:
         return rolling_vol(int(m.group(1)))
+    m = _VOL_MEAN.match(recipe)
+    if m:
+        return vol_mean(int(m.group(1)))
     return {"log_return": log_return, "range": log_range, "parkinson": parkinson,
-            "volume_change": volume_change}[recipe]
+            "volume_change": volume_change, "gap": overnight_gap}[recipe]
 
 
 def _need_prices(recipe: str, fields: tuple[str, ...], columns: Sequence[str], where: str) -> None:
@@ -170,7 +211,7 @@ def _need_prices(recipe: str, fields: tuple[str, ...], columns: Sequence[str], w
 
 def resolve_features(names: Sequence[str] | None, categorical: Sequence[str],
                      columns: Sequence[str], *, exclude: Sequence[str],
-                     default_recipes: bool) -> list[Feature]:
+                     default_recipes: bool, time: str | None = None) -> list[Feature]:
     """Turn ``[task] features`` (columns or recipe names) into :class:`Feature` objects.
 
     A name that is a column is that column; otherwise it must be a recipe. With no list, the
@@ -204,12 +245,27 @@ def resolve_features(names: Sequence[str] | None, categorical: Sequence[str],
             _need_prices(name, ("close",), cols, "[task] features:")
             feats.append(Feature(name, n + 1, recipe=name))
             continue
+        m = _VOL_MEAN.match(name)
+        if m:
+            n = int(m.group(1))
+            if n < 1:
+                raise UserError(f"[task] features: '{name}' needs N >= 1 rows (as in "
+                                "vol_mean_22)")
+            _need_prices(name, ("high", "low"), cols, "[task] features:")
+            feats.append(Feature(name, n, recipe=name))
+            continue
+        if name == "day_of_week":
+            if time is None:
+                raise UserError("[task] features: recipe 'day_of_week' needs dates: set [data] "
+                                "time to the time column")
+            feats.append(Feature(name, 1, categorical=True, recipe=name, time=time))
+            continue
         if name in FEATURE_RECIPES:
             lookback, fields, _ = FEATURE_RECIPES[name]
             _need_prices(name, fields, cols, "[task] features:")
             feats.append(Feature(name, lookback, recipe=name))
             continue
-        known = cols + [r for r in FEATURE_RECIPES if r != "rolling_vol_N"]
+        known = cols + [r for r in FEATURE_RECIPES if r not in _WINDOWED]
         raise UserError(f"unknown column or recipe '{name}' in [task] features"
                         f"{did_you_mean(name, known)}; the data has columns "
                         f"{', '.join(cols)}; recipes are {', '.join(FEATURE_RECIPES)}")

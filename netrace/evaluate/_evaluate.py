@@ -222,6 +222,23 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     weights["folds"], weights["best_folds"] = weights["top_k"], weights["best"]
     validation = {name: ensemble_loss(task, y_oof, combine(oof_arr, w)[0])
                   for name, w in weights.items() if name in ("best", "top_k", "greedy")}
+    # the baselines on the same validation samples, fit on the past only (for the record:
+    # did the networks beat them on validation, where they were chosen?)
+    kind = _baseline_kind(config, prepared.target.recipe)
+    n_classes = len(dev.classes or ())
+    valid_baselines: dict[str, float] = {}
+    if dev.history is not None:
+        hist = dev.history
+        try:
+            vb = bl.time_series_baselines(
+                kind, hist["target"].to_numpy(), dev.anchors[seen], dev.horizon,
+                returns=hist["returns"].to_numpy() if "returns" in hist else None,
+                n_classes=n_classes, refit_every=ev.refit_every)
+        except UserError:  # too little past before the first validation block (purged k-fold)
+            vb = {}
+        for name, b in vb.items():
+            b = b[:, 1] if task == "binary" and np.ndim(b) == 2 else b
+            valid_baselines[name] = ensemble_loss(task, y_oof, b)
     chosen = ev.forecast
     interval = None
     if task == "regression":
@@ -237,8 +254,8 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     if task == "regression":
         scaling = (float(y_dev.mean()), float(y_dev.std()) or 1.0)
         y_dev = (y_dev - scaling[0]) / scaling[1]
-    jobs = [RefitJob(f.settings, f.trial.params, f.trial.seed, int(f.trial.best_epoch or 0) + 1)
-            for f in fins]
+    jobs = [RefitJob(f.settings, f.trial.params, f.trial.seed, int(f.trial.best_epoch or 0) + 1,
+                     config.race.max_epochs) for f in fins]
     say(f"refitting {k} finalists on all {dev.n} development samples "
         f"({sum(j.epochs for j in jobs)} network-epochs)")
     # torch's own thread count (OMP_NUM_THREADS when set): forcing every core would make this
@@ -274,8 +291,6 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
         forecasts[name], spreads[name] = combine(fold_fc_arr, weights[name])
 
     # -- baselines on exactly the same points -----------------------------------------------------
-    kind = _baseline_kind(config, prepared.target.recipe)
-    n_classes = len(dev.classes or ())
     if test.history is not None:
         hist = test.history
         baselines = bl.time_series_baselines(
@@ -357,7 +372,8 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
                       for f, r, j in zip(fins, rescored, jobs, strict=True)],
         "validation": {"metric": "mse" if task == "regression" else "log_loss",
                        "samples": int(len(seen)),
-                       **{n: _num(v) for n, v in validation.items()}},
+                       **{n: _num(v) for n, v in validation.items()},
+                       "baselines": {n: _num(v) for n, v in valid_baselines.items()}},
         "weights": {n: [_num(x) for x in weights[n]] for n in ("greedy",)},
         "interval": None if interval is None else {"kind": interval.kind,
                                                    "coverage": interval.coverage},
@@ -404,6 +420,8 @@ def _valid_score(metric: str, fd: Any, f: np.ndarray, task: str) -> float:
         return float(np.mean((y - f) ** 2))
     if metric == "mae":
         return float(np.mean(np.abs(y - f)))
+    if metric == "qlike":
+        return float(st.point_losses("qlike", y, f).mean())
     if metric == "accuracy":
         pred = (f >= 0.5).astype(int) if f.ndim == 1 else f.argmax(axis=1)
         return float(np.mean(pred == y))
@@ -476,6 +494,12 @@ def result_lines(result: dict[str, Any]) -> list[str]:
                    "again)")
     if result.get("note"):
         out.append(result["note"])
+    val = result.get("validation")
+    if val:
+        ours = ", ".join(f"{n} {_fmt(val[n])}" for n in ("top_k", "greedy", "best") if n in val)
+        theirs = ", ".join(f"{n} {_fmt(v)}" for n, v in val.get("baselines", {}).items())
+        out.append(f"validation {val['metric']} ({val['samples']} out-of-fold samples): {ours}"
+                   + (f"; baselines {theirs}" if theirs else ""))
     fins = result.get("finalists", [])
     if fins:
         out.append(f"finalists (trial: validation {result['race']['metric']}): "

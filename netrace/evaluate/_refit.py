@@ -24,12 +24,15 @@ __all__ = ["RefitJob", "refit"]
 
 @dataclass(frozen=True)
 class RefitJob:
-    """One finalist to refit: its settings, hyperparameters, seed and epoch count."""
+    """One finalist to refit: its settings, hyperparameters, seed, the epochs to train and
+    ``budget``, the race's epoch budget its learning-rate schedule ran over (and runs over
+    again, so that its first ``epochs`` epochs follow the same rates)."""
 
     settings: PopulationSettings
     params: dict
     seed: int
     epochs: int
+    budget: int
 
 
 def refit(jobs: Sequence[RefitJob], X: np.ndarray, y: np.ndarray, *, task: str,
@@ -44,7 +47,8 @@ def refit(jobs: Sequence[RefitJob], X: np.ndarray, y: np.ndarray, *, task: str,
     ydt = torch.long if task == "multiclass" else torch.float32
     yt = torch.as_tensor(y, dtype=ydt)
     for settings, index in groups.items():
-        members = [member_spec(jobs[i].params, jobs[i].seed, settings.optimizer) for i in index]
+        members = [member_spec(jobs[i].params, jobs[i].seed, settings.optimizer,
+                               jobs[i].budget) for i in index]
         pop = Population(settings.spec, members, optimizer=settings.optimizer,
                          loss=settings.loss, batch_size=settings.batch_size, monitor=monitor,
                          seed=seed, device=device)

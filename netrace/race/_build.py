@@ -7,6 +7,7 @@ Population keys (shape, optimizer, batch size, window, loss) become the populati
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from netrace.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec
 from netrace.train import MemberSpec, Schedule
 
-__all__ = ["DataShape", "PopulationSettings", "population_settings", "member_spec",
+__all__ = ["DataShape", "PopulationSettings", "population_settings", "member_spec", "schedule_for",
            "model_inputs", "DEFAULT_METRIC", "MAXIMIZED"]
 
 #: The metric a race scores networks by, per task, when ``[race] metric`` does not say.
@@ -75,13 +76,26 @@ def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationS
                               int(params.get("batch_size", 128)), window, params.get("loss"))
 
 
-def member_spec(params: dict[str, Any], seed: int, optimizer: str) -> MemberSpec:
+def schedule_for(params: dict[str, Any], epochs: int) -> Schedule:
+    """A network's learning-rate schedule over its epoch budget (``[race] max_epochs``):
+    ``cosine`` anneals to zero at the last epoch; ``step`` multiplies the rate by 0.1 after
+    each third of the budget; ``exponential`` decays it by the same factor per epoch, to a
+    hundredth of the base rate at the end, as ``step`` reaches after two thirds."""
+    epochs = max(int(epochs), 1)
+    kind = params.get("schedule", "constant")
+    return Schedule(kind, warmup=int(params.get("warmup", 0)), t_max=epochs,
+                    step_size=max(1, math.ceil(epochs / 3)),
+                    gamma=0.01 ** (1.0 / epochs) if kind == "exponential" else 0.1)
+
+
+def member_spec(params: dict[str, Any], seed: int, optimizer: str, epochs: int) -> MemberSpec:
+    """A network's member settings; ``epochs`` is its epoch budget, which its learning-rate
+    schedule runs over (:func:`schedule_for`)."""
     momentum = float(params.get("momentum", 0.9 if optimizer in ("momentum", "nesterov")
                                 else 0.0))
     return MemberSpec(
         seed=seed, lr=params.get("lr"),
-        schedule=Schedule(params.get("schedule", "constant"),
-                          warmup=int(params.get("warmup", 0)), t_max=50),
+        schedule=schedule_for(params, epochs),
         momentum=momentum, beta1=float(params.get("beta1", 0.9)),
         beta2=float(params.get("beta2", 0.999)), weight_decay=params.get("weight_decay"),
         l1=float(params.get("l1", 0.0)), dropout=float(params.get("dropout", 0.0)),

@@ -76,7 +76,7 @@ def race_metric(config: Config) -> tuple[str, str]:
     """The metric networks are judged by and its direction."""
     task = config.task.type
     metric = config.race.metric or DEFAULT_METRIC[task]
-    allowed = {"regression": ("r2", "mse", "mae", "loss"),
+    allowed = {"regression": ("r2", "mse", "mae", "loss", "qlike"),
                "binary": ("auc", "log_loss", "accuracy", "loss"),
                "multiclass": ("accuracy", "auc", "log_loss", "loss")}[task]
     if metric not in allowed:
@@ -275,7 +275,8 @@ class _Worker:
         pop_seed = int(self.rng.integers(0, 2**31 - 1))
         try:
             settings = population_settings(first.params, self.shape)
-            members = [member_spec(t.params, t.seed, settings.optimizer) for t in trials if t]
+            members = [member_spec(t.params, t.seed, settings.optimizer, self.max_epochs)
+                       for t in trials if t]
             pops = [Population(settings.spec, members, optimizer=settings.optimizer,
                                loss=settings.loss, batch_size=settings.batch_size,
                                monitor=self.metric, seed=pop_seed, device=self.plan.device)
@@ -302,7 +303,7 @@ class _Worker:
             if free and room > 0 and not self.over() and not self.ctx.should_stop():
                 new = self._new_trials(min(len(free), room), fixed)
                 for i, t in zip(free, new):
-                    m = member_spec(t.params, t.seed, settings.optimizer)
+                    m = member_spec(t.params, t.seed, settings.optimizer, self.max_epochs)
                     for pop in pops:
                         pop.replace(i, m)
                     trials[i], curves[i] = t, []
@@ -331,7 +332,8 @@ class _Worker:
             if len(kept) != saved.epochs:
                 raise UserError(f"its saved state is from epoch {saved.epochs}, its curve has "
                                 f"{len(kept)} epochs")
-            load_slot(pops, i, member_spec(t.params, t.seed, settings.optimizer), saved.data)
+            load_slot(pops, i, member_spec(t.params, t.seed, settings.optimizer,
+                                           self.max_epochs), saved.data)
         except UserError as exc:  # e.g. the config's data or split changed since
             for pop in pops:
                 pop.stop(i)
@@ -344,9 +346,10 @@ class _Worker:
     def _epoch(self, pops: list[Population], inputs: list, trials: list[TrialRecord | None],
                curves: list[list[float]], settings: PopulationSettings) -> None:
         per_fold = []
-        for pop, (xtr, ytr, xva, yva, base) in zip(pops, inputs):
+        for pop, (xtr, ytr, xva, yva, base), scale in zip(pops, inputs, self._target_scaling):
             pop.step_epoch(xtr, ytr)
-            per_fold.append(pop.measure(xva, yva, baseline=base))
+            per_fold.append(pop.measure(xva, yva, baseline=base, scale=scale
+                                        if self.plan.config.task.type == "regression" else None))
         names = list(per_fold[0])
         with np.errstate(invalid="ignore"):
             means = {n: np.mean([m[n] for m in per_fold], axis=0) for n in names}

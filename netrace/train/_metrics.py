@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import Tensor
 
-__all__ = ["accuracy", "auc", "log_loss", "mae", "mse", "r2_oos"]
+__all__ = ["accuracy", "auc", "log_loss", "mae", "mse", "qlike", "r2_oos"]
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -37,6 +37,19 @@ def r2_oos(pred: Tensor, y: Tensor, baseline: Tensor) -> np.ndarray:
     sse = ((pred - y) ** 2).sum(dim=1)
     sse_base = ((baseline - y) ** 2).sum()
     return _np(1 - sse / sse_base) if sse_base > 0 else np.full(pred.shape[0], np.nan)
+
+
+def qlike(pred: Tensor, y: Tensor) -> np.ndarray:
+    """Patton's (2011) QLIKE of volatility forecasts per member, in the target's own units:
+    with the variance proxy s = y^2 and the forecast variance v = pred^2,
+    mean(s / v - log(s / v) - 1). Both are floored at 1e-12 times the mean of s (a forecast at
+    or below zero gets a large finite loss), as ``netrace.evaluate`` scores the test part."""
+    p, t = pred.to(torch.float64), y.to(torch.float64)
+    s = t ** 2
+    floor = 1e-12 * float(s.mean()) if float(s.mean()) > 0 else 1e-300
+    v = (p ** 2).clamp_min(floor)
+    ratio = s / v
+    return _np((ratio - torch.log(s.clamp_min(floor) / v) - 1).mean(dim=1))
 
 
 def accuracy(logits: Tensor, y: Tensor) -> np.ndarray:

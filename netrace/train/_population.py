@@ -30,8 +30,8 @@ from netrace.train._optim import BatchedOptimizer, clip_member_grads, member_hpa
 __all__ = ["EpochResult", "MemberState", "Population", "ValidationResult"]
 
 # Metrics where lower is better; the others (r2, accuracy, auc) are maximized.
-_LOWER_IS_BETTER = ("loss", "mse", "mae", "log_loss")
-_METRICS = {"regression": ("loss", "mse", "mae", "r2"),
+_LOWER_IS_BETTER = ("loss", "mse", "mae", "log_loss", "qlike")
+_METRICS = {"regression": ("loss", "mse", "mae", "r2", "qlike"),
             "binary": ("loss", "log_loss", "accuracy", "auc"),
             "multiclass": ("loss", "log_loss", "accuracy", "auc")}
 _VALIDATION_ROWS = 512  # rows per validation chunk: bounds (K, rows, ...) activations
@@ -353,10 +353,11 @@ class Population:
         return self.judge(self.measure(x, y, baseline=baseline))
 
     @torch.no_grad()
-    def measure(self, x: Tensor, y: Tensor, *, baseline: Tensor | None = None
-                ) -> dict[str, np.ndarray]:
+    def measure(self, x: Tensor, y: Tensor, *, baseline: Tensor | None = None,
+                scale: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
         """Every member's validation metrics on ``(x, y)`` (see :meth:`validate`), without
-        touching the books."""
+        touching the books. For a regression whose ``y`` is standardized, ``scale`` = (mean,
+        std) of the target also gives ``qlike``, in the target's own units."""
         x, y = self._to_device(x, y)
         out = self.predict(x)
         metrics = {"loss": member_losses(out, y, None, self.loss, self.huber_delta)
@@ -371,6 +372,10 @@ class Population:
                     raise UserError(f"baseline must hold one forecast per row, shape "
                                     f"{tuple(y.shape)}; got {tuple(base.shape)}")
                 metrics["r2"] = _metrics.r2_oos(pred, y, base)
+            if scale is not None:
+                mu, sd = scale
+                metrics["qlike"] = _metrics.qlike(mu + sd * pred.double(),
+                                                  mu + sd * y.double().expand_as(pred))
         elif self.spec.task == "binary":
             metrics["log_loss"] = _metrics.log_loss(out[..., 0], y)
             metrics["accuracy"] = _metrics.accuracy(out[..., 0], y)
@@ -380,8 +385,9 @@ class Population:
             metrics["accuracy"] = _metrics.accuracy(out, y)
             metrics["auc"] = _metrics.auc(out, y)
         if self.monitor not in metrics:
-            raise UserError(f"monitor {self.monitor!r} needs a baseline forecast; pass "
-                            "baseline=... to validate()")
+            need = "the target's scale; pass scale=(mean, std)" if self.monitor == "qlike" \
+                else "a baseline forecast; pass baseline=..."
+            raise UserError(f"monitor {self.monitor!r} needs {need} to measure()")
         return metrics
 
     @torch.no_grad()
