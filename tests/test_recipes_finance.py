@@ -61,6 +61,9 @@ def test_recipe_errors_say_what_and_how() -> None:
     df = make_prices(200, seed=7)
     with pytest.raises(UserError, match=r"'vol_mean_0' needs N >= 1 rows \(as in vol_mean_22\)"):
         prepare(_config(["vol_mean_0"]), frame=df)
+    with pytest.raises(UserError, match=r"'rolling_vol_1' needs N >= 2 rows \(as in "
+                       r"rolling_vol_20\)"):
+        prepare(_config(["rolling_vol_1"]), frame=df)
     with pytest.raises(UserError, match=r"recipe 'gap' needs price column\(s\) open"):
         prepare(_config(["gap"]), frame=df.drop(columns="Open"))
     iid = config_from_dict({"task": {"target": "y", "features": ["x", "day_of_week"]}})

@@ -187,6 +187,18 @@ _TARGET_FIELDS = {"return_next": ("close",), "vol_next": ("high", "low"),
 _ROLLING = re.compile(r"^rolling_vol_(\d+)$")
 _VOL_MEAN = re.compile(r"^vol_mean_(\d+)$")
 _WINDOWED = ("rolling_vol_N", "vol_mean_N")
+# recipes over the last N rows: pattern -> (smallest N, price fields, rows read beyond N, example)
+_WINDOW_RECIPES = {_ROLLING: (2, ("close",), 1, "rolling_vol_20"),
+                   _VOL_MEAN: (1, ("high", "low"), 0, "vol_mean_22")}
+
+
+def _windowed(name: str) -> tuple[int, tuple[int, tuple[str, ...], int, str]] | None:
+    """N and the settings of a recipe over the last N rows, or None for another name."""
+    for pattern, settings in _WINDOW_RECIPES.items():
+        m = pattern.match(name)
+        if m:
+            return int(m.group(1)), settings
+    return None
 
 
 def _feature_fn(recipe: str) -> Callable[[pd.DataFrame], np.ndarray]:
@@ -236,23 +248,14 @@ def resolve_features(names: Sequence[str] | None, categorical: Sequence[str],
         if name in cols:
             feats.append(Feature(name, 1, categorical=name in categorical))
             continue
-        m = _ROLLING.match(name)
-        if m:
-            n = int(m.group(1))
-            if n < 2:
-                raise UserError(f"[task] features: '{name}' needs a window N >= 2 "
-                                "(as in rolling_vol_20)")
-            _need_prices(name, ("close",), cols, "[task] features:")
-            feats.append(Feature(name, n + 1, recipe=name))
-            continue
-        m = _VOL_MEAN.match(name)
-        if m:
-            n = int(m.group(1))
-            if n < 1:
-                raise UserError(f"[task] features: '{name}' needs N >= 1 rows (as in "
-                                "vol_mean_22)")
-            _need_prices(name, ("high", "low"), cols, "[task] features:")
-            feats.append(Feature(name, n, recipe=name))
+        windowed = _windowed(name)
+        if windowed is not None:
+            n, (smallest, fields, extra, example) = windowed
+            if n < smallest:
+                raise UserError(f"[task] features: '{name}' needs N >= {smallest} rows (as in "
+                                f"{example})")
+            _need_prices(name, fields, cols, "[task] features:")
+            feats.append(Feature(name, n + extra, recipe=name))
             continue
         if name == "day_of_week":
             if time is None:
