@@ -120,6 +120,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import pandas as pd
+
     from netrace.data import read_table
     from netrace.evaluate import load_model
 
@@ -131,7 +133,12 @@ def _predict(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UserError(f"could not write the forecasts to '{args.out}' ({err.strerror or err}); "
                         "give a path in a folder that exists and that you can write to") from None
-    print(f"wrote {len(out)} forecasts to {args.out}; the last, from {out['time'].iloc[-1]}: "
+    last = out["time"].iloc[-1]
+    if isinstance(last, pd.Timestamp) and last == last.normalize():
+        last = last.date()
+    print(f"wrote {len(out)} forecasts to {args.out}; the last, from {last}: "
+          f"{out['forecast'].iloc[-1]:.6g}" if out["forecast"].dtype.kind == "f" else
+          f"wrote {len(out)} forecasts to {args.out}; the last, from {last}: "
           f"{out['forecast'].iloc[-1]}", file=sys.stderr)
     return 0
 

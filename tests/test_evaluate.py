@@ -73,6 +73,7 @@ sampler = "random"
 model = ["mlp", "gru"]
 width = 8
 hidden_size = 4
+linear = "ols"
 lr = {low = 3e-3, high = 3e-2, log = true}
 batch_size = 64
 [evaluate]
@@ -219,6 +220,9 @@ def test_again_opens_the_test_part_once_more_and_says_so(level: Path) -> None:
 
 def test_volatility_baselines_and_intervals(tmp_path: Path) -> None:
     raced(tmp_path, VOL, "vol", make_prices(700, seed=3), "prices.csv")
+    s = Storage(tmp_path / "netrace.db")
+    trials = s.trials(s.get_study("vol").id)
+    assert {t.params.get("linear") for t in trials if t.epochs} == {"ols"}  # linear paths
     out = cli("evaluate", "vol", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)

@@ -53,6 +53,8 @@ def refit(jobs: Sequence[RefitJob], X: np.ndarray, y: np.ndarray, *, task: str,
                          loss=settings.loss, batch_size=settings.batch_size, monitor=monitor,
                          seed=seed, device=device)
         x = model_inputs(torch.as_tensor(X, dtype=torch.float32), settings)
+        if settings.linear == "ols":  # as in the race: from the least-squares fit
+            pop.init_linear(list(range(len(index))), x, yt)
         epochs = np.array([jobs[i].epochs for i in index])
         for e in range(int(epochs.max())):
             pop.step_epoch(x, yt)

@@ -35,7 +35,7 @@ class _Param:
 
     name: str
     shape: tuple[int, ...]
-    kind: str  # weight | recurrent | bias | gain
+    kind: str  # weight | recurrent | bias | gain | linear (the linear path: starts at 0)
     fan_in: int = 1
     fan_out: int = 1
     gates: int = 1  # recurrent/input weights are drawn one gate block at a time
@@ -66,6 +66,9 @@ class PopulationModel(nn.Module):
         self._layout: list[_Param] = []
         self._dtype, self._device = dtype, device
         self._build()
+        if spec.linear_inputs:  # the linear path: starts at zero (see init_linear)
+            self._add("lin_w", (spec.linear_inputs, spec.n_outputs), "linear")
+            self._add("lin_b", (spec.n_outputs,), "bias")
         sizes = [math.prod(p.shape) for p in self._layout]
         self.flat = torch.zeros(k, sum(sizes), dtype=dtype, device=device)
         self.slices: dict[str, slice] = {}
@@ -157,7 +160,7 @@ class PopulationModel(nn.Module):
             gen = torch.Generator().manual_seed(int(seed))
             for p in self._layout:
                 target = params[p.name]
-                if p.kind == "bias":
+                if p.kind in ("bias", "linear"):
                     target[i].zero_()
                 elif p.kind == "gain":
                     target[i].fill_(1.0)
@@ -200,7 +203,44 @@ class PopulationModel(nn.Module):
             ctx = _Dropout(dropout_p[sl], dropout_key[sl])
         upd = None if update is None else update[sl]
         h = self._features(x, params, ctx, buffers, upd)
-        return self._dense(h, params, buffers, ctx, upd)
+        out = self._dense(h, params, buffers, ctx, upd)
+        if self.spec.linear_inputs:
+            out = out + self._linear_path(x, params["lin_w"], params["lin_b"])
+        return out
+
+    def _linear_path(self, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        """The linear model of the flattened window, ``(K, B, n_outputs)``."""
+        flat = x.reshape(x.shape[0], -1)
+        if flat.shape[1] != self.spec.linear_inputs:
+            raise UserError(f"the linear path reads {self.spec.linear_inputs} inputs per sample; "
+                            f"got a batch of shape {tuple(x.shape)}")
+        return torch.matmul(flat.to(w.dtype), w) + b.unsqueeze(1)
+
+    @torch.no_grad()
+    def init_linear(self, index: Sequence[int], x: Tensor, y: Tensor,
+                    ridge: float = 1e-9) -> None:
+        """Start members ``index`` at the least-squares fit of ``y`` on the flattened windows
+        ``x``: the linear path takes the fit (a ridge of ``ridge`` times the mean diagonal keeps
+        it defined when inputs are collinear) and the network's last layer starts at zero, so
+        that each member's first output is the linear fit and the network learns a
+        correction. Regression: the first output (the mean; a Gaussian network's log
+        variance, its second, starts at the network's own)."""
+        if not self.spec.linear_inputs or self.spec.task != "regression":
+            raise UserError("init_linear needs a linear path (linear_inputs > 0) and a "
+                            "regression")
+        X = x.reshape(x.shape[0], -1).to(torch.float64)
+        Xc = torch.cat([X, torch.ones(len(X), 1, dtype=torch.float64, device=X.device)], 1)
+        gram = Xc.T @ Xc
+        reg = ridge * float(gram.diagonal()[:-1].mean()) if len(gram) > 1 else 0.0
+        eye = torch.eye(len(gram), dtype=torch.float64, device=X.device)
+        eye[-1, -1] = 0.0  # no penalty on the intercept
+        beta = torch.linalg.solve(gram + reg * eye, Xc.T @ y.reshape(-1).to(torch.float64))
+        last = len(self.spec.hidden)
+        for i in index:
+            self.lin_w[i, :, 0] = beta[:-1].to(self.lin_w.dtype)
+            self.lin_b[i, 0] = beta[-1].to(self.lin_b.dtype)
+            getattr(self, f"dense{last}_w")[i, :, 0].zero_()
+            getattr(self, f"dense{last}_b")[i, 0].zero_()
 
     def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
                   buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
@@ -243,7 +283,13 @@ class PopulationModel(nn.Module):
         """Member ``i`` as a standalone ``nn.Module`` of torch layers (a copy of its weights)."""
         if not 0 <= i < self.k:
             raise UserError(f"member index must be in [0, {self.k}); got {i}")
-        return self._member_module(i, dropout_p).to(dtype=self._dtype, device=self._device)
+        module = self._member_module(i, dropout_p)
+        if self.spec.linear_inputs:
+            lin = nn.Linear(self.spec.linear_inputs, self.spec.n_outputs, dtype=torch.float64)
+            lin.weight.copy_(self.lin_w[i].T)
+            lin.bias.copy_(self.lin_b[i])
+            module = _WithLinear(module, lin)
+        return module.to(dtype=self._dtype, device=self._device)
 
     def _member_module(self, i: int, dropout_p: float) -> nn.Module:
         raise NotImplementedError
@@ -428,6 +474,17 @@ class _CNN(PopulationModel):
             c_in = c
         return _Windowed(nn.Sequential(*layers, nn.Flatten(), *self._dense_module(i, dropout_p)),
                          unsqueeze_dim=1 if s.in_channels == 1 else None)
+
+
+class _WithLinear(nn.Module):
+    """A network plus a linear model of its whole (flattened) input window."""
+
+    def __init__(self, body: nn.Module, linear: nn.Linear) -> None:
+        super().__init__()
+        self.body, self.linear = body, linear
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + self.linear(x.reshape(x.shape[0], -1))
 
 
 class _Windowed(nn.Module):

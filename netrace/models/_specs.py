@@ -45,7 +45,10 @@ def _positive_ints(what: str, values: tuple[int, ...], *, allow_empty: bool = Tr
 
 @dataclass(frozen=True)
 class _HeadSpec:
-    """Fields shared by every architecture: the dense head and the task it predicts."""
+    """Fields shared by every architecture: the dense head and the task it predicts.
+
+    ``linear_inputs`` > 0 adds a linear path: the output is a linear model of the whole input
+    window, flattened to that many numbers, plus the network's own output (its correction)."""
 
     def _check_head(self) -> None:
         _choice("activation", self.activation, ACTIVATIONS)  # type: ignore[attr-defined]
@@ -61,6 +64,10 @@ class _HeadSpec:
             )
         if n_out < 1:
             raise UserError(f"n_outputs must be >= 1; got {n_out}")
+        lin = self.linear_inputs  # type: ignore[attr-defined]
+        if not isinstance(lin, int) or lin < 0:
+            raise UserError(f"linear_inputs must be an integer >= 0 (0: no linear path); got "
+                            f"{lin!r}")
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class MLPSpec(_HeadSpec):
     norm: str = "none"
     task: str = "regression"
     n_outputs: int = 1
+    linear_inputs: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -111,6 +119,7 @@ class CNNSpec(_HeadSpec):
     norm: str = "none"
     task: str = "regression"
     n_outputs: int = 1
+    linear_inputs: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -159,6 +168,7 @@ class RNNSpec(_HeadSpec):
     norm: str = "none"
     task: str = "regression"
     n_outputs: int = 1
+    linear_inputs: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))

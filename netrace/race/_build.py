@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from netrace.errors import UserError
 from netrace.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec
 from netrace.train import MemberSpec, Schedule
 
@@ -37,6 +38,10 @@ class DataShape:
     def outputs(self) -> int:
         return self.classes if self.task == "multiclass" else 1
 
+    def outputs_for(self, loss: str | None) -> int:
+        """A Gaussian network has two outputs: the mean and the log of the variance."""
+        return 2 if loss == "gaussian_nll" else self.outputs
+
 
 @dataclass(frozen=True)
 class PopulationSettings:
@@ -48,14 +53,20 @@ class PopulationSettings:
     batch_size: int
     window: int
     loss: str | None
+    linear: str = "none"  # the linear path: none, on (from zero), ols (from the least squares)
 
 
 def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationSettings:
     model = params.get("model", "mlp")
     window = min(int(params.get("window", shape.window)), shape.window)
     layers, width = int(params.get("layers", 1)), int(params.get("width", 32))
+    linear = params.get("linear", "none")
+    if linear == "ols" and shape.task != "regression":
+        raise UserError(f"linear = \"ols\" starts a network at the least-squares fit of a "
+                        f"regression target; this task is {shape.task}: use linear = \"on\"")
     head = dict(activation=params.get("activation", "relu"), norm=params.get("norm", "none"),
-                task=shape.task, n_outputs=shape.outputs)
+                task=shape.task, n_outputs=shape.outputs_for(params.get("loss")),
+                linear_inputs=0 if linear == "none" else window * shape.features)
     spec: ModelSpec
     if model == "mlp" or window == 1 and model == "cnn":
         model = "mlp"
@@ -73,7 +84,8 @@ def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationS
                        hidden_size=int(params.get("hidden_size", 32)),
                        layers=int(params.get("rnn_layers", 1)), hidden=(width,) * layers, **head)
     return PopulationSettings(model, spec, params.get("optimizer", "adam"),
-                              int(params.get("batch_size", 128)), window, params.get("loss"))
+                              int(params.get("batch_size", 128)), window, params.get("loss"),
+                              linear)
 
 
 def schedule_for(params: dict[str, Any], epochs: int) -> Schedule:

@@ -288,6 +288,7 @@ class _Worker:
             raise _BadPopulation(str(exc)) from None
         inputs = [(model_inputs(xtr, settings), ytr, model_inputs(xva, settings), yva, base)
                   for xtr, ytr, xva, yva, base, _ in self.folds]
+        _start_linear(pops, inputs, settings, range(len(trials)))
         curves: list[list[float]] = [[] for _ in trials]
         for i, t in enumerate(trials):
             if t is not None and not self._resume(pops, i, t, settings, curves):
@@ -306,6 +307,7 @@ class _Worker:
                     m = member_spec(t.params, t.seed, settings.optimizer, self.max_epochs)
                     for pop in pops:
                         pop.replace(i, m)
+                    _start_linear(pops, inputs, settings, [i])
                     trials[i], curves[i] = t, []
                     if not self._resume(pops, i, t, settings, curves):
                         trials[i] = None
@@ -492,6 +494,16 @@ class _Worker:
         # a network refilled into a slot as the race ended has trained nothing: back to the
         # queue, for a resume with more budget, rather than "cut" after 0 epochs
         self.storage.unclaim(t.id for i, t in enumerate(trials) if t is not None and not curves[i])
+
+
+def _start_linear(pops: list[Population], inputs: list, settings: PopulationSettings,
+                  slots: Any) -> None:
+    """New networks with ``linear = "ols"`` start at each fold's least-squares fit (a resumed
+    one then takes its saved state over it)."""
+    if settings.linear != "ols":
+        return
+    for pop, (xtr, ytr, *_) in zip(pops, inputs, strict=True):
+        pop.init_linear(list(slots), xtr, ytr)
 
 
 class _BadPopulation(Exception):

@@ -16,7 +16,7 @@ from netrace.errors import UserError, did_you_mean
 
 __all__ = ["LOSSES", "check_loss", "member_losses", "sample_losses"]
 
-LOSSES = {"regression": ("mse", "mae", "huber"), "binary": ("bce",),
+LOSSES = {"regression": ("mse", "mae", "huber", "gaussian_nll"), "binary": ("bce",),
           "multiclass": ("cross_entropy",)}
 _ALIASES = {"bce_with_logits": "bce", "nll": "cross_entropy", "ce": "cross_entropy",
             "l2": "mse", "l1": "mae"}
@@ -43,6 +43,11 @@ def sample_losses(out: Tensor, y: Tensor, loss: str, huber_delta: float = 1.0) -
     if loss == "bce":
         return F.binary_cross_entropy_with_logits(out[..., 0], y.to(out.dtype).expand(k, b),
                                                   reduction="none")
+    if loss == "gaussian_nll":
+        # two outputs: the mean and the log of the variance; as torch's GaussianNLLLoss
+        # (full=False) of the variance exp(out[..., 1]), with the same floor eps = 1e-6
+        mean, var = out[..., 0], out[..., 1].exp().clamp_min(1e-6)
+        return 0.5 * (var.log() + (mean - y.to(out.dtype).expand(k, b)) ** 2 / var)
     target = (y.unsqueeze(-1) if y.dim() == 1 else y).to(out.dtype).expand_as(out)
     if loss == "mse":
         per = (out - target) ** 2

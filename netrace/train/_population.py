@@ -208,6 +208,19 @@ class Population:
             best[i].copy_(t[i])
         self.best_score[i], self.best_epoch[i], self._bad_epochs[i] = np.inf, -1, 0
 
+    @torch.no_grad()
+    def init_linear(self, index: Sequence[int], x: Tensor, y: Tensor) -> None:
+        """Start members ``index`` (new ones: nothing trained yet) at the least-squares fit of
+        ``y`` on their flattened inputs ``x``, with the network's correction at zero
+        (:meth:`~netrace.models.PopulationModel.init_linear`); their best state follows."""
+        for i in index:
+            self._check_index(i)
+        x, y = self._to_device(x, y)
+        self.model.init_linear(list(index), x, y)
+        for best, t in zip(self._best, self._state_tensors(), strict=True):
+            for i in index:
+                best[i].copy_(t[i])
+
     def _state_tensors(self) -> list[Tensor]:
         return [self._flat, *self.model.buffers()]
 
@@ -363,7 +376,9 @@ class Population:
         metrics = {"loss": member_losses(out, y, None, self.loss, self.huber_delta)
                    .cpu().numpy().astype(np.float64)}
         if self.spec.task == "regression":
-            pred = out.mean(dim=2) if out.shape[2] > 1 else out[..., 0]
+            # a Gaussian network's second output is its log variance, not a forecast
+            pred = out.mean(dim=2) if out.shape[2] > 1 and self.loss != "gaussian_nll" \
+                else out[..., 0]
             metrics["mse"] = _metrics.mse(pred, y if y.dim() == 1 else y.mean(dim=1))
             metrics["mae"] = _metrics.mae(pred, y if y.dim() == 1 else y.mean(dim=1))
             if baseline is not None:
