@@ -216,6 +216,9 @@ def test_again_opens_the_test_part_once_more_and_says_so(level: Path) -> None:
     r = json.loads(out.stdout)
     assert r["openings"] == 2 and not r.get("stored")
     assert "opened 2 times" in cli("evaluate", "level", cwd=level).stdout
+    status = cli("status", "level", "--top", "0", cwd=level)
+    assert "test      opened 2 times by netrace evaluate" in status.stdout
+    assert json.loads(cli("status", "level", "--json", cwd=level).stdout)["openings"] == 2
 
 
 def test_volatility_baselines_and_intervals(tmp_path: Path) -> None:

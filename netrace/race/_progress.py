@@ -40,6 +40,7 @@ class Snapshot:
     eta: float | None = None   # seconds until the budget is spent, at this rate
     ended_with_race: int = 0   # cut: still training when the race ended (not by the rule)
     rule: str = ""             # the termination rule and the options the config set
+    openings: int = 0          # how often netrace evaluate opened the test part
 
 
 def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot:
@@ -62,7 +63,8 @@ def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot
                     None if best is None else best.number,
                     None if best is None else _counted(best.best_epoch),
                     storage.epochs_spent(study.id), budget, alive,
-                    ended_with_race=counts[TrialState.CUT], rule=_rule_of(study.config))
+                    ended_with_race=counts[TrialState.CUT], rule=_rule_of(study.config),
+                    openings=len(storage.evaluations(study.id)))
 
 
 def _counted(index: int | None) -> int | None:
@@ -103,6 +105,9 @@ def summary_lines(s: Snapshot) -> list[str]:
     ]
     if s.rule:
         lines.insert(1, f"rule      {s.rule}")
+    if s.openings:
+        lines.append(f"test      opened {s.openings} time{'s' if s.openings > 1 else ''} by "
+                     f"netrace evaluate; its verdict: netrace evaluate {s.study}")
     if s.rate is not None:
         lines.append(f"rate      {s.rate:.1f} network-epochs/s, {s.workers_alive} worker(s), "
                      f"ETA {_fmt_time(s.eta)}")
