@@ -22,6 +22,12 @@ demo: $(STAMP)
 	$(BIN)/netrace evaluate sp500_vol --storage runs/demo.db
 	$(BIN)/python -c "from netrace.data import load_source; load_source('sp500').to_csv('runs/sp500.csv', index=False)"
 	$(BIN)/netrace predict sp500_vol --storage runs/demo.db --data runs/sp500.csv --out runs/demo_forecasts.csv
+	@echo
+	@echo "Next: the forecasts are in runs/demo_forecasts.csv (the last row: the day after the data);"
+	@echo "  .venv/bin/netrace status sp500_vol --storage runs/demo.db   lists the best networks;"
+	@echo "  .venv/bin/netrace evaluate sp500_vol --storage runs/demo.db shows the stored verdict again."
+	@echo "  Your own data: copy examples/sp500_vol.toml, set [data] path and time, then run, evaluate"
+	@echo "  and predict as above (README: 'Use' and 'The verdict')."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -133,13 +133,12 @@ def _predict(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UserError(f"could not write the forecasts to '{args.out}' ({err.strerror or err}); "
                         "give a path in a folder that exists and that you can write to") from None
-    last = out["time"].iloc[-1]
+    last, value = out["time"].iloc[-1], out["forecast"].iloc[-1]
     if isinstance(last, pd.Timestamp) and last == last.normalize():
         last = last.date()
-    print(f"wrote {len(out)} forecasts to {args.out}; the last, from {last}: "
-          f"{out['forecast'].iloc[-1]:.6g}" if out["forecast"].dtype.kind == "f" else
-          f"wrote {len(out)} forecasts to {args.out}; the last, from {last}: "
-          f"{out['forecast'].iloc[-1]}", file=sys.stderr)
+    shown = f"{value:.6g}" if isinstance(value, float) else value
+    print(f"wrote {len(out)} forecasts to {args.out}; the last, from {last} (for the next "
+          f"period): {shown}", file=sys.stderr)
     return 0
 
 

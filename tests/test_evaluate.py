@@ -285,7 +285,7 @@ def test_bad_input_says_what_and_how(tmp_path: Path, level: Path,
         assert err.startswith("netrace: error: ") and err.count("\n") == 1, err
         return err
 
-    assert "no study database at 'nowhere.db'" in fails("evaluate", "x", "--storage",
+    assert "no study database exists at 'nowhere.db'" in fails("evaluate", "x", "--storage",
                                                           "nowhere.db")
     assert not (tmp_path / "nowhere.db").exists()
     assert "no study 'levle'" in fails("evaluate", "levle", cwd=level)

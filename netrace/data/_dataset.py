@@ -23,6 +23,7 @@ from netrace.data._recipes import (
     TARGET_RECIPES,
     Feature,
     Target,
+    log_return,
     price_columns,
     resolve_features,
     resolve_target,
@@ -312,8 +313,6 @@ class Rows:
         """The close's log return per row, when the table has prices (GARCH's input)."""
         if "close" not in price_columns(self.frame.columns):
             return None
-        from netrace.data._recipes import log_return
-
         return log_return(self.frame)
 
 
@@ -474,12 +473,11 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
         if classes is not None:
             lookup = {c: float(i) for i, c in enumerate(classes)}
             y_hist = np.array([lookup.get(v, np.nan) for v in y_hist])
-        ret = rows.returns
-        history = pd.DataFrame({"target": y_hist.astype(np.float64),
-                                "returns": np.nan if ret is None else ret[:end],
-                                "time": time_values[:end]})
-        if ret is None:
-            history = history.drop(columns="returns")
+        columns = {"target": y_hist.astype(np.float64), "time": time_values[:end]}
+        ret = rows.returns  # computed from the close on each call: once
+        if ret is not None:
+            columns["returns"] = ret[:end]
+        history = pd.DataFrame(columns)
         # the development part's own: its rows and nothing after them
         object.__setattr__(dev, "history", history.iloc[:len(dev_rows)].copy())
     holdout = Holdout(test_rows, test_local, y_all[test_idx],

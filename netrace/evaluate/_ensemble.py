@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from netrace.evaluate._stats import point_losses
+
 __all__ = ["ensemble_loss", "greedy_weights", "out_of_fold"]
 
 
 def ensemble_loss(task: str, y: np.ndarray, f: np.ndarray) -> float:
     """Mean squared error (regression) or log-loss (classes: ``f`` is P(class 1), or (n, C)
     probabilities) of a forecast."""
-    y = np.asarray(y)
-    f = np.asarray(f, dtype=np.float64)
-    if task == "regression":
-        return float(np.mean((y - f) ** 2))
-    eps = 1e-15
-    if f.ndim == 1:
-        p = np.clip(f, eps, 1 - eps)
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    p = np.clip(f[np.arange(len(y)), y.astype(int)], eps, 1.0)
-    return float(-np.mean(np.log(p)))
+    return float(point_losses("mse" if task == "regression" else "log_loss", y, f).mean())
 
 
 def greedy_weights(task: str, y: np.ndarray, forecasts: np.ndarray, rounds: int = 50

@@ -116,13 +116,7 @@ def load_model(storage: str | Storage, study: str) -> FinalModel:
 
 
 def _open(url: str) -> Storage:
-    from pathlib import Path
-
-    text = str(url)
-    if "://" not in text and not Path(text).exists():
-        raise UserError(f"no study database at '{text}'; race first with netrace run CONFIG "
-                        f"--storage {text}, or give the --storage of an existing study")
-    return Storage(text)
+    return Storage(url, create=False)  # a mistyped path is an error, not a new empty file
 
 
 def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
@@ -166,15 +160,11 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
             "a new study (netrace run CONFIG --study NEW)")
     dev = prepared.dev
     task = config.task.type
-    trials = _finalists(s, rec.id, direction, ev.finalists)
-    if not trials:
-        raise UserError(f"study '{study}' has no finished network with a checkpoint yet; race "
-                        "first (netrace run CONFIG), or let the running race finish some")
-    first_fold = dev.fold_data(dev.folds[0])
-    shape = DataShape(first_fold.X_train.shape[1], first_fold.X_train.shape[2], task,
+    folds = [dev.fold_data(f) for f in dev.folds]
+    shape = DataShape(folds[0].X_train.shape[1], folds[0].X_train.shape[2], task,
                       len(dev.classes or ()))
     fins = []
-    for t in trials:
+    for t in _finalists(s, rec.id, direction, ev.finalists):
         ck_rec = s.checkpoint(t.id)
         if ck_rec is None:
             continue
@@ -193,7 +183,6 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
         f"validation {metric}")
 
     # -- validation: every finalist's out-of-fold forecasts ------------------------------------
-    folds = [dev.fold_data(f) for f in dev.folds]
     fold_nets: list[list[Net]] = []
     oof = []
     rescored = []
@@ -226,23 +215,27 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     # did the networks beat them on validation, where they were chosen?)
     kind = _baseline_kind(config, prepared.target.recipe)
     n_classes = len(dev.classes or ())
+
+    def baselines_at(hist: pd.DataFrame, anchors: np.ndarray) -> dict[str, np.ndarray]:
+        """The time-series baselines' forecasts at these origins (P(class 1) for binary)."""
+        out = bl.time_series_baselines(
+            kind, hist["target"].to_numpy(), anchors, dev.horizon,
+            returns=hist["returns"].to_numpy() if "returns" in hist else None,
+            n_classes=n_classes, refit_every=ev.refit_every)
+        return {n: b[:, 1] if task == "binary" else b for n, b in out.items()}
+
     valid_baselines: dict[str, float] = {}
     if dev.history is not None:
-        hist = dev.history
         try:
-            vb = bl.time_series_baselines(
-                kind, hist["target"].to_numpy(), dev.anchors[seen], dev.horizon,
-                returns=hist["returns"].to_numpy() if "returns" in hist else None,
-                n_classes=n_classes, refit_every=ev.refit_every)
+            vb = baselines_at(dev.history, dev.anchors[seen])
         except UserError:  # too little past before the first validation block (purged k-fold)
             vb = {}
-        for name, b in vb.items():
-            b = b[:, 1] if task == "binary" and np.ndim(b) == 2 else b
-            valid_baselines[name] = ensemble_loss(task, y_oof, b)
+        valid_baselines = {n: ensemble_loss(task, y_oof, b) for n, b in vb.items()}
     chosen = ev.forecast
-    interval = None
-    if task == "regression":
-        interval = Interval.fit(y_oof, combine(oof_arr, weights[chosen])[0], ev.coverage)
+    # each candidate's interval from its validation residuals
+    intervals = {name: Interval.fit(y_oof, combine(oof_arr, w)[0], ev.coverage)
+                 for name, w in weights.items()} if task == "regression" else {}
+    interval = intervals.get(chosen)
 
     # -- refit on the whole development part ----------------------------------------------------
     t0 = time.perf_counter()
@@ -283,29 +276,20 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
             per.append(net.forecast(by_fold[j], task))
         fold_fc.append(combine(np.stack(per), np.full(len(per), 1.0 / len(per)))[0])
     fold_fc_arr = np.stack(fold_fc)
-    forecasts: dict[str, np.ndarray] = {}
-    spreads: dict[str, np.ndarray] = {}
-    for name in ("top_k", "greedy", "best"):
-        forecasts[name], spreads[name] = combine(refit_fc, weights[name])
-    for name in ("folds", "best_folds"):
-        forecasts[name], spreads[name] = combine(fold_fc_arr, weights[name])
+    forecasts = {name: combine(refit_fc if name in ("top_k", "greedy", "best") else fold_fc_arr,
+                               weights[name])[0] for name in CANDIDATES}
 
     # -- baselines on exactly the same points -----------------------------------------------------
     if test.history is not None:
-        hist = test.history
-        baselines = bl.time_series_baselines(
-            kind, hist["target"].to_numpy(), test.anchors, dev.horizon,
-            returns=hist["returns"].to_numpy() if "returns" in hist else None,
-            n_classes=n_classes, refit_every=ev.refit_every)
-        when = hist["time"].to_numpy()[test.anchors + dev.horizon]
+        baselines = baselines_at(test.history, test.anchors)
+        when = test.history["time"].to_numpy()[test.anchors + dev.horizon]
         first, last = _iso(when[0]), _iso(when[-1])
     else:
-        flat_dev = X_dev.reshape(len(X_dev), -1)
-        baselines = bl.iid_baselines(task, flat_dev, dev.y, test.X.reshape(len(y), -1),
-                                     n_classes=n_classes)
+        baselines = bl.iid_baselines(task, X_dev.reshape(len(X_dev), -1), dev.y,
+                                     test.X.reshape(len(y), -1), n_classes=n_classes)
+        if task == "binary":  # P(class 1)
+            baselines = {n: b[:, 1] for n, b in baselines.items()}
         first, last = 0, len(y) - 1
-    if task == "binary":  # P(class 1)
-        baselines = {n: (b[:, 1] if np.ndim(b) == 2 else b) for n, b in baselines.items()}
 
     # -- metrics, tests, verdict ----------------------------------------------------------------
     vol, rets = kind == "volatility", kind == "returns"
@@ -332,12 +316,8 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     models = []
     for name in CANDIDATES:
         m = metrics_of(forecasts[name])
-        if task == "regression" and interval is not None:
-            w = weights[name]
-            oof_c = combine(oof_arr, w)[0]
-            iv = Interval.fit(y_oof, oof_c, ev.coverage)
-            lo, hi = iv.bounds(forecasts[name])
-            m["coverage"] = st.interval_coverage(y, lo, hi)
+        if name in intervals:
+            m["coverage"] = st.interval_coverage(y, *intervals[name].bounds(forecasts[name]))
         models.append({"name": name, "kind": "netrace",
                        "description": CANDIDATES[name].format(k=k),
                        "metrics": {a: _num(b) for a, b in m.items()},
@@ -412,30 +392,14 @@ def _mean_or_inf(x: np.ndarray) -> float:
 
 def _valid_score(metric: str, fd: Any, f: np.ndarray, task: str) -> float:
     """A fold's validation score as the race computes it (R² against the training mean)."""
-    y = fd.y_valid
-    if metric == "r2":
-        mu = fd.y_train.mean()
-        return float(1 - np.sum((y - f) ** 2) / np.sum((y - mu) ** 2))
-    if metric == "mse":
-        return float(np.mean((y - f) ** 2))
-    if metric == "mae":
-        return float(np.mean(np.abs(y - f)))
-    if metric == "qlike":
-        return float(st.point_losses("qlike", y, f).mean())
-    if metric == "accuracy":
-        pred = (f >= 0.5).astype(int) if f.ndim == 1 else f.argmax(axis=1)
-        return float(np.mean(pred == y))
-    if metric == "auc":
-        from sklearn.metrics import roc_auc_score
-
-        try:
-            return float(roc_auc_score(y, f) if f.ndim == 1 else
-                         roc_auc_score(y, f, multi_class="ovr", average="macro"))
-        except ValueError:
-            return float("nan")
-    if metric == "log_loss":
-        return ensemble_loss(task, y, f)
-    return float("nan")
+    if task == "regression":
+        m = st.regression_metrics(fd.y_valid, f, train_mean=float(fd.y_train.mean()),
+                                  volatility=metric == "qlike")
+    elif task == "binary":
+        m = st.binary_metrics(fd.y_valid, f)
+    else:
+        m = st.multiclass_metrics(fd.y_valid, f)
+    return float(m.get(metric, math.nan))
 
 
 def _dm(loss_names: list[str], y: np.ndarray, other: np.ndarray, forecast: np.ndarray,

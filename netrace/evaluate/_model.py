@@ -12,7 +12,7 @@ studies you trust.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -161,8 +161,6 @@ class FinalModel:
         (the ensemble members' standard deviation) and, for classes, ``p_<class>``."""
         from netrace.data import load_rows
         from netrace.race._race import study_config
-
-        from dataclasses import replace
 
         config = study_config(self.config, origin="the data to forecast from")
         config = replace(config, data=replace(config.data, source=None, path=None,
