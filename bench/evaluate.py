@@ -16,9 +16,9 @@ directory, removed at the end; the folder must not already hold a study of the s
 
 Printed per task, as markdown: one row per model (netrace's candidates first, then the
 baselines) with its test metrics and the Diebold-Mariano p-value of each loss against
-netrace's forecast (``[evaluate] forecast``, ``top_k`` by default; every candidate is shown,
-none is chosen on these figures); the SPA p-values, the verdict, the greedy weights, the
-finalists; the wall seconds of the race and of the evaluation (and its refit), and their
+netrace's forecast (``[evaluate] forecast``, ``blend`` by default; every candidate is shown,
+none is chosen on these figures); the SPA p-values, the verdict, the blend's weights and its
+nested validation losses, the greedy weights, the finalists; the wall seconds of the race and of the evaluation (and its refit), and their
 ratio. ``--json FILE`` writes all of it. With 2 workers the race is not deterministic.
 
 ``--refit-probe`` races nothing and opens no test part: it times the final stage's refit alone
@@ -113,6 +113,17 @@ def task_lines(run: dict[str, Any]) -> list[str]:
     out.append(f"Validation ({v['metric']} of the out-of-fold forecasts, {v['samples']} "
                "samples; what the candidates were weighed on): "
                + ", ".join(f"{n} {_fmt(v.get(n))}" for n in ("best", "top_k", "greedy")) + ".")
+    b = r.get("blend")
+    if b:
+        how = "nested" if b["nested"] else f"not nested ({b['why_not']})"
+        out += ["", f"Blend weights ({how}, greedy on {b['loss']} over {b['samples']} "
+                "validation samples of folds " + ", ".join(map(str, b["folds"])) + "): "
+                + ", ".join(f"{n} {_fmt(x, '.2f')}" for n, x in b["weights"].items() if x)
+                + "."]
+        for lname in ("mse", "qlike", "log_loss"):
+            if lname in b:
+                out.append(f"Nested validation {lname}: " + ", ".join(
+                    f"{n} {_fmt(x)}" for n, x in b[lname].items()) + ".")
     w = r["weights"]["greedy"]
     out += ["", "Greedy weights (finalists in validation order): "
             + ", ".join(_fmt(x, ".2f") for x in w) + ".", ""]
@@ -125,7 +136,9 @@ def task_lines(run: dict[str, Any]) -> list[str]:
     out += ["", "| race (s) | evaluation (s) | of which refit (s) | evaluation / race |",
             "|---|---|---|---|",
             f"| {s['race']:.1f} | {s['evaluate']:.1f} | {r['seconds']['refit']:.1f} | "
-            f"{s['evaluate'] / s['race']:.1%} |", ""]
+            f"{s['evaluate'] / s['race']:.1%} |", "",
+            f"Of the evaluation, the nested validation's retraining: "
+            f"{r['seconds'].get('nested', 0):.1f} s.", ""]
     return out
 
 

@@ -18,6 +18,7 @@ MODULES = [
     "netrace.data._splits",
     "netrace.data._dataset",
     "netrace.storage._storage",
+    "netrace.race._build",
     "netrace.race._proposer",
     "netrace.race._resume",
     "netrace.models",
@@ -33,6 +34,8 @@ MODULES = [
     "netrace.evaluate._ensemble",
     "netrace.evaluate._stats",
     "netrace.evaluate._baselines",
+    "netrace.evaluate._nested",
+    "netrace.evaluate._model",
 ]
 
 

@@ -147,11 +147,18 @@ def test_evaluate_once_then_the_stored_verdict_and_counted_openings(level: Path)
     assert set(r) >= {"study", "task", "target", "test", "forecast", "models", "spa_pvalue",
                       "verdict", "openings"}
     assert (r["study"], r["task"], r["target"], r["openings"]) == ("level", "regression", "y", 1)
-    assert r["forecast"] == "top_k"
+    assert r["forecast"] == "blend"
     names = {m["name"]: m for m in r["models"]}
     assert {"persistence", "mean", "ar1"} <= set(names)  # a level series' baselines
     assert {n for n, m in names.items() if m["kind"] == "netrace"} == \
-        {"top_k", "greedy", "best", "folds", "best_folds"}
+        {"blend", "top_k", "greedy", "best", "folds", "best_folds"}
+    # the blend: top_k and the baselines, weighed on nested validation forecasts of both folds
+    b = r["blend"]
+    assert b["nested"] and b["why_not"] is None and b["folds"] == [1, 2]
+    assert set(b["weights"]) == {"top_k", "persistence", "mean", "ar1"}
+    assert sum(b["weights"].values()) == pytest.approx(1.0)
+    assert set(b["mse"]) == {"blend", "top_k", "best", "persistence", "mean", "ar1"}
+    assert b["mse"]["blend"] <= min(b["mse"].values()) * 1.05  # greedy: near the best column
     data = linear_series()
     assert r["test"]["n"] == 174 and r["test"]["last"] == data["date"].iloc[-1].date().isoformat()
     for m in r["models"]:
@@ -186,8 +193,11 @@ def test_predict_reproduces_the_verdicts_forecasts_and_the_next_period(level: Pa
     assert list(pred.columns) == ["time", "forecast", "lower", "upper", "spread"]
     data = linear_series()
     assert pred["time"].iloc[-1] == data["date"].iloc[-1]  # the forecast of the next period
-    assert len(pred) == len(data) - 3  # every origin with a full window of 4 rows
     model = load_model(str(level / "netrace.db"), "level")
+    # every origin with a full window of 4 rows and, as the forecast blends in baselines, with
+    # the past they fit on
+    assert model.blend is not None and model.blend.baselines
+    assert len(pred) == len(data) - max(3, model.blend.past_needed())
     test = model.test
     got = pred.set_index("time").loc[pd.to_datetime(test["time"])]
     # the same float32 networks, run on other batches of rows: equal to float32 rounding
@@ -244,6 +254,12 @@ def test_volatility_baselines_and_intervals(tmp_path: Path) -> None:
     assert pred.returncode == 0, pred.stderr
     p = pd.read_csv(tmp_path / "p.csv")
     assert (p["lower"] > 0).all() and (p["forecast"] > 0).all()  # a ratio interval
+    # a volatility is never forecast below the smallest positive one the networks trained on
+    model = load_model(str(tmp_path / "netrace.db"), "vol")
+    floor = min(n.floor for n in model.nets)
+    assert floor > 0 and all(n.floor is not None for n in model.nets)
+    cands = model.test[["blend", "top_k", "greedy", "best", "folds", "best_folds"]]
+    assert (cands.to_numpy() >= floor - 1e-15).all()
 
 
 def test_classification_on_iid_rows(tmp_path: Path) -> None:
@@ -338,10 +354,55 @@ def test_evaluate_and_predict_on_a_postgresql_study(tmp_path: Path, postgres) ->
     out = cli("evaluate", "pg", "--storage", url, "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
-    assert r["openings"] == 1 and r["forecast"] == "top_k"
+    assert r["openings"] == 1 and r["forecast"] == "blend"
     again = json.loads(cli("evaluate", "pg", "--storage", url, "--json", cwd=tmp_path).stdout)
     assert again["stored"] and again["models"] == r["models"]
     model = load_model(url, "pg")
     pred = model.predict(pd.read_csv(tmp_path / "series.csv", parse_dates=["date"]))
     got = pred.set_index("time").loc[pd.to_datetime(model.test["time"])]
     np.testing.assert_allclose(got["forecast"], model.test[model.name], rtol=1e-6, atol=1e-7)
+
+
+def test_the_blend_is_mostly_the_baseline_when_the_networks_see_nothing(tmp_path: Path) -> None:
+    """Networks that read only noise cannot forecast a persistent series; nested validation
+    sees it and the blend leans on the baselines, so netrace's forecast is not worse than AR(1)
+    on the test part, while the networks alone are."""
+    rng = np.random.default_rng(5)
+    n = 700
+    y = np.zeros(n)
+    for t in range(1, n):
+        y[t] = 0.95 * y[t - 1] + rng.normal()
+    frame = pd.DataFrame({"date": pd.bdate_range("2010-01-01", periods=n), "x2": rng.normal(size=n),
+                          "y": y})
+    text = LEVEL.replace('window = 4', 'window = 4\nfeatures = ["x2"]').replace("folds = 2",
+                                                                                "folds = 3")
+    raced(tmp_path, text, "noise", frame, "series.csv")
+    out = cli("evaluate", "noise", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    b = r["blend"]
+    assert b["nested"] and b["folds"] == [1, 2, 3]
+    assert b["weights"]["top_k"] <= 0.2, b["weights"]
+    assert b["mse"]["top_k"] > 2 * b["mse"]["ar1"]  # the networks alone: far behind
+    m = {x["name"]: x for x in r["models"]}
+    assert m["blend"]["metrics"]["mse"] < 0.5 * m["top_k"]["metrics"]["mse"]
+    assert m["ar1"]["dm_pvalue"]["mse"] > 0.05 or \
+        m["blend"]["metrics"]["mse"] < m["ar1"]["metrics"]["mse"]
+    assert "% ar1" in r["verdict"] or "% persistence" in r["verdict"]
+
+
+def test_a_race_without_per_fold_scores_is_weighed_without_nesting_and_says_so(
+        tmp_path: Path, level: Path) -> None:
+    import shutil
+    import sqlite3
+
+    shutil.copy(level / "netrace.db", tmp_path / "old.db")
+    with sqlite3.connect(tmp_path / "old.db") as c:  # as a race of an older netrace left it
+        c.execute("UPDATE curve SET metrics = json_remove(metrics, '$.fold1', '$.fold2')")
+    out = cli("evaluate", "level", "--storage", "old.db", "--again", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    b = json.loads(out.stdout)["blend"]
+    assert not b["nested"] and "older netrace" in b["why_not"]
+    assert sum(b["weights"].values()) == pytest.approx(1.0)
+    text = cli("evaluate", "level", "--storage", "old.db", cwd=tmp_path).stdout
+    assert "not nested: the race kept no per-fold scores" in text

@@ -132,3 +132,59 @@ def test_learning_rate_schedules_follow_the_epoch_budget(epochs: int) -> None:
     assert rates["step"][epochs // 2] == pytest.approx(base * 0.1)
     assert rates["exponential"][-1] == pytest.approx(base * 0.01 ** ((epochs - 1) / epochs))
     assert rates["constant"] == [base] * epochs
+
+
+def test_nested_choice_ignores_the_fold_it_is_for() -> None:
+    from netrace.evaluate._nested import choose_without
+
+    rng = np.random.default_rng(3)
+    tables = {t: rng.normal(size=(int(rng.integers(1, 9)), 3)) for t in range(12)}
+    tables[4][2, 1] = np.nan  # an epoch not a number on fold 2: never a peak for folds 1, 3
+    for fold in range(3):
+        for maximize in (True, False):
+            got = choose_without(tables, fold, 5, maximize=maximize)
+            # brute force: every (trial, epoch) mean over the other folds
+            best = {}
+            for t, tab in tables.items():
+                means = [np.mean(np.delete(row, fold)) for row in tab]
+                ok = [(m, e) for e, m in enumerate(means) if np.isfinite(m)]
+                m, e = (max if maximize else min)(ok, key=lambda p: p[0])
+                best[t] = (m, e + 1)
+            order = sorted(best, key=lambda t: (-best[t][0] if maximize else best[t][0], t))[:5]
+            assert got.trials == tuple(order)
+            assert got.epochs == tuple(best[t][1] for t in order)
+            # what fold `fold` holds never changes the choice for it
+            moved = {t: tab.copy() for t, tab in tables.items()}
+            for tab in moved.values():
+                tab[:, fold] = rng.normal(size=len(tab)) * 100
+            assert choose_without(moved, fold, 5, maximize=maximize) == got
+
+
+def test_greedy_never_adds_a_forecast_that_is_not_a_number() -> None:
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    f = np.stack([y + np.array([0.0, 0.0, 0.0, np.nan]), y + 0.5, y * 0 - 1.0])
+    w = greedy_weights("regression", y, f, rounds=5)
+    assert w[0] == 0 and w[1] > 0
+    # QLIKE: a forecast <= 0 has no finite loss alone, so it is never the first pick
+    w = greedy_weights("regression", y, f[1:], rounds=1, loss="qlike")
+    assert w.tolist() == [1.0, 0.0]
+    assert ensemble_loss("regression", y, f[2], "qlike") > 1e9  # floored: enormous
+
+
+def test_the_blend_is_its_weighted_mean_with_baselines_refit_as_in_the_evaluation() -> None:
+    from netrace.evaluate._baselines import ewma, har, time_series_baselines
+    from netrace.evaluate._model import Blend
+
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(0.01, 0.003, 400))
+    anchors = np.arange(150, 240)
+    assert set(time_series_baselines("volatility", x, anchors, 1, only=["har", "ewma"])) == \
+        {"har", "ewma"}
+    with pytest.raises(Exception, match="no baseline 'harr'.*did you mean 'har'"):
+        time_series_baselines("volatility", x, anchors, 1, only=["harr"])
+    nets = rng.normal(0.01, 0.001, len(anchors))
+    blend = Blend(0.5, {"har": 0.3, "ewma": 0.2}, "volatility", 1, 20)
+    np.testing.assert_allclose(blend.apply(nets, x, None, anchors),
+                               0.5 * nets + 0.3 * har(x, anchors, 1, 20) + 0.2 * ewma(x, anchors, 1),
+                               rtol=1e-12)
+    assert blend.past_needed() >= 22 + 30 + 1

@@ -141,7 +141,7 @@ class SearchConfig:
 
 
 #: The candidates for netrace's forecast (``[evaluate] forecast``).
-FORECASTS = ("top_k", "greedy", "best", "folds", "best_folds")
+FORECASTS = ("blend", "top_k", "greedy", "best", "folds", "best_folds")
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class EvaluateConfig:
 
     finalists: int = field(default=10, metadata=_spec(
         "int", low=1, doc="the best networks on validation that are refit and combined"))
-    forecast: str = field(default="top_k", metadata=_spec(
+    forecast: str = field(default="blend", metadata=_spec(
         "str", choices=FORECASTS, doc="which candidate is netrace's forecast"))
     coverage: float = field(default=0.9, metadata=_spec(
         "float", low=0.0, high=1.0, low_open=True, high_open=True,

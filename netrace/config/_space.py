@@ -46,6 +46,7 @@ SPACE_KEYS: dict[str, tuple[str, str, Any]] = {
     "loss": ("population", "str", ("mse", "mae", "huber", "gaussian_nll", "bce",
                                    "cross_entropy")),
     "linear": ("population", "str", ("none", "on", "ols")),
+    "train_window": ("population", "int", (0, 100_000_000, False, False)),
     "lr": ("member", "float", (0.0, 10.0, True, False)),
     "schedule": ("member", "str", ("constant", "step", "exponential", "cosine")),
     "warmup": ("member", "int", (0, 10_000, False, False)),

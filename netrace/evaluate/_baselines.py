@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Collection
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -508,8 +509,10 @@ def logistic(X_train: ArrayLike, y_train: ArrayLike, X_test: ArrayLike,
 
 def time_series_baselines(kind: str, series: ArrayLike, anchors: ArrayLike, h: int, *,
                           returns: ArrayLike | None = None, n_classes: int = 0,
-                          refit_every: int = 20) -> dict[str, np.ndarray]:
-    """Every baseline of a kind of target, by name, forecast at each origin in ``anchors``.
+                          refit_every: int = 20, only: Collection[str] | None = None
+                          ) -> dict[str, np.ndarray]:
+    """Every baseline of a kind of target (or those named in ``only``), by name, forecast at
+    each origin in ``anchors``.
 
     - ``volatility`` (series a volatility proxy): ``har``, ``log_har``, ``garch`` (when the
       row-level ``returns`` are given; scaled to the proxy), ``ewma``, ``mean_22``,
@@ -519,28 +522,37 @@ def time_series_baselines(kind: str, series: ArrayLike, anchors: ArrayLike, h: i
     - ``binary`` (0/1 rows): ``majority``, ``persistence``, as (n, 2) probabilities.
     - ``multiclass`` (codes 0..n_classes-1): ``majority``, as (n, C) probabilities.
     """
+    makers: dict[str, Callable[[], np.ndarray]]
     if kind == "volatility":
-        out = {"har": har(series, anchors, h, refit_every),
-               "log_har": har(series, anchors, h, refit_every, log=True)}
+        makers = {"har": lambda: har(series, anchors, h, refit_every),
+                  "log_har": lambda: har(series, anchors, h, refit_every, log=True)}
         if returns is not None:
-            out["garch"] = garch(returns, anchors, h, refit_every, scale_to=series)
-        out.update(ewma=ewma(series, anchors, h), mean_22=rolling_mean(series, anchors, h, 22),
-                   persistence=persistence(series, anchors, h))
-        return out
-    if kind == "returns":
-        return {"zero": zero(anchors), "mean": expanding_mean(series, anchors, h),
-                "ar1": ar1(series, anchors, h, refit_every)}
-    if kind == "level":
-        return {"persistence": persistence(series, anchors, h),
-                "mean": expanding_mean(series, anchors, h),
-                "ar1": ar1(series, anchors, h, refit_every)}
-    if kind == "binary":
-        return {"majority": majority(series, anchors, h, 2),
-                "persistence": last_label(series, anchors, h, 2)}
-    if kind == "multiclass":
-        return {"majority": majority(series, anchors, h, n_classes)}
-    raise UserError(f"unknown time-series target kind '{kind}'; allowed: "
-                    f"{', '.join(TIME_SERIES_KINDS)}{did_you_mean(str(kind), TIME_SERIES_KINDS)}")
+            makers["garch"] = lambda: garch(returns, anchors, h, refit_every, scale_to=series)
+        makers |= {"ewma": lambda: ewma(series, anchors, h),
+                   "mean_22": lambda: rolling_mean(series, anchors, h, 22),
+                   "persistence": lambda: persistence(series, anchors, h)}
+    elif kind == "returns":
+        makers = {"zero": lambda: zero(anchors), "mean": lambda: expanding_mean(series, anchors, h),
+                  "ar1": lambda: ar1(series, anchors, h, refit_every)}
+    elif kind == "level":
+        makers = {"persistence": lambda: persistence(series, anchors, h),
+                  "mean": lambda: expanding_mean(series, anchors, h),
+                  "ar1": lambda: ar1(series, anchors, h, refit_every)}
+    elif kind == "binary":
+        makers = {"majority": lambda: majority(series, anchors, h, 2),
+                  "persistence": lambda: last_label(series, anchors, h, 2)}
+    elif kind == "multiclass":
+        makers = {"majority": lambda: majority(series, anchors, h, n_classes)}
+    else:
+        raise UserError(f"unknown time-series target kind '{kind}'; allowed: "
+                        f"{', '.join(TIME_SERIES_KINDS)}"
+                        f"{did_you_mean(str(kind), TIME_SERIES_KINDS)}")
+    if only is not None:
+        unknown = sorted(set(only) - set(makers))
+        if unknown:
+            raise UserError(f"no baseline '{unknown[0]}' for a {kind} target; its baselines: "
+                            f"{', '.join(makers)}{did_you_mean(unknown[0], makers)}")
+    return {name: make() for name, make in makers.items() if only is None or name in only}
 
 
 def iid_baselines(task: str, X_train: ArrayLike, y_train: ArrayLike, X_test: ArrayLike,

@@ -15,17 +15,24 @@ from netrace.evaluate._stats import point_losses
 __all__ = ["ensemble_loss", "greedy_weights", "out_of_fold"]
 
 
-def ensemble_loss(task: str, y: np.ndarray, f: np.ndarray) -> float:
-    """Mean squared error (regression) or log-loss (classes: ``f`` is P(class 1), or (n, C)
-    probabilities) of a forecast."""
-    return float(point_losses("mse" if task == "regression" else "log_loss", y, f).mean())
+def ensemble_loss(task: str, y: np.ndarray, f: np.ndarray, loss: str | None = None) -> float:
+    """Mean ``loss`` of a forecast: by default squared error (regression) or log-loss
+    (classes: ``f`` is P(class 1), or (n, C) probabilities); ``"qlike"`` for a volatility
+    (a forecast <= 0 is floored, as :func:`point_losses` does: an enormous loss). A loss that
+    is not a number (NaN forecasts) gives ``inf``."""
+    name = loss or ("mse" if task == "regression" else "log_loss")
+    with np.errstate(all="ignore"):
+        value = float(point_losses(name, y, f).mean())
+    return value if np.isfinite(value) else np.inf
 
 
-def greedy_weights(task: str, y: np.ndarray, forecasts: np.ndarray, rounds: int = 50
-                   ) -> np.ndarray:
+def greedy_weights(task: str, y: np.ndarray, forecasts: np.ndarray, rounds: int = 50,
+                   loss: str | None = None) -> np.ndarray:
     """Weights (summing to 1) of greedy ensemble selection with replacement over ``rounds``
-    additions; ``forecasts`` has the models first ((m, n) or (m, n, C)). Ties go to the
-    earlier model, so with finalists in order of validation score the better one wins.
+    additions; ``forecasts`` has the models first ((m, n) or (m, n, C)); ``loss`` as in
+    :func:`ensemble_loss`. Ties go to the earlier model, so with finalists in order of
+    validation score the better one wins; a model whose forecast is not a number somewhere
+    is never added.
 
     >>> y = np.array([0.0, 1.0, 2.0, 3.0])
     >>> f = np.stack([y + 1, y - 1, y + 5])
@@ -34,11 +41,17 @@ def greedy_weights(task: str, y: np.ndarray, forecasts: np.ndarray, rounds: int 
     """
     f = np.asarray(forecasts, dtype=np.float64)
     m = f.shape[0]
+    usable = np.array([np.isfinite(f[j]).all() for j in range(m)])
+    if not usable.any():
+        raise ValueError("no model has a finite forecast everywhere")
     counts = np.zeros(m, dtype=np.int64)
     total = np.zeros_like(f[0])
     for r in range(rounds):
-        losses = [ensemble_loss(task, y, (total + f[j]) / (r + 1)) for j in range(m)]
+        losses = [ensemble_loss(task, y, (total + f[j]) / (r + 1), loss) if usable[j]
+                  else np.inf for j in range(m)]
         j = int(np.argmin(losses))
+        if not usable[j]:  # every addition gives a loss that is not a number: keep the first
+            j = int(np.flatnonzero(usable)[0])
         counts[j] += 1
         total = total + f[j]
     return counts / counts.sum()

@@ -12,10 +12,15 @@ The steps, in order, and what each may see:
    ``top_k`` (the mean of all finalists), ``greedy`` (greedy ensemble selection with
    replacement), each made of networks refit on the whole development part; ``folds`` and
    ``best_folds``, the fold networks themselves (mean over folds and finalists, or of the best
-   one). Which one is netrace's forecast is ``[evaluate] forecast`` (``top_k`` by default, as
-   BENCHMARKS.md measured on the built-in data), never the test part.
-4. **Interval**: the quantiles of the chosen candidate's validation residuals.
-5. **Refit** (:mod:`._refit`), then the test part is **opened once** (the opening is counted in
+   one).
+4. **The blend** (``[evaluate] forecast``'s default): ``top_k`` and the classical baselines,
+   weighed by greedy selection on *nested* validation forecasts (:mod:`._nested`): for each
+   fold, the networks validation would have chosen and stopped without that fold, retrained on
+   its training part, next to the baselines fit on the past only; every fold weighs together.
+   Which candidate is netrace's forecast is never chosen on the test part.
+5. **Interval**: the quantiles of the chosen candidate's (nested, for the blend) validation
+   residuals.
+6. **Refit** (:mod:`._refit`), then the test part is **opened once** (the opening is counted in
    the storage before it happens), every candidate and every baseline forecasts exactly the
    test points, and the metrics, Diebold-Mariano and SPA p-values and the verdict are stored
    with the final model. A second call shows the stored result; ``again=True`` opens the test
@@ -38,18 +43,30 @@ from netrace.errors import UserError
 from netrace.evaluate import _baselines as bl
 from netrace.evaluate import _stats as st
 from netrace.evaluate._ensemble import ensemble_loss, greedy_weights, out_of_fold
-from netrace.evaluate._model import FinalModel, Interval, Net, combine, dump_model, read_model
+from netrace.evaluate._nested import choose_without, fold_table
+from netrace.evaluate._model import (
+    Blend,
+    FinalModel,
+    Interval,
+    Net,
+    combine,
+    dump_model,
+    forecast_floor,
+    read_model,
+)
 from netrace.evaluate._refit import RefitJob, refit
 from netrace.race import load_checkpoint
 from netrace.race._build import DataShape, population_settings
 from netrace.race._race import study_config
-from netrace.race._worker import race_metric
+from netrace.race._worker import FOLD_KEY, race_metric
 from netrace.storage import Storage, TrialRecord, TrialState
 
 __all__ = ["evaluate_study", "load_model", "result_lines", "CANDIDATES"]
 
 #: netrace's candidates, as the result names them.
 CANDIDATES = {
+    "blend": "top_k and the classical baselines, weighed by greedy selection on nested "
+             "validation forecasts (networks chosen without the block they forecast)",
     "top_k": "mean of the {k} finalists, refit on the whole development part",
     "greedy": "greedy ensemble selection over the {k} finalists (weights chosen on "
               "validation), refit",
@@ -186,21 +203,27 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     fold_nets: list[list[Net]] = []
     oof = []
     rescored = []
+    fold_fcs = []  # per finalist, per fold: its fold network's validation forecasts
     for f in fins:
-        nets, fcs = [], []
+        nets, fcs, raw = [], [], []
         for j, (fold, fd) in enumerate(zip(dev.folds, folds, strict=True)):
             scaling = (f.checkpoint.target_scaling[j] if f.checkpoint.target_scaling
                        else ((float(fd.y_train.mean()), float(fd.y_train.std()) or 1.0)
                              if task == "regression" else (0.0, 1.0)))
             net = Net(f"trial {f.trial.number} fold {j + 1}", f.settings,
-                      f.checkpoint.fold_weights[j], f.checkpoint.preprocessors[j], scaling)
+                      f.checkpoint.fold_weights[j], f.checkpoint.preprocessors[j], scaling,
+                      forecast_floor(task, fd.y_train))
             nets.append(net)
             fcs.append(net.forecast(fd.X_valid, task))
+            net.floor, floor = None, net.floor  # as the race scored it: without the floor
+            raw.append(net.forecast(fd.X_valid, task))
+            net.floor = floor
         fold_nets.append(nets)
+        fold_fcs.append(fcs)
         seen, fc = out_of_fold(dev.n, [fo.valid for fo in dev.folds], fcs)
         oof.append(fc)
         rescored.append(float(np.mean([_valid_score(metric, fd, fcv, task)
-                                       for fd, fcv in zip(folds, fcs, strict=True)])))
+                                       for fd, fcv in zip(folds, raw, strict=True)])))
     y_oof = dev.y[seen]
     oof_arr = np.stack(oof)
     weights = {
@@ -224,17 +247,57 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
             n_classes=n_classes, refit_every=ev.refit_every)
         return {n: b[:, 1] if task == "binary" else b for n, b in out.items()}
 
-    valid_baselines: dict[str, float] = {}
-    if dev.history is not None:
+    # every baseline's forecasts of each validation block, from the past only (a block with
+    # too little past before it, as at the start of purged k-fold, has none)
+    base_fold: list[dict[str, np.ndarray] | None] = []
+    for fo in dev.folds:
         try:
-            vb = baselines_at(dev.history, dev.anchors[seen])
-        except UserError:  # too little past before the first validation block (purged k-fold)
-            vb = {}
-        valid_baselines = {n: ensemble_loss(task, y_oof, b) for n, b in vb.items()}
+            base_fold.append(baselines_at(dev.history, dev.anchors[fo.valid])
+                             if dev.history is not None else None)
+        except UserError:
+            base_fold.append(None)
+    with_base = [j for j, b in enumerate(base_fold) if b is not None]
+    valid_baselines = {}
+    if with_base:
+        idx = np.concatenate([dev.folds[j].valid for j in with_base])
+        valid_baselines = {n: ensemble_loss(task, dev.y[idx], np.concatenate(
+            [base_fold[j][n] for j in with_base])) for n in base_fold[with_base[0]]}
+
+    # -- nested validation forecasts, and the blend weighed on them --------------------------
+    t0 = time.perf_counter()
+    nested, why_not = _nested_forecasts(s, rec.id, dev, folds, shape, task, direction, ev,
+                                        config.race.max_epochs, device, say)
+    nested_seconds = time.perf_counter() - t0
+    if nested is not None:
+        top_fold, best_fold = nested
+    else:  # the fold networks' own forecasts, chosen on every fold: optimistic, and said so
+        top_fold = [combine(np.stack([fcs[j] for fcs in fold_fcs]), weights["top_k"])[0]
+                    for j in range(len(dev.folds))]
+        best_fold = [fold_fcs[0][j] for j in range(len(dev.folds))]
+    use = with_base or list(range(len(dev.folds)))
+    base_names = list(base_fold[with_base[0]]) if with_base else []
+    y_blend = np.concatenate([dev.y[dev.folds[j].valid] for j in use])
+    columns = {"top_k": np.concatenate([top_fold[j] for j in use]),
+               **{n: np.concatenate([base_fold[j][n] for j in use]) for n in base_names}}
+    blend_loss = "qlike" if metric == "qlike" else None
+    w_blend = greedy_weights(task, y_blend, np.stack(list(columns.values())), loss=blend_loss)
+    blend_valid = combine(np.stack(list(columns.values())), w_blend)[0]
+    losses_on = ["mse", "qlike"] if kind == "volatility" else \
+        (["mse"] if task == "regression" else ["log_loss"])
+    nested_report = {
+        "nested": nested is not None, "why_not": why_not, "samples": int(len(y_blend)),
+        "folds": [j + 1 for j in use],
+        **{lname: {name: _num(ensemble_loss(task, y_blend, f, lname)) for name, f in
+                   [("blend", blend_valid), ("top_k", columns["top_k"]),
+                    ("best", np.concatenate([best_fold[j] for j in use])),
+                    *[(n, columns[n]) for n in base_names]]}
+           for lname in losses_on}}
     chosen = ev.forecast
     # each candidate's interval from its validation residuals
     intervals = {name: Interval.fit(y_oof, combine(oof_arr, w)[0], ev.coverage)
                  for name, w in weights.items()} if task == "regression" else {}
+    if task == "regression":
+        intervals["blend"] = Interval.fit(y_blend, blend_valid, ev.coverage)
     interval = intervals.get(chosen)
 
     # -- refit on the whole development part ----------------------------------------------------
@@ -243,10 +306,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     fitted = dev.fit_preprocessor(everything)
     X_dev = dev.windows(everything, fitted)
     y_dev = dev.y
-    scaling = (0.0, 1.0)
-    if task == "regression":
-        scaling = (float(y_dev.mean()), float(y_dev.std()) or 1.0)
-        y_dev = (y_dev - scaling[0]) / scaling[1]
+    y_dev, scaling = _scaled_target(task, y_dev)
     jobs = [RefitJob(f.settings, f.trial.params, f.trial.seed, int(f.trial.best_epoch or 0) + 1,
                      config.race.max_epochs) for f in fins]
     say(f"refitting {k} finalists on all {dev.n} development samples "
@@ -255,7 +315,8 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     # process crawl beside another that uses them too
     refit_weights = refit(jobs, X_dev, y_dev, task=task, monitor="loss", seed=ev.seed,
                           device=device)
-    refit_nets = [Net(f"trial {f.trial.number} refit", f.settings, w, fitted, scaling)
+    refit_nets = [Net(f"trial {f.trial.number} refit", f.settings, w, fitted, scaling,
+                      forecast_floor(task, dev.y))
                   for f, w in zip(fins, refit_weights, strict=True)]
     refit_seconds = time.perf_counter() - t0
 
@@ -277,7 +338,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
         fold_fc.append(combine(np.stack(per), np.full(len(per), 1.0 / len(per)))[0])
     fold_fc_arr = np.stack(fold_fc)
     forecasts = {name: combine(refit_fc if name in ("top_k", "greedy", "best") else fold_fc_arr,
-                               weights[name])[0] for name in CANDIDATES}
+                               weights[name])[0] for name in CANDIDATES if name != "blend"}
 
     # -- baselines on exactly the same points -----------------------------------------------------
     if test.history is not None:
@@ -290,6 +351,10 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
         if task == "binary":  # P(class 1)
             baselines = {n: b[:, 1] for n, b in baselines.items()}
         first, last = 0, len(y) - 1
+
+    forecasts = {"blend": combine(np.stack([forecasts["top_k"], *[baselines[n] for n in
+                                                                 base_names]]), w_blend)[0],
+                 **forecasts}
 
     # -- metrics, tests, verdict ----------------------------------------------------------------
     vol, rets = kind == "volatility", kind == "returns"
@@ -355,24 +420,33 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
                        **{n: _num(v) for n, v in validation.items()},
                        "baselines": {n: _num(v) for n, v in valid_baselines.items()}},
         "weights": {n: [_num(x) for x in weights[n]] for n in ("greedy",)},
+        "blend": {"weights": {n: _num(x) for n, x in zip(columns, w_blend, strict=True)},
+                  "loss": blend_loss or ("mse" if task == "regression" else "log_loss"),
+                  **nested_report},
         "interval": None if interval is None else {"kind": interval.kind,
                                                    "coverage": interval.coverage},
         "baselines": {"kind": kind, "refit_every": ev.refit_every},
         "race": {"metric": metric, "epochs_spent": s.epochs_spent(rec.id)},
-        "seconds": {"refit": round(refit_seconds, 2),
+        "seconds": {"refit": round(refit_seconds, 2), "nested": round(nested_seconds, 2),
                     "total": round(time.perf_counter() - started, 2)},
     }
     result["verdict"] = verdict(result)
-    nets = refit_nets if chosen in ("top_k", "greedy", "best") else \
+    nets = refit_nets if chosen in ("blend", "top_k", "greedy", "best") else \
         [n for nets in fold_nets for n in nets]
-    w = weights[chosen]
+    w = weights["top_k" if chosen == "blend" else chosen]
+    blend = None
+    if chosen == "blend":
+        blend = Blend(float(w_blend[0]), {n: float(x) for n, x in zip(base_names, w_blend[1:],
+                                                                    strict=True) if x > 0},
+                      kind, dev.horizon, ev.refit_every, n_classes,
+                      test.time[0] if test.time is not None and len(test.time) else None)
     if chosen in ("folds", "best_folds"):
         w = np.repeat(w, len(dev.folds)) / len(dev.folds)
     keep = w > 0
     model = FinalModel(study, chosen, CANDIDATES[chosen].format(k=k), task, dev.classes,
                        rec.config, [n for n, kp in zip(nets, keep) if kp], w[keep], interval,
                        dev.window, prepared.time_name,
-                       features=tuple(f.name for f in prepared.features))
+                       features=tuple(f.name for f in prepared.features), blend=blend)
     origin = test.time if test.time is not None else np.arange(len(y))
     table = {"time": origin, "y": y}
     for name, f in [*forecasts.items(), *baselines.items()]:
@@ -383,6 +457,58 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     model.test = pd.DataFrame(table)
     s.complete_evaluation(opening, result, dump_model(model))
     return result
+
+
+def _scaled_target(task: str, y: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """What networks learn (a regression target standardized by these rows' mean and standard
+    deviation, as in the race) and the scaling back."""
+    if task != "regression":
+        return y, (0.0, 1.0)
+    mu, sd = float(y.mean()), float(y.std()) or 1.0
+    return (y - mu) / sd, (mu, sd)
+
+
+def _nested_forecasts(s: Storage, study_id: int, dev: Any, folds: list, shape: DataShape,
+                      task: str, direction: str, ev: Any, budget: int, device: str,
+                      say: Callable[[str], None]
+                      ) -> tuple[tuple[list[np.ndarray], list[np.ndarray]] | None, str | None]:
+    """Per fold, the validation forecasts of ``top_k`` and ``best`` as validation would have
+    chosen them without that fold (:mod:`._nested`): the networks with the best mean score over
+    the other folds, retrained on the fold's training part for the epochs at which that mean
+    peaked. ``(None, why)`` when that cannot be done."""
+    n_folds = len(dev.folds)
+    if n_folds < 2:
+        return None, "one validation block: the networks were chosen on the block itself"
+    trials = {t.id: t for t in s.trials(study_id)
+              if t.state.value in _KEPT and t.best_value is not None and t.epochs > 0}
+    metrics = s.curve_metrics(study_id, list(trials))
+    tables = {}
+    for tid in trials:
+        table = fold_table(metrics.get(tid, []), n_folds, FOLD_KEY)
+        if table is None:
+            return None, "the race kept no per-fold scores (it ran on an older netrace)"
+        tables[tid] = table
+    top, best = [], []
+    for j, fd in enumerate(folds):
+        choice = choose_without(tables, j, ev.finalists, maximize=direction == "maximize")
+        if not choice.trials:
+            return None, f"no network has a score on the folds other than fold {j + 1}"
+        y_train, scaling = _scaled_target(task, fd.y_train)
+        jobs = [RefitJob(population_settings(trials[t].params, shape), trials[t].params,
+                         trials[t].seed, e, budget)
+                for t, e in zip(choice.trials, choice.epochs, strict=True)]
+        say(f"nested validation, fold {j + 1} of {n_folds}: {len(jobs)} networks chosen on the "
+            f"other folds, trained on its {len(y_train)} training samples "
+            f"({sum(choice.epochs)} network-epochs)")
+        trained = refit(jobs, fd.X_train, y_train, task=task, monitor="loss", seed=ev.seed,
+                        device=device)
+        fcs = np.stack([Net(f"trial {trials[t].number} nested fold {j + 1}", job.settings, w,
+                            fd.preprocessor, scaling, forecast_floor(task, fd.y_train)
+                            ).forecast(fd.X_valid, task)
+                        for t, job, w in zip(choice.trials, jobs, trained, strict=True)])
+        top.append(fcs.mean(axis=0))
+        best.append(fcs[0])
+    return (top, best), None
 
 
 def _mean_or_inf(x: np.ndarray) -> float:
@@ -444,7 +570,12 @@ def verdict(result: dict[str, Any]) -> str:
     worse_all = all(p.startswith("loses") for p in parts)
     lead = "netrace does not beat the baselines: its forecast" if worse_all else \
         "netrace's forecast"
-    return f"{lead} ({result['forecast']}) " + " and ".join(parts) + spa_txt + "."
+    what = result["forecast"]
+    blend = result.get("blend")
+    if what == "blend" and blend:
+        what += ": " + ", ".join(f"{100 * w:.0f}% {n}" for n, w in blend["weights"].items()
+                                 if w)
+    return f"{lead} ({what}) " + " and ".join(parts) + spa_txt + "."
 
 
 def result_lines(result: dict[str, Any]) -> list[str]:
@@ -464,6 +595,17 @@ def result_lines(result: dict[str, Any]) -> list[str]:
         theirs = ", ".join(f"{n} {_fmt(v)}" for n, v in val.get("baselines", {}).items())
         out.append(f"validation {val['metric']} ({val['samples']} out-of-fold samples): {ours}"
                    + (f"; baselines {theirs}" if theirs else ""))
+    blend = result.get("blend")
+    if blend:
+        how = "nested: networks chosen without the block they forecast" if blend["nested"] \
+            else f"not nested: {blend['why_not']}"
+        lname = blend["loss"]
+        vals = blend.get(lname, {})
+        out.append(f"blend weights ({how}; greedy on {_LABELS.get(lname, lname)} over "
+                   f"{blend['samples']} validation samples): "
+                   + ", ".join(f"{n} {w:.2f}" for n, w in blend["weights"].items() if w)
+                   + ("; validation " + ", ".join(f"{n} {_fmt(v)}" for n, v in vals.items())
+                      if vals else ""))
     fins = result.get("finalists", [])
     if fins:
         out.append(f"finalists (trial: validation {result['race']['metric']}): "

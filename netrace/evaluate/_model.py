@@ -24,7 +24,8 @@ from netrace.errors import UserError
 from netrace.models import member_module_from
 from netrace.race._build import PopulationSettings, model_inputs
 
-__all__ = ["Net", "Interval", "FinalModel", "combine", "dump_model", "read_model"]
+__all__ = ["Net", "Interval", "Blend", "FinalModel", "combine", "forecast_floor", "dump_model",
+           "read_model"]
 
 _FORMAT = "netrace-model-1"
 
@@ -41,6 +42,8 @@ class Net:
     weights: dict[str, np.ndarray]
     preprocessor: FittedPreprocessor
     scaling: tuple[float, float] = (0.0, 1.0)
+    #: a regression forecast never goes below this (see :func:`forecast_floor`)
+    floor: float | None = None
     _module: torch.nn.Module | None = field(default=None, repr=False, compare=False)
 
     def module(self) -> torch.nn.Module:
@@ -59,7 +62,8 @@ class Net:
         out = out.double()
         if task == "regression":
             mu, sd = self.scaling
-            return (mu + sd * out[:, 0]).numpy()
+            f = (mu + sd * out[:, 0]).numpy()
+            return f if self.floor is None else np.maximum(f, self.floor)
         if task == "binary":
             return torch.sigmoid(out[:, 0]).numpy()
         return torch.softmax(out, dim=1).numpy()
@@ -68,6 +72,23 @@ class Net:
         state = dict(self.__dict__)
         state["_module"] = None
         return state
+
+
+def forecast_floor(task: str, y: np.ndarray) -> float | None:
+    """The floor of a regression network's forecasts, from the targets it trained on: a
+    target that is never negative there and not always zero (a volatility, a volume) is never
+    forecast below its smallest positive training value; ``None`` (no floor) otherwise. A
+    network's output is unbounded, and a volatility forecast at or below zero is not a
+    forecast (QLIKE, a ratio interval and a log-HAR blend have no meaning for it).
+
+    >>> forecast_floor("regression", np.array([0.0, 0.02, 0.01])), forecast_floor(
+    ...     "regression", np.array([-0.01, 0.02]))
+    (0.01, None)
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if task != "regression" or not len(y) or (y < 0).any() or not (y > 0).any():
+        return None
+    return float(y[y > 0].min())
 
 
 def combine(forecasts: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +136,54 @@ class Interval:
         return f + self.low, f + self.high
 
 
+@dataclass(frozen=True)
+class Blend:
+    """netrace's forecast as a blend: the networks' combined forecast with weight ``share``
+    and classical baselines with theirs (``baselines``, name -> weight; the weights sum to 1),
+    chosen on nested validation forecasts. Prediction refits the baselines on the target's past
+    as the evaluation did: a ``kind`` of target (see :func:`time_series_baselines`),
+    ``horizon`` rows ahead, refit every ``refit_every`` origins."""
+
+    share: float
+    baselines: dict[str, float]
+    kind: str
+    horizon: int
+    refit_every: int
+    n_classes: int = 0
+    #: the time of the evaluation's first test origin: refits are counted from it, so that
+    #: on the raced file prediction gives the evaluation's forecasts exactly
+    first_origin: Any = None
+
+    def past_needed(self) -> int:
+        """Rows of the target's past the baselines need before their first forecast origin."""
+        from netrace.evaluate._baselines import MIN_GARCH, MIN_PAIRS
+
+        need = 0
+        for name in self.baselines:
+            need = max(need, {"har": 22 + MIN_PAIRS + self.horizon,
+                              "log_har": 22 + MIN_PAIRS + self.horizon,
+                              "ar1": 1 + MIN_PAIRS + self.horizon, "garch": MIN_GARCH,
+                              "mean_22": 22}.get(name, 1))
+        return need
+
+    def apply(self, nets: np.ndarray, target: np.ndarray, returns: np.ndarray | None,
+              anchors: np.ndarray) -> np.ndarray:
+        """The blend at ``anchors`` (rows of ``target``, the target's own per-row values,
+        class codes for classes), given the networks' forecast there."""
+        from netrace.evaluate._baselines import time_series_baselines
+
+        if not self.baselines:
+            return nets
+        out = time_series_baselines(self.kind, target, anchors, self.horizon, returns=returns,
+                                    n_classes=self.n_classes, refit_every=self.refit_every,
+                                    only=self.baselines)
+        total = self.share * np.asarray(nets, dtype=np.float64)
+        for name, w in self.baselines.items():
+            b = out[name][:, 1] if self.kind == "binary" else out[name]
+            total = total + w * b
+        return total / (self.share + sum(self.baselines.values()))
+
+
 @dataclass
 class FinalModel:
     """netrace's forecast for a study: ``nets`` combined with ``weights`` (the candidate
@@ -139,6 +208,7 @@ class FinalModel:
     time_name: str | None = None
     test: pd.DataFrame | None = field(default=None, repr=False)  # the verdict's forecasts
     features: tuple[str, ...] | None = None  # the inputs the networks read, as raced
+    blend: Blend | None = None  # the classical baselines blended in, when there are
 
     def forecast_windows(self, windows_of: Any) -> tuple[np.ndarray, np.ndarray]:
         """Combined forecast and spread; ``windows_of(preprocessor)`` gives the inputs
@@ -190,7 +260,11 @@ class FinalModel:
 
             return _windows(pre.transform(filled), anchors, w)
 
+        if self.blend is not None and self.blend.baselines:
+            anchors = self._blend_anchors(rows, anchors)
         mean, spread = self.forecast_windows(windows_of)
+        if self.blend is not None and self.blend.baselines:
+            mean = self._blended(rows, anchors, mean)
         origin = rows.time[anchors] if rows.time is not None else anchors
         out = pd.DataFrame({"time": origin})
         if self.task == "regression":
@@ -207,6 +281,52 @@ class FinalModel:
         out.insert(4 if "lower" in out else 2, "spread", spread)
         return out[["time", "forecast", "lower", "upper", "spread",
                     *[c for c in out.columns if c.startswith("p_")]]]
+
+
+    def _target_past(self, rows: Any) -> np.ndarray:
+        """The target's own per-row values in ``rows`` (class codes for classes)."""
+        assert self.blend is not None
+        names = ", ".join(self.blend.baselines)
+        if rows.y_row is None:
+            raise UserError(f"netrace's forecast for this study blends in classical baselines "
+                            f"({names}) that forecast from the target's own past, and the data "
+                            f"has no column '{rows.target.name}'; add it (its past values)")
+        y = rows.y_row.to_numpy()
+        if self.classes is not None:
+            lookup = {c: float(i) for i, c in enumerate(self.classes)}
+            return np.array([lookup.get(v, np.nan) for v in y])
+        return y.astype(np.float64)
+
+    def _blend_anchors(self, rows: Any, anchors: np.ndarray) -> np.ndarray:
+        """The origins with enough of the target's past for the blended baselines."""
+        assert self.blend is not None
+        y = self._target_past(rows)
+        finite = np.flatnonzero(np.isfinite(y))
+        first = int(finite[0]) if len(finite) else len(y)
+        need = self.blend.past_needed()
+        kept = anchors[anchors >= first + need]
+        if len(kept) == 0:
+            raise UserError(f"the data has {len(y)} rows, too few to forecast from: netrace's "
+                            f"forecast blends in {', '.join(self.blend.baselines)}, which "
+                            f"need {need} rows of the target's past before the first forecast; "
+                            "give more rows (the whole history, as raced)")
+        return kept
+
+    def _blended(self, rows: Any, anchors: np.ndarray, nets: np.ndarray) -> np.ndarray:
+        assert self.blend is not None
+        y = self._target_past(rows)
+        cut = 0
+        if self.blend.first_origin is not None and rows.time is not None:
+            cut = int(np.searchsorted(rows.time[anchors], self.blend.first_origin))
+        returns = rows.returns
+        try:
+            return np.concatenate([self.blend.apply(nets[part], y, returns, anchors[part])
+                                   for part in (slice(0, cut), slice(cut, None))
+                                   if len(anchors[part])])
+        except UserError as exc:
+            raise UserError(f"netrace's forecast blends in {', '.join(self.blend.baselines)}, "
+                            f"which forecast from the target's past, and cannot here: {exc}"
+                            ) from None
 
 
 def dump_model(model: FinalModel) -> bytes:

@@ -52,12 +52,14 @@ def refit(jobs: Sequence[RefitJob], X: np.ndarray, y: np.ndarray, *, task: str,
         pop = Population(settings.spec, members, optimizer=settings.optimizer,
                          loss=settings.loss, batch_size=settings.batch_size, monitor=monitor,
                          seed=seed, device=device)
-        x = model_inputs(torch.as_tensor(X, dtype=torch.float32), settings)
+        rows = settings.training_rows(len(yt))  # a rolling window: the most recent samples
+        x = model_inputs(torch.as_tensor(X[rows], dtype=torch.float32), settings)
+        ys = yt[rows]
         if settings.linear == "ols":  # as in the race: from the least-squares fit
-            pop.init_linear(list(range(len(index))), x, yt)
+            pop.init_linear(list(range(len(index))), x, ys)
         epochs = np.array([jobs[i].epochs for i in index])
         for e in range(int(epochs.max())):
-            pop.step_epoch(x, yt)
+            pop.step_epoch(x, ys)
             for j in np.flatnonzero(epochs == e + 1):
                 pop.stop(int(j))
         states = pop.member_states(list(range(len(index))))

@@ -54,6 +54,18 @@ class PopulationSettings:
     window: int
     loss: str | None
     linear: str = "none"  # the linear path: none, on (from zero), ols (from the least squares)
+    #: train on the most recent this many training samples (a rolling window); 0: on all of
+    #: them (an expanding window)
+    train_window: int = 0
+
+    def training_rows(self, n: int) -> slice:
+        """The training samples (of ``n``, in time order) this population trains on.
+
+        >>> s = PopulationSettings("mlp", None, "adam", 32, 5, None, train_window=3)
+        >>> s.training_rows(10), s.training_rows(2)
+        (slice(7, 10, None), slice(0, 2, None))
+        """
+        return slice(max(n - self.train_window, 0), n) if self.train_window else slice(0, n)
 
 
 def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationSettings:
@@ -85,7 +97,7 @@ def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationS
                        layers=int(params.get("rnn_layers", 1)), hidden=(width,) * layers, **head)
     return PopulationSettings(model, spec, params.get("optimizer", "adam"),
                               int(params.get("batch_size", 128)), window, params.get("loss"),
-                              linear)
+                              linear, int(params.get("train_window", 0)))
 
 
 def schedule_for(params: dict[str, Any], epochs: int) -> Schedule:

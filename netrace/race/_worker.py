@@ -58,6 +58,8 @@ __all__ = ["RacePlan", "worker_main", "race_metric", "race_rule", "search_space"
 
 #: Without ``[race] budget``: this many full populations' worth of network-epochs.
 DEFAULT_BUDGET_FACTOR = 4
+#: an epoch's metrics hold the race's metric on fold j (counted from 1) as ``fold<j>``
+FOLD_KEY = "fold"
 
 
 @dataclass(frozen=True)
@@ -286,8 +288,10 @@ class _Worker:
                 TrialEnd(t.id, TrialState.FAILED, f"cannot build this network: {exc}")
                 for t in trials if t is not None])
             raise _BadPopulation(str(exc)) from None
-        inputs = [(model_inputs(xtr, settings), ytr, model_inputs(xva, settings), yva, base)
-                  for xtr, ytr, xva, yva, base, _ in self.folds]
+        inputs = [(model_inputs(xtr[rows], settings), ytr[rows], model_inputs(xva, settings),
+                   yva, base)
+                  for xtr, ytr, xva, yva, base, _ in self.folds
+                  for rows in [settings.training_rows(len(ytr))]]
         _start_linear(pops, inputs, settings, range(len(trials)))
         curves: list[list[float]] = [[] for _ in trials]
         for i, t in enumerate(trials):
@@ -367,8 +371,12 @@ class _Worker:
                 continue
             curves[i].append(float(score[i]))
             epoch = len(curves[i]) - 1
+            # and the race's metric on each fold, which lets the evaluation choose networks
+            # for one fold's validation block on the others alone (nested, honest weights)
             values.append(EpochValue(t.id, epoch, float(score[i]),
-                                     {n: _num(means[n][i]) for n in names}))
+                                     {n: _num(means[n][i]) for n in names}
+                                     | {f"{FOLD_KEY}{j + 1}": _num(m[self.metric][i])
+                                        for j, m in enumerate(per_fold)}))
             states = [pop.states[i] for pop in pops]
             if any(s is MemberState.DIVERGED for s in states) or not math.isfinite(score[i]):
                 ending[i] = TrialEnd(t.id, TrialState.DIVERGED,

@@ -798,6 +798,25 @@ class Storage:
             out.setdefault(trial_id, []).append(math.nan if value is None else float(value))
         return {k: np.asarray(v) for k, v in out.items()}
 
+    def curve_metrics(self, study_id: int, trial_ids: Iterable[int] | None = None
+                      ) -> dict[int, list[dict[str, float]]]:
+        """Every recorded epoch's metrics of a study's trials (all, or these), in epoch order:
+        ``{trial id: [metrics of epoch 0, of epoch 1, ...]}``; an epoch recorded without
+        metrics gives ``{}``, a metric that was not a number ``nan``."""
+        q = (sa.select(_curve.c.trial_id, _curve.c.epoch, _curve.c.metrics)
+             .join(_trials, _trials.c.id == _curve.c.trial_id)
+             .where(_trials.c.study_id == study_id))
+        if trial_ids is not None:
+            q = q.where(_curve.c.trial_id.in_(list(trial_ids)))
+        with self._read.connect() as c:
+            rows = c.execute(q.order_by(_curve.c.trial_id, _curve.c.epoch)).all()
+        out: dict[int, list[dict[str, float]]] = {}
+        for trial_id, _epoch, metrics in rows:
+            m = json.loads(metrics) if metrics else {}
+            out.setdefault(trial_id, []).append(
+                {k: math.nan if v is None else float(v) for k, v in m.items()})
+        return out
+
     def timeline(self, study_id: int) -> list[tuple[float, int, int, float]]:
         """Every recorded epoch of the study in the order it was recorded:
         (time, trial id, epoch, value)."""
