@@ -62,6 +62,8 @@ class DataConfig:
         "str", choices=SOURCES, doc="built-in data"))
     time: str | None = field(default=None, metadata=_spec(
         "str", doc="the time column; absent for i.i.d. rows"))
+    series: str | None = field(default=None, metadata=_spec(
+        "str", doc="the column naming each series of a long-format panel (needs time)"))
     fill: str = field(default="none", metadata=_spec(
         "str", choices=FILLS, doc="what to do with NaN/inf inputs"))
 
@@ -313,6 +315,8 @@ def _check_whole(cfg: Config) -> None:
     elif s.scheme == "kfold":
         raise UserError(f"{o}: [split] scheme = \"kfold\" shuffles rows and would train on the "
                         "future of time-ordered data; use \"purged_kfold\" or \"walk_forward\"")
+    if d.series is not None:
+        _check_series(cfg)
     r = cfg.race
     for name in RULES:
         if getattr(r, name, None) is not None and name != r.rule:
@@ -325,6 +329,29 @@ def _check_whole(cfg: Config) -> None:
     if s.test + (s.validation if (s.scheme or "holdout") == "holdout" else 0.0) >= 0.9:
         raise UserError(f"{o}: [split] test + validation = {s.test + s.validation:g} leaves "
                         "almost nothing to train on; keep their sum below 0.9")
+
+
+def _check_series(cfg: Config) -> None:
+    """``[data] series`` names a column of its own: not the time, the target or a feature."""
+    d, t, o = cfg.data, cfg.task, cfg.origin
+    name = d.series
+    if d.source is not None:
+        raise UserError(f"{o}: [data] series = {name!r} names the series column of a panel "
+                        f"file, but built-in '{d.source}' is one series; use [data] path with a "
+                        "long-format file (one row per series and time), or remove series")
+    if d.time is None:
+        raise UserError(f"{o}: [data] series = {name!r} needs rows ordered in time within each "
+                        "series; set [data] time to the time column, or remove series")
+    if name == d.time:
+        raise UserError(f"{o}: [data] series = {name!r} is also the time column; series names "
+                        "the column that tells the series apart (such as \"ticker\")")
+    if name == t.target:
+        raise UserError(f"{o}: [data] series = {name!r} is also [task] target; the series "
+                        "column labels rows, it is not predicted; choose another target")
+    if name in (t.features or ()) or name in t.categorical:
+        raise UserError(f"{o}: [task] features lists the series column {name!r}; the series "
+                        "label is not a feature (every series is scaled on its own); remove it "
+                        "from features")
 
 
 def _names(keys: Any) -> str:

@@ -9,18 +9,22 @@ from netrace.data._dataset import (
     DevData,
     Fold,
     FoldData,
+    FoldScaling,
     Holdout,
     Prepared,
     Rows,
+    SeriesScaling,
     TestData,
     load_rows,
     prepare,
+    require_single_series,
 )
 from netrace.data._inspect import plan_rows, plan_text, summary_text
-from netrace.data._preprocess import FittedPreprocessor, Preprocessor
+from netrace.data._preprocess import FittedPreprocessor, Preprocessor, SeriesFittedPreprocessor
 from netrace.data._recipes import FEATURE_RECIPES, TARGET_RECIPES
 from netrace.data._sources import load_source, read_table
 from netrace.data._splits import (
+    DateSplit,
     HoldoutSplit,
     KFold,
     PurgedKFold,
@@ -29,6 +33,7 @@ from netrace.data._splits import (
     min_embargo,
     poisson_weights,
     split_test,
+    split_test_dates,
 )
 
 __all__ = [
@@ -36,16 +41,20 @@ __all__ = [
     "MIN_EVAL",
     "MIN_TRAIN",
     "TARGET_RECIPES",
+    "DateSplit",
     "DevData",
     "FittedPreprocessor",
     "Fold",
     "FoldData",
+    "FoldScaling",
     "Holdout",
     "HoldoutSplit",
     "KFold",
     "Prepared",
     "Preprocessor",
     "PurgedKFold",
+    "SeriesFittedPreprocessor",
+    "SeriesScaling",
     "Splitter",
     "TestData",
     "WalkForward",
@@ -58,6 +67,8 @@ __all__ = [
     "read_table",
     "Rows",
     "load_rows",
+    "require_single_series",
     "split_test",
+    "split_test_dates",
     "summary_text",
 ]

@@ -13,7 +13,7 @@ import pandas as pd
 
 from netrace.errors import UserError, did_you_mean
 
-__all__ = ["check_columns", "check_time", "check_numeric", "check_finite"]
+__all__ = ["check_columns", "check_time", "check_panel", "check_numeric", "check_finite"]
 
 
 def _at(frame: pd.DataFrame, rows: Sequence[int], time: str | None, limit: int = 3) -> str:
@@ -41,6 +41,69 @@ def check_columns(frame: pd.DataFrame, names: Sequence[str], where: str) -> None
 
 def check_time(frame: pd.DataFrame, time: str) -> pd.DataFrame:
     """Parse the time column (dates or numbers) and require strictly increasing values."""
+    frame = _parse_time(frame, time)
+    col = frame[time]
+    values = col.to_numpy()
+    if len(values) > 1:
+        diff_ok = values[1:] > values[:-1]
+        if not diff_ok.all():
+            i = int(np.flatnonzero(~diff_ok)[0])
+            a, b = _fmt_time(col.iloc[i]), _fmt_time(col.iloc[i + 1])
+            if values[i] == values[i + 1]:
+                raise UserError(f"time column '{time}' has a duplicate timestamp: {a} at rows "
+                                f"{i} and {i + 1}; keep one row per time (aggregate or drop "
+                                "duplicates)")
+            raise UserError(f"time column '{time}' is not sorted: row {i + 1} ({b}) comes after "
+                            f"row {i} ({a}); sort the data by '{time}' in increasing order")
+    return frame
+
+
+def check_panel(frame: pd.DataFrame, time: str, series: str
+                ) -> tuple[pd.DataFrame, tuple[object, ...]]:
+    """A long-format panel: parse the time column, require strictly increasing times within
+    each series (rows of different series may interleave), and lay the rows out as one
+    contiguous block per series, series in sorted order, each block in the file's order.
+
+    Returns the reordered frame (index reset) and the series names in block order."""
+    check_columns(frame, [series], "[data] series")
+    labels = frame[series]
+    if labels.isna().any():
+        rows = np.flatnonzero(labels.isna().to_numpy())
+        raise UserError(f"series column '{series}' is empty at row(s) {_at(frame, rows, None)}; "
+                        "every row needs the name of its series")
+    frame = _parse_time(frame, time)
+    names = tuple(_sorted_labels(labels))
+    code = pd.Categorical(labels, categories=list(names)).codes
+    order = np.argsort(code, kind="stable")  # each series' rows keep the file's order
+    values = frame[time].to_numpy()[order]
+    c = code[order]
+    same = c[1:] == c[:-1]
+    bad = np.flatnonzero(same & ~(values[1:] > values[:-1]))
+    if bad.size:
+        i = int(bad[0])
+        r0, r1 = int(order[i]), int(order[i + 1])  # rows of the file
+        a, b = _fmt_time(frame[time].iloc[r0]), _fmt_time(frame[time].iloc[r1])
+        name = names[c[i]]
+        if values[i] == values[i + 1]:
+            raise UserError(f"series {name!r} has a duplicate time in column '{time}': {a} at "
+                            f"rows {r0} and {r1}; keep one row per series and time (aggregate "
+                            "or drop duplicates)")
+        raise UserError(f"time column '{time}' is not sorted within series {name!r}: row {r1} "
+                        f"({b}) comes after row {r0} ({a}); sort the data by '{series}' and "
+                        f"'{time}' (or by '{time}' alone) in increasing order")
+    return frame.iloc[order].reset_index(drop=True), names
+
+
+def _sorted_labels(labels: pd.Series) -> list[object]:
+    uniq = pd.unique(labels)
+    try:
+        return sorted(uniq)
+    except TypeError:  # mixed types: by their text, then first-seen order
+        return sorted(uniq, key=str)
+
+
+def _parse_time(frame: pd.DataFrame, time: str) -> pd.DataFrame:
+    """The frame with its time column checked for gaps and parsed (dates or numbers)."""
     check_columns(frame, [time], "[data] time")
     col = frame[time]
     if col.isna().any():
@@ -55,19 +118,6 @@ def check_time(frame: pd.DataFrame, time: str) -> pd.DataFrame:
                             f"at row {bad[0]}: {col.iloc[bad[0]]!r}; use ISO dates such as "
                             "2001-01-31")
         frame = frame.assign(**{time: parsed})
-        col = frame[time]
-    values = col.to_numpy()
-    if len(values) > 1:
-        diff_ok = values[1:] > values[:-1]
-        if not diff_ok.all():
-            i = int(np.flatnonzero(~diff_ok)[0])
-            a, b = _fmt_time(col.iloc[i]), _fmt_time(col.iloc[i + 1])
-            if values[i] == values[i + 1]:
-                raise UserError(f"time column '{time}' has a duplicate timestamp: {a} at rows "
-                                f"{i} and {i + 1}; keep one row per time (aggregate or drop "
-                                "duplicates)")
-            raise UserError(f"time column '{time}' is not sorted: row {i + 1} ({b}) comes after "
-                            f"row {i} ({a}); sort the data by '{time}' in increasing order")
     return frame
 
 
@@ -88,8 +138,10 @@ def check_numeric(frame: pd.DataFrame, columns: Sequence[str], time: str | None,
 
 
 def check_finite(frame: pd.DataFrame, columns: Sequence[str], time: str | None,
-                 fill: str) -> pd.DataFrame:
-    """Find NaN/inf in the columns used; apply ``fill`` (none, ffill, drop) or explain."""
+                 fill: str, series: str | None = None) -> pd.DataFrame:
+    """Find NaN/inf in the columns used; apply ``fill`` (none, ffill, drop) or explain. In a
+    panel (``series``, the column naming each row's series) ffill fills from the same series
+    only."""
     cols = list(columns)
     if not cols:
         return frame
@@ -116,7 +168,8 @@ def check_finite(frame: pd.DataFrame, columns: Sequence[str], time: str | None,
         keep = ~bad_mask.to_numpy().any(axis=1)
         return frame.loc[keep].reset_index(drop=True)
     # ffill: only the past fills a gap, so nothing leaks backwards in time
-    frame[cols] = frame[cols].ffill()
+    frame[cols] = frame[cols].ffill() if series is None else \
+        frame[cols].groupby(frame[series].to_numpy(), sort=False).ffill()
     lead = frame[cols].isna().to_numpy().any(axis=1)
     if lead.any():
         rows = np.flatnonzero(lead)

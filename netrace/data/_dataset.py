@@ -12,12 +12,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from netrace.config import Config
-from netrace.data._checks import check_columns, check_finite, check_numeric, check_time
+from netrace.data._checks import (
+    check_columns,
+    check_finite,
+    check_numeric,
+    check_panel,
+    check_time,
+)
 from netrace.data._preprocess import FittedPreprocessor, Preprocessor
 from netrace.data._recipes import (
     TARGET_RECIPES,
@@ -30,12 +37,14 @@ from netrace.data._recipes import (
 )
 from netrace.data._sources import load_raw
 from netrace.data._splits import (
+    DateSplit,
     HoldoutSplit,
     KFold,
     PurgedKFold,
     Splitter,
     WalkForward,
     split_test,
+    split_test_dates,
 )
 from netrace.errors import UserError
 
@@ -51,6 +60,9 @@ __all__ = [
     "TestData",
     "Prepared",
     "prepare",
+    "FoldScaling",
+    "SeriesScaling",
+    "require_single_series",
 ]
 
 #: The smallest training part and evaluated (validation or test) part netrace accepts.
@@ -80,6 +92,39 @@ class FoldData:
 
 
 @dataclass(frozen=True, repr=False)
+class SeriesScaling:
+    """A regression target's mean and std per series (``labels``), from one training part."""
+
+    labels: tuple[object, ...]
+    mean: np.ndarray
+    std: np.ndarray
+
+    def at(self, series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample ``(mean, std)`` arrays for samples of these series."""
+        lookup = {v: i for i, v in enumerate(self.labels)}
+        code = np.array([lookup.get(v, -1) for v in np.asarray(series)], dtype=np.intp)
+        if (code < 0).any():
+            unknown = np.asarray(series)[np.flatnonzero(code < 0)[0]]
+            raise UserError(f"series {unknown!r} has no training targets to be scaled by; "
+                            f"known series: {', '.join(map(str, self.labels))}")
+        return self.mean[code], self.std[code]
+
+    def __repr__(self) -> str:
+        return f"SeriesScaling({len(self.labels)} series)"
+
+
+@dataclass(frozen=True)
+class FoldScaling:
+    """A fold's target standardization: ``(centre, scale)`` of its training and of its
+    validation samples (floats for one series, per-sample arrays for a panel), and what a
+    checkpoint keeps: ``(mean, std)``, or a :class:`SeriesScaling` for a panel."""
+
+    train: tuple[Any, Any]
+    valid: tuple[Any, Any]
+    kept: tuple[float, float] | SeriesScaling
+
+
+@dataclass(frozen=True, repr=False)
 class DevData:
     """The development part: every sample the race may train or validate on, and nothing else.
 
@@ -99,12 +144,32 @@ class DevData:
     classes: tuple[object, ...] | None
     folds: tuple[Fold, ...] = field(default=())
     #: time series: per row of ``rows``, the target's own row value (class codes for classes),
-    #: the close's log return (with prices) and the time: what baselines forecast from
+    #: the close's log return (with prices) and the time: what baselines forecast from; in a
+    #: panel also ``series``, the row's series
     history: pd.DataFrame | None = None
+    #: a panel: each sample's series (its label in the series column), and the series present
+    series: np.ndarray | None = None
+    series_names: tuple[object, ...] | None = None
 
     @property
     def n(self) -> int:
         return len(self.anchors)
+
+    def target_scaling(self, fold: Fold | int) -> FoldScaling:
+        """The standardization of a regression target in a fold, from its training targets
+        alone: their mean and std (1 where they are constant), per series in a panel. What the
+        race's networks learn is ``(y - centre) / scale``."""
+        f = self.folds[fold] if isinstance(fold, int) else fold
+        y = self.y[f.train]
+        if self.series is None:
+            mu, sd = float(y.mean()), float(y.std()) or 1.0
+            return FoldScaling((mu, sd), (mu, sd), (mu, sd))
+        names = tuple(pd.unique(self.series[f.train]))
+        stats = [(float(y[self.series[f.train] == v].mean()),
+                  float(y[self.series[f.train] == v].std()) or 1.0) for v in names]
+        kept = SeriesScaling(names, np.array([m for m, _ in stats]),
+                             np.array([sd for _, sd in stats]))
+        return FoldScaling(kept.at(self.series[f.train]), kept.at(self.series[f.valid]), kept)
 
     def input_rows(self, samples: np.ndarray) -> np.ndarray:
         """The rows (of ``rows``) read as model inputs by these samples' windows."""
@@ -143,7 +208,9 @@ class TestData:
     time series also ``anchors``, each sample's last input row in the table, and
     ``history``, per row of the table up to the last label: ``target`` (the target's own
     row value, class codes for classes), ``returns`` (the close's log return, with prices)
-    and ``time``: the past that the classical baselines forecast from."""
+    and ``time``: the past that the classical baselines forecast from. In a panel, ``series``
+    is each sample's series and ``history`` has a ``series`` column too; samples are ordered
+    by series, then time."""
 
     X: np.ndarray | None
     y: np.ndarray
@@ -153,6 +220,7 @@ class TestData:
     _rows: pd.DataFrame | None = None
     _local: np.ndarray | None = None
     _window: int = 1
+    series: np.ndarray | None = None
 
     def windows(self, fitted: FittedPreprocessor) -> np.ndarray:
         """The test inputs ``(samples, window, features)`` transformed by ``fitted``."""
@@ -173,18 +241,22 @@ class Holdout:
 
     def __init__(self, rows: pd.DataFrame, anchors: np.ndarray, y: np.ndarray,
                  time: np.ndarray | None, window: int, *, history: pd.DataFrame | None = None,
-                 table_anchors: np.ndarray | None = None) -> None:
+                 table_anchors: np.ndarray | None = None,
+                 series: np.ndarray | None = None) -> None:
         self.__rows = rows
         self.__anchors = anchors
         self.__y = y
         self.__time = time
         self.__history = history
         self.__table_anchors = table_anchors
+        self.__series = series
         self._window = window
         self._opened = False
         self.n = len(anchors)
         self.first_time = None if time is None or not len(time) else time[0]
         self.last_time = None if time is None or not len(time) else time[-1]
+        if series is not None and len(anchors):  # a panel: ordered by series, then time
+            self.first_time, self.last_time = time.min(), time.max()
         digest = hashlib.sha256(np.ascontiguousarray(y).tobytes())
         digest.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
         self.fingerprint = digest.hexdigest()[:16]
@@ -205,7 +277,8 @@ class Holdout:
         return TestData(X, self.__y.copy(), None if self.__time is None else self.__time.copy(),
                         None if self.__table_anchors is None else self.__table_anchors.copy(),
                         None if self.__history is None else self.__history.copy(),
-                        self.__rows, self.__anchors, self._window)
+                        self.__rows, self.__anchors, self._window,
+                        None if self.__series is None else self.__series.copy())
 
     def __repr__(self) -> str:
         state = "opened" if self._opened else "sealed"
@@ -234,6 +307,11 @@ class Prepared:
     scheme: str
     time_span: tuple[object, object] | None = None  # first and last time of the whole table
     test_range: tuple[int, int] = (0, 0)  # first and last sample index of the test part
+    #: a panel: the series column, its series (in the order of their blocks), and per series
+    #: its rows, development samples and test samples
+    series_name: str | None = None
+    series_names: tuple[object, ...] = ()
+    series_counts: tuple[tuple[int, int, int], ...] = ()
 
 
 def _windows(z: np.ndarray, anchors: np.ndarray, window: int) -> np.ndarray:
@@ -307,13 +385,27 @@ class Rows:
     time: np.ndarray | None
     origin: str
     rows_dropped: int
+    #: a panel: the series column, the series in block order, and the blocks' boundaries
+    #: (rows ``bounds[i]`` to ``bounds[i + 1]`` are series ``series_names[i]``, in time order)
+    series: str | None = None
+    series_names: tuple[object, ...] = ()
+    bounds: np.ndarray | None = None
 
     @property
     def returns(self) -> np.ndarray | None:
         """The close's log return per row, when the table has prices (GARCH's input)."""
         if "close" not in price_columns(self.frame.columns):
             return None
-        return log_return(self.frame)
+        return _per_series(log_return, self.frame, self.bounds)
+
+
+def _per_series(fn: Any, frame: pd.DataFrame, bounds: np.ndarray | None) -> Any:
+    """``fn`` of the whole frame, or of each series' block alone, concatenated: no value of
+    one series reads another's rows."""
+    if bounds is None:
+        return fn(frame)
+    parts = [fn(frame.iloc[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return pd.concat(parts) if isinstance(parts[0], pd.Series) else np.concatenate(parts)
 
 
 def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
@@ -327,7 +419,11 @@ def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
     df = raw.frame
     df.columns = [str(c) for c in df.columns]
     time_series = time is not None
-    if time_series:
+    series = config.data.series
+    names: tuple[object, ...] = ()
+    if time_series and series is not None:
+        df, names = check_panel(df, time, series)
+    elif time_series:
         df = check_time(df, time)
     columns = list(df.columns)
     if not need_target and t.target not in TARGET_RECIPES and t.target not in columns:
@@ -337,12 +433,16 @@ def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
     features = resolve_features(
         t.features, t.categorical, columns,
         # in time, the target's past is a fair input (windows end before the label row)
-        exclude=[c for c in (time, None if time_series else target.name) if c],
+        exclude=[c for c in (time, None if time_series else target.name, series) if c],
         default_recipes=time_series and has_prices and target.recipe is not None, time=time)
     if not time_series and target.recipe is None and any(f.name == target.name
                                                          for f in features):
         raise UserError(f"[task] features includes the target column '{target.name}'; on "
                         "i.i.d. rows that is the answer itself; remove it from features")
+    if series is not None and any(f.name == series for f in features):
+        raise UserError(f"[task] features includes '{series}', the name of the series column "
+                        "([data] series); the series label is not a feature; remove it or "
+                        "rename the column")
     if time is not None and any(f.name == time for f in features):
         raise UserError(f"[task] features includes the time column '{time}'; remove it "
                         "(time is the order of rows, not an input)")
@@ -367,14 +467,23 @@ def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
     if target.kind == "regression" and target_used:
         check_numeric(df, [target.name], time, "target")
     rows_before = len(df)
-    df = check_finite(df, used, time, config.data.fill)
+    df = check_finite(df, used, time, config.data.fill, series)
     rows_dropped = rows_before - len(df)
+    bounds = None
+    if series is not None:  # the blocks of the series left after fill = "drop"
+        names = tuple(v for v in names if (df[series] == v).any())
+        code = pd.Categorical(df[series], categories=list(names)).codes
+        bounds = np.searchsorted(code, np.arange(len(names) + 1))
 
-    # per-row features (trailing, parameter-free) and the per-row target
-    row_feats = pd.DataFrame({f.name: f.values(df) for f in features})
-    y_row = target.values(df) if target.recipe or target.name in df.columns else None
+    # per-row features (trailing, parameter-free) and the per-row target, per series
+    row_feats = pd.DataFrame({f.name: _per_series(f.values, df, bounds) for f in features})
+    y_row = _per_series(target.values, df, bounds) \
+        if target.recipe or target.name in df.columns else None
+    if series is not None:
+        row_feats[series] = df[series].to_numpy()
     return Rows(df, tuple(features), target, row_feats, y_row, time,
-                df[time].to_numpy() if time_series else None, raw.origin, rows_dropped)
+                df[time].to_numpy() if time_series else None, raw.origin, rows_dropped,
+                series, names, bounds)
 
 
 def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
@@ -389,6 +498,8 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
     (3953, 998, 3)
     """
     rows = load_rows(config, frame)
+    if rows.series is not None:
+        return _prepare_panel(config, rows)
     t = config.task
     time = rows.time_name
     df = rows.frame
@@ -488,6 +599,141 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
                     tuple(features), target, first, embargo, config.split.scheme or "holdout",
                     time_span=(time_values[0], time_values[-1]) if time_series else None,
                     test_range=(int(test_idx[0]), int(test_idx[-1])))
+
+
+def _prepare_panel(config: Config, rows: Rows) -> Prepared:
+    """:func:`prepare` for a panel: samples within each series, cut at the same dates."""
+    t, s = config.task, config.split
+    df, time, series = rows.frame, rows.time_name, rows.series
+    assert time is not None and series is not None and rows.bounds is not None
+    assert rows.time is not None and rows.y_row is not None
+    features, target, bounds = rows.features, rows.target, rows.bounds
+    lookback_feat = max(f.lookback for f in features)
+    window, horizon = t.window, t.horizon
+    y_lookback = TARGET_RECIPES[target.recipe][2] if target.recipe else 1
+    lookback = window + lookback_feat - 1
+    first = max(lookback - 1, y_lookback - 1 - horizon, 0)
+    # within each series, every row with a full window and its label in the same series
+    anchors_all = np.concatenate([np.arange(a + first, b - horizon, dtype=np.intp)
+                                  for a, b in zip(bounds[:-1], bounds[1:])])
+    code = np.searchsorted(bounds, anchors_all, side="right") - 1
+    times = rows.time
+    date, reads_from = times[anchors_all], times[anchors_all - lookback + 1]
+    label_date = times[anchors_all + horizon]
+    n, names = len(anchors_all), rows.series_names
+
+    def too_few(why: str) -> UserError:
+        return UserError(
+            f"the panel has {n} samples in {len(names)} series over {len(np.unique(date))} "
+            f"dates, too few: {why} (netrace needs at least {MIN_TRAIN} training and "
+            f"{MIN_EVAL} validation/test samples per part); window = {window}, horizon = "
+            f"{horizon}, feature lookback {lookback_feat}, scheme = "
+            f"{s.scheme or 'holdout'!r} with test = {s.test:g}; use more data, fewer folds, "
+            "or a smaller window")
+
+    if n == 0:
+        raise too_few("there would be no samples")
+    dev_idx, test_idx = split_test_dates(date, reads_from, label_date, s.test,
+                                         lookback=lookback, horizon=horizon, embargo=s.embargo)
+    # a series with no development samples cannot be scaled by its own training rows
+    test_idx = test_idx[np.isin(code[test_idx], code[dev_idx])]
+    if len(test_idx) < MIN_EVAL:
+        raise too_few(f"the test part would have {len(test_idx)} samples")
+    if len(dev_idx) < MIN_TRAIN + MIN_EVAL:
+        raise too_few(f"the development part would have {len(dev_idx)} samples")
+
+    y_all = rows.y_row.to_numpy()[anchors_all + horizon]
+    if target.kind == "regression":
+        y_all = y_all.astype(np.float64)
+    elif target.recipe is not None:
+        y_all = y_all.astype(np.int64)
+    if pd.isna(y_all).any():
+        raise AssertionError("a target is missing after the checks")
+    classes = None
+    if target.kind != "regression":
+        classes, y_all = _encode_classes(y_all, dev_idx, t.type, target)
+
+    labels = df[series].to_numpy()
+    dev_anchors = anchors_all[dev_idx]
+    dev_table, dev_local = _series_rows(dev_anchors, code[dev_idx], bounds, None, horizon)
+    row_feats = rows.row_feats
+    dev_rows = row_feats.iloc[dev_table].reset_index(drop=True)
+    numeric = tuple(f.name for f in features if not f.categorical)
+    categorical = tuple(f.name for f in features if f.categorical)
+    splitter = DateSplit(_splitter(config, True, lookback, horizon), date[dev_idx],
+                         reads_from[dev_idx], label_date[dev_idx], code[dev_idx])
+    dev_series = labels[dev_anchors]
+    dev = DevData(dev_rows, dev_local, y_all[dev_idx], date[dev_idx], window, horizon,
+                  lookback, Preprocessor(numeric, categorical, series=series), splitter,
+                  classes, series=dev_series, series_names=tuple(pd.unique(dev_series)))
+    folds = tuple(Fold(i, tr, va) for i, (tr, va) in enumerate(splitter.split(dev.n)))
+    for f in folds:
+        if len(f.train) < MIN_TRAIN:
+            raise too_few(f"fold {f.index + 1}'s training part would have {len(f.train)} "
+                          "samples")
+        if len(f.valid) < MIN_EVAL:
+            raise too_few(f"fold {f.index + 1}'s validation part would have {len(f.valid)} "
+                          "samples")
+    object.__setattr__(dev, "folds", folds)
+
+    # the test part: per series, the rows its windows read, and the past baselines read
+    test_anchors = anchors_all[test_idx]
+    test_table, test_local = _series_rows(test_anchors, code[test_idx], bounds, window, 0)
+    test_rows = row_feats.iloc[test_table].reset_index(drop=True)
+    hist_table, hist_anchors = _series_rows(test_anchors, code[test_idx], bounds, None,
+                                            horizon)
+    y_hist = rows.y_row.to_numpy()
+    if classes is not None:
+        lookup = {c: float(i) for i, c in enumerate(classes)}
+        y_hist = np.array([lookup.get(v, np.nan) for v in y_hist])
+    ret = rows.returns
+
+    def history(table: np.ndarray) -> pd.DataFrame:
+        columns = {"target": y_hist[table].astype(np.float64), "time": times[table]}
+        if ret is not None:
+            columns["returns"] = ret[table]
+        columns["series"] = labels[table]
+        return pd.DataFrame(columns)
+
+    object.__setattr__(dev, "history", history(dev_table))
+    holdout = Holdout(test_rows, test_local, y_all[test_idx], date[test_idx], window,
+                      history=history(hist_table), table_anchors=hist_anchors,
+                      series=labels[test_anchors])
+    counts = tuple((int(b - a), int((code[dev_idx] == i).sum()), int((code[test_idx] == i).sum()))
+                   for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])))
+    return Prepared(config, dev, holdout, rows.origin, len(df) + rows.rows_dropped,
+                    rows.rows_dropped, time, tuple(features), target, first, splitter.embargo,
+                    s.scheme or "holdout", time_span=(times.min(), times.max()),
+                    test_range=(int(test_idx[0]), int(test_idx[-1])), series_name=series,
+                    series_names=names, series_counts=counts)
+
+
+def _series_rows(anchors: np.ndarray, code: np.ndarray, bounds: np.ndarray,
+                 window: int | None, after: int) -> tuple[np.ndarray, np.ndarray]:
+    """The table rows that samples (ordered by series, then time) read, one block per series:
+    from ``window`` rows before its first anchor (``None``: from the series' first row) to
+    ``after`` rows past its last; and each sample's anchor in those rows."""
+    parts, local = [], np.empty(len(anchors), dtype=np.intp)
+    offset = 0
+    for c in np.unique(code):
+        idx = np.flatnonzero(code == c)
+        lo = int(bounds[c]) if window is None else int(anchors[idx[0]]) - window + 1
+        hi = int(anchors[idx[-1]]) + after + 1
+        parts.append(np.arange(lo, hi))
+        local[idx] = anchors[idx] - lo + offset
+        offset += hi - lo
+    return np.concatenate(parts), local
+
+
+def require_single_series(config: Config, what: str = "netrace evaluate") -> None:
+    """Refuse a panel study where only single-series results are built (the verdict and
+    ``predict``): a :class:`~netrace.errors.UserError` naming ``what`` was asked for."""
+    if config.data.series is not None:
+        raise UserError(f"{what}: per-series evaluation of panel studies is not built yet; "
+                        f"this study's data is a panel ([data] series = "
+                        f"{config.data.series!r}), whose race and validation scores are "
+                        "pooled over all series. Race one series per study (filter the file "
+                        "to one series and remove [data] series) to evaluate or predict")
 
 
 def _encode_classes(y: np.ndarray, dev_idx: np.ndarray, task_type: str,

@@ -36,6 +36,8 @@ def summary_text(p: Prepared) -> str:
     else:
         rows += ", i.i.d. rows (no time column)"
     lines.append(f"rows      {rows}")
+    if p.series_name:
+        lines.append(f"series    {_series_line(p)}")
     tgt = p.target
     what = tgt.description or tgt.name
     if p.time_name:
@@ -48,7 +50,13 @@ def summary_text(p: Prepared) -> str:
     lines.append(f"inputs    {shape}; standardization and one-hot fitted per fold on its "
                  "training rows only")
     n_all = dev.n + p.holdout.n
-    if p.time_name:
+    if p.series_name:
+        lines.append(f"samples   {n_all} windows within the series (the first "
+                     f"{p.first_anchor_row} rows of each series are warm-up); each reads "
+                     f"{dev.lookback} input row(s) and its label {dev.horizon} row(s) later")
+        lines.append(f"embargo   {p.embargo} date(s) between a training part and the part it "
+                     f"is judged on; every split cuts all series at the same dates")
+    elif p.time_name:
         lines.append(f"samples   {n_all + _gap(p)} windows (first {p.first_anchor_row} rows are "
                      f"warm-up); each reads {dev.lookback} input row(s) and its label "
                      f"{dev.horizon} row(s) later")
@@ -70,6 +78,15 @@ def summary_text(p: Prepared) -> str:
     return "\n".join(lines)
 
 
+def _series_line(p: Prepared, limit: int = 12) -> str:
+    """The series column, its series and per series its rows and samples."""
+    shown = [f"{name} {rows}/{dev}/{test}" for name, (rows, dev, test)
+             in zip(p.series_names, p.series_counts)]
+    more = f", and {len(shown) - limit} more" if len(shown) > limit else ""
+    return (f"'{p.series_name}': {len(shown)} series (rows/development/test samples): "
+            + ", ".join(shown[:limit]) + more + "; scaled per series by its training rows")
+
+
 def _gap(p: Prepared) -> int:
     return p.test_range[0] - p.dev.n if p.time_name else 0
 
@@ -82,7 +99,11 @@ def plan_rows(p: Prepared) -> list[dict[str, object]]:
 
     def part(fold: str, name: str, idx: np.ndarray) -> dict[str, object]:
         rec: dict[str, object] = {"fold": fold, "part": name, "size": int(len(idx))}
-        if p.time_name and len(idx):
+        if p.series_name and len(idx):  # a panel: the dates, the same for every series
+            rec["rows"] = "(all series)"
+            rec["first"] = _t(anchor_time[idx].min())
+            rec["last"] = _t(anchor_time[idx].max())
+        elif p.time_name and len(idx):
             rec["rows"] = _ranges(idx + p.first_anchor_row)
             rec["first"] = _t(anchor_time[idx[0]])
             rec["last"] = _t(anchor_time[idx[-1]])
@@ -91,12 +112,17 @@ def plan_rows(p: Prepared) -> list[dict[str, object]]:
     for f in dev.folds:
         out.append(part(str(f.index + 1), "train", f.train))
         if p.time_name and len(f.train) and len(f.valid):
-            gaps = _gap_sizes(f.train, f.valid)
+            gaps = f"{p.embargo} dates" if p.series_name else _gap_sizes(f.train, f.valid)
             out.append({"fold": str(f.index + 1), "part": "embargo", "size": gaps,
                         "rows": "(dropped)"})
         out.append(part(str(f.index + 1), "valid", f.valid))
     test = {"fold": "test", "part": "test", "size": p.holdout.n}
-    if p.time_name:
+    if p.series_name:
+        test.update(rows="(all series)", first=_t(p.holdout.first_time),
+                    last=_t(p.holdout.last_time))
+        out.append({"fold": "test", "part": "embargo", "size": f"{p.embargo} dates",
+                    "rows": "(dropped)"})
+    elif p.time_name:
         test["rows"] = (f"{p.test_range[0] + p.first_anchor_row}.."
                         f"{p.test_range[1] + p.first_anchor_row}")
         test["first"] = _t(p.holdout.first_time)
@@ -138,7 +164,10 @@ def plan_text(p: Prepared) -> str:
     table = [cols] + [[str(r.get(c, "")) for c in cols] for r in recs]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     lines = [head]
-    if p.time_name:
+    if p.series_name:
+        lines.append("  (first, last: the dates where samples' windows end, over all series; "
+                     f"each label is {p.dev.horizon} row(s) later)")
+    elif p.time_name:
         lines.append("  (rows: the rows where samples' windows end; each label is "
                      f"{p.dev.horizon} row(s) later)")
     for row in table:

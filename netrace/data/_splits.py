@@ -30,8 +30,10 @@ __all__ = [
     "WalkForward",
     "PurgedKFold",
     "KFold",
+    "DateSplit",
     "min_embargo",
     "split_test",
+    "split_test_dates",
     "poisson_weights",
 ]
 
@@ -174,6 +176,71 @@ class KFold(Splitter):
         perm = np.random.default_rng(self.seed).permutation(n)
         for block in np.array_split(perm, self.n_splits):
             yield np.setdiff1d(perm, block), block
+
+
+class DateSplit(Splitter):
+    """A panel's splits, the same dates for every series: ``inner`` (any splitter above) cuts
+    the sorted unique dates of the samples, with its embargo counted in dates, and every sample
+    goes where its date goes. ``date`` is each sample's date (its last input row's), ``first``
+    and ``last`` the dates of the first row it reads and of its label row, ``series`` its
+    series (codes).
+
+    Two more rules hold every part to the contract when series skip dates that others have
+    (where they do not, neither removes anything): a training sample is purged when the dates
+    it reads, ``first`` .. ``last``, reach into the span of dates that the evaluated part
+    reads; and an evaluated sample of a series with no training sample in that fold is left
+    out, as that series could not be scaled from its own training rows.
+    """
+
+    def __init__(self, inner: Splitter, date: np.ndarray, first: np.ndarray, last: np.ndarray,
+                 series: np.ndarray) -> None:
+        self.inner = inner
+        self.n_splits = inner.n_splits
+        self.embargo = getattr(inner, "embargo", 0)
+        self._dates, self._pos = np.unique(np.asarray(date), return_inverse=True)
+        self._first, self._last = np.asarray(first), np.asarray(last)
+        self._series = np.asarray(series)
+
+    @property
+    def n_dates(self) -> int:
+        return len(self._dates)
+
+    def _pairs(self, n: int) -> Iterator[Pair]:
+        if n != len(self._pos):
+            raise ValueError(f"DateSplit knows the dates of {len(self._pos)} samples, got {n}")
+        for train_d, valid_d in self.inner.split(len(self._dates)):
+            train = np.isin(self._pos, train_d)
+            valid = np.isin(self._pos, valid_d)
+            if valid.any():
+                lo, hi = self._first[valid].min(), self._last[valid].max()
+                train &= (self._last < lo) | (self._first > hi)
+            valid &= np.isin(self._series, self._series[train])
+            yield np.flatnonzero(train), np.flatnonzero(valid)
+
+
+def split_test_dates(date: np.ndarray, first: np.ndarray, last: np.ndarray, test: float, *,
+                     lookback: int = 1, horizon: int = 1, embargo: int | None = None) -> Pair:
+    """A panel's test part: ``(development, test)`` sample indices cut at one date.
+
+    The test part is every sample dated at or after the cut date, the latest date that puts at
+    least the ``test`` fraction of all samples after it; the ``embargo`` dates before it belong
+    to neither part (counted in the sorted unique dates of the samples), nor does a sample
+    whose dates ``first`` .. ``last`` reach the first date that a test sample reads.
+
+    >>> d = np.repeat(np.arange(10), 2)  # two series, ten dates
+    >>> dev, test = split_test_dates(d, d - 2, d + 1, 0.2, lookback=3, horizon=1)
+    >>> int(d[dev].max()), int(d[test].min()), len(test)
+    (4, 8, 4)
+    """
+    gap = _embargo(embargo, lookback, horizon)
+    date = np.asarray(date)
+    dates, pos = np.unique(date, return_inverse=True)
+    n_test = max(1, int(round(test * len(date))))
+    after = np.cumsum(np.bincount(pos, minlength=len(dates))[::-1])[::-1]  # samples >= date
+    cut = int(np.flatnonzero(after >= n_test).max())
+    test_idx = np.flatnonzero(pos >= cut)
+    dev = (pos < cut - gap) & (np.asarray(last) < np.asarray(first)[test_idx].min())
+    return np.flatnonzero(dev), test_idx
 
 
 def split_test(n: int, test: float, *, lookback: int = 1, horizon: int = 1,

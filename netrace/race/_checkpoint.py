@@ -38,7 +38,9 @@ class NetworkCheckpoint:
     weights (``fold_weights``, population rows) and the preprocessing fitted on that fold's
     training part; ``target_scaling`` per fold the ``(mean, std)`` of the training targets
     that a regression network's output is in units of (``y = mean + std * output``; ``None``
-    in checkpoints written before netrace kept it, and for classification)."""
+    in checkpoints written before netrace kept it, and for classification); for a panel
+    (``[data] series``) a :class:`~netrace.data.SeriesScaling` per fold instead, whose
+    ``at(series)`` gives the per-sample ``(mean, std)`` arrays."""
 
     params: dict[str, Any]
     seed: int
@@ -48,7 +50,7 @@ class NetworkCheckpoint:
     metric: str
     fold_weights: list[dict[str, np.ndarray]]
     preprocessors: list[Any]
-    target_scaling: list[tuple[float, float]] | None = None
+    target_scaling: list[Any] | None = None
     _state_dicts: list[dict[str, torch.Tensor]] | None = field(default=None, repr=False)
 
     def modules(self) -> list[nn.Module]:
@@ -71,7 +73,7 @@ def pack_preprocessors(preprocessors: list[Any]) -> bytes:
 def pack_checkpoint(params: dict[str, Any], seed: int, model: str, spec: ModelSpec, window: int,
                     metric: str, fold_weights: list[dict[str, np.ndarray]],
                     preprocessors: bytes,
-                    target_scaling: list[tuple[float, float]] | None = None) -> bytes:
+                    target_scaling: list[Any] | None = None) -> bytes:
     """A finished network as bytes; ``preprocessors`` from :func:`pack_preprocessors`."""
     return pickle.dumps({"format": _FORMAT, "params": params, "seed": seed, "model": model,
                          "spec": asdict(spec), "spec_type": type(spec).__name__,

@@ -183,7 +183,8 @@ class _Worker:
         dev = p.dev
         task = self.plan.config.task.type
         self.folds = []
-        self._target_scaling: list[tuple[float, float]] = []  # per fold: y = mu + sd * output
+        self._target_scaling: list[Any] = []  # per fold: y = mu + sd * output (per series)
+        self._valid_scaling: list[Any] = []  # per fold: (mu, sd) of its validation targets
         for f in dev.folds:
             d = dev.fold_data(f)
             ydt = torch.long if task == "multiclass" else torch.float32
@@ -191,17 +192,20 @@ class _Worker:
             yva = torch.as_tensor(d.y_valid, dtype=ydt)
             base = None
             if task == "regression":
-                # networks learn a standardized target (training statistics only); R² against
-                # the training mean, the baseline, is the same in either unit
-                mu, sd = float(d.y_train.mean()), float(d.y_train.std()) or 1.0
-                ytr, yva = (ytr - mu) / sd, (yva - mu) / sd
+                # networks learn a standardized target (training statistics only, per series
+                # in a panel); R² against the training mean, the baseline, is the same in
+                # either unit
+                scaling = dev.target_scaling(f)
+                ytr, yva = _standardized(ytr, *scaling.train), _standardized(yva, *scaling.valid)
                 base = torch.zeros_like(yva)
+                kept, valid = scaling.kept, scaling.valid
             else:
-                mu, sd = 0.0, 1.0
+                kept, valid = (0.0, 1.0), None
             self.folds.append((torch.as_tensor(d.X_train, dtype=torch.float32), ytr,
                                torch.as_tensor(d.X_valid, dtype=torch.float32), yva, base,
                                d.preprocessor))
-            self._target_scaling.append((mu, sd))
+            self._target_scaling.append(kept)
+            self._valid_scaling.append(valid)
         self._preprocessors = pack_preprocessors([f[5] for f in self.folds])
         x0 = self.folds[0][0]
         self.shape = DataShape(int(x0.shape[1]), int(x0.shape[2]), task,
@@ -352,10 +356,9 @@ class _Worker:
     def _epoch(self, pops: list[Population], inputs: list, trials: list[TrialRecord | None],
                curves: list[list[float]], settings: PopulationSettings) -> None:
         per_fold = []
-        for pop, (xtr, ytr, xva, yva, base), scale in zip(pops, inputs, self._target_scaling):
+        for pop, (xtr, ytr, xva, yva, base), scale in zip(pops, inputs, self._valid_scaling):
             pop.step_epoch(xtr, ytr)
-            per_fold.append(pop.measure(xva, yva, baseline=base, scale=scale
-                                        if self.plan.config.task.type == "regression" else None))
+            per_fold.append(pop.measure(xva, yva, baseline=base, scale=scale))
         names = list(per_fold[0])
         with np.errstate(invalid="ignore"):
             means = {n: np.mean([m[n] for m in per_fold], axis=0) for n in names}
@@ -502,6 +505,13 @@ class _Worker:
         # a network refilled into a slot as the race ended has trained nothing: back to the
         # queue, for a resume with more budget, rather than "cut" after 0 epochs
         self.storage.unclaim(t.id for i, t in enumerate(trials) if t is not None and not curves[i])
+
+
+def _standardized(y: torch.Tensor, centre: Any, scale: Any) -> torch.Tensor:
+    """``(y - centre) / scale`` for scalars, or per sample (a panel's per-series statistics)."""
+    if np.ndim(centre) == 0:
+        return (y - centre) / scale
+    return (y - torch.as_tensor(centre, dtype=y.dtype)) / torch.as_tensor(scale, dtype=y.dtype)
 
 
 def _start_linear(pops: list[Population], inputs: list, settings: PopulationSettings,

@@ -13,6 +13,7 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -367,10 +368,11 @@ class Population:
 
     @torch.no_grad()
     def measure(self, x: Tensor, y: Tensor, *, baseline: Tensor | None = None,
-                scale: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+                scale: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
         """Every member's validation metrics on ``(x, y)`` (see :meth:`validate`), without
         touching the books. For a regression whose ``y`` is standardized, ``scale`` = (mean,
-        std) of the target also gives ``qlike``, in the target's own units."""
+        std) of the target (floats, or one per row of ``y``) also gives ``qlike``, in the
+        target's own units."""
         x, y = self._to_device(x, y)
         out = self.predict(x)
         metrics = {"loss": member_losses(out, y, None, self.loss, self.huber_delta)
@@ -388,7 +390,8 @@ class Population:
                                     f"{tuple(y.shape)}; got {tuple(base.shape)}")
                 metrics["r2"] = _metrics.r2_oos(pred, y, base)
             if scale is not None:
-                mu, sd = scale
+                mu, sd = (v if np.ndim(v) == 0 else torch.as_tensor(
+                    v, dtype=torch.float64, device=self.device) for v in scale)
                 metrics["qlike"] = _metrics.qlike(mu + sd * pred.double(),
                                                   mu + sd * y.double().expand_as(pred))
         elif self.spec.task == "binary":
