@@ -107,9 +107,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
 
     from netrace.evaluate import evaluate_study, result_lines
-    from netrace.race import require_single_series_study
 
-    require_single_series_study(args.storage, args.study, "netrace evaluate")
     log = None if args.json else (lambda m: print(m, file=sys.stderr))
     result = evaluate_study(args.storage, args.study, again=args.again, log=log)
     if args.json:
@@ -126,9 +124,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from netrace.data import read_table
     from netrace.evaluate import load_model
-    from netrace.race import require_single_series_study
 
-    require_single_series_study(args.storage, args.study, "netrace predict")
     model = load_model(args.storage, args.study)
     frame = read_table(Path(args.data))
     out = model.predict(frame)

@@ -3,6 +3,7 @@ windows that never cross series, splits that cut every series at the same dates.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -316,12 +317,36 @@ def test_a_tiny_race_on_a_panel_csv(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     out = _run("status", "--json", cwd=tmp_path)
     assert out.returncode == 0 and '"state": "done"' in out.stdout, out.stdout
-    for command in (("evaluate", "panel"),
-                    ("predict", "panel", "--data", "panel.csv", "--out", "p.csv")):
-        out = _run(*command, cwd=tmp_path)
-        assert out.returncode == 2, out.stderr
-        assert f"netrace {command[0]}: per-series evaluation of panel studies is not built " \
-               "yet" in out.stderr and "Traceback" not in out.stderr
+    # the verdict, pooled and per series, and forecasts per series from the raw long file
+    out = _run("evaluate", "panel", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert [one["series"] for one in r["series"]] == ["AAA", "BBB", "CCC"]
+    assert sum(one["n"] for one in r["series"]) == r["test"]["n"]
+    names = {m["name"] for m in r["models"]}
+    assert {"blend", "top_k", "har", "log_har", "garch", "ewma"} <= names
+    for one in r["series"]:
+        assert {m["name"] for m in one["models"]} == names and one["verdict"].endswith(".")
+        for m in one["models"]:
+            if m["kind"] == "baseline":
+                assert set(m["dm_pvalue"]) == {"mse", "mae", "qlike"}
+    text = _run("evaluate", "panel", cwd=tmp_path).stdout
+    assert "series AAA (" in text and "pooled over the panel's series" in text
+    out = _run("predict", "panel", "--data", "panel.csv", "--out", "p.csv", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    pred = pd.read_csv(tmp_path / "p.csv", parse_dates=["time"])
+    assert list(pred.columns[:3]) == ["time", "ticker", "forecast"]
+    assert set(pred["ticker"]) == {"AAA", "BBB", "CCC"} and (pred["forecast"] > 0).all()
+    from netrace.evaluate import load_model
+
+    model = load_model(str(tmp_path / "netrace.db"), "panel")
+    test = model.test.set_index(["time", "series"])
+    got = pred.set_index(["time", "ticker"]).loc[test.index]
+    np.testing.assert_allclose(got["forecast"], test[model.name], rtol=1e-6, atol=1e-9)
+    # the last row of every series forecasts the period after it
+    frame = pd.read_csv(tmp_path / "panel.csv", parse_dates=["Date"])
+    last = frame.groupby("ticker")["Date"].max()
+    assert (pred.groupby("ticker")["time"].max() == last).all()
 
 
 # -- bad inputs -----------------------------------------------------------------------------------

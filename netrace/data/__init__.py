@@ -17,7 +17,6 @@ from netrace.data._dataset import (
     TestData,
     load_rows,
     prepare,
-    require_single_series,
 )
 from netrace.data._inspect import plan_rows, plan_text, summary_text
 from netrace.data._preprocess import FittedPreprocessor, Preprocessor, SeriesFittedPreprocessor
@@ -67,7 +66,6 @@ __all__ = [
     "read_table",
     "Rows",
     "load_rows",
-    "require_single_series",
     "split_test",
     "split_test_dates",
     "summary_text",

@@ -62,7 +62,6 @@ __all__ = [
     "prepare",
     "FoldScaling",
     "SeriesScaling",
-    "require_single_series",
 ]
 
 #: The smallest training part and evaluated (validation or test) part netrace accepts.
@@ -723,17 +722,6 @@ def _series_rows(anchors: np.ndarray, code: np.ndarray, bounds: np.ndarray,
         local[idx] = anchors[idx] - lo + offset
         offset += hi - lo
     return np.concatenate(parts), local
-
-
-def require_single_series(config: Config, what: str = "netrace evaluate") -> None:
-    """Refuse a panel study where only single-series results are built (the verdict and
-    ``predict``): a :class:`~netrace.errors.UserError` naming ``what`` was asked for."""
-    if config.data.series is not None:
-        raise UserError(f"{what}: per-series evaluation of panel studies is not built yet; "
-                        f"this study's data is a panel ([data] series = "
-                        f"{config.data.series!r}), whose race and validation scores are "
-                        "pooled over all series. Race one series per study (filter the file "
-                        "to one series and remove [data] series) to evaluate or predict")
 
 
 def _encode_classes(y: np.ndarray, dev_idx: np.ndarray, task_type: str,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Collection
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -553,6 +554,38 @@ def time_series_baselines(kind: str, series: ArrayLike, anchors: ArrayLike, h: i
             raise UserError(f"no baseline '{unknown[0]}' for a {kind} target; its baselines: "
                             f"{', '.join(makers)}{did_you_mean(unknown[0], makers)}")
     return {name: make() for name, make in makers.items() if only is None or name in only}
+
+
+def per_series_baselines(kind: str, history: Any, anchors: ArrayLike, h: int, *,
+                         n_classes: int = 0, refit_every: int = 20,
+                         only: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """:func:`time_series_baselines` on a history table (columns ``target``, and ``returns``
+    when there are prices, per row) at origins ``anchors`` (its rows, ascending). With a
+    ``series`` column (a panel, one contiguous block of rows per series) every series is
+    forecast from its own rows alone, as if it were the only one."""
+    a = np.asarray(anchors, dtype=np.intp)
+    target = history["target"].to_numpy()
+    returns = history["returns"].to_numpy() if "returns" in history else None
+    if "series" not in history:
+        return time_series_baselines(kind, target, a, h, returns=returns, n_classes=n_classes,
+                                     refit_every=refit_every, only=only)
+    labels = history["series"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    ends = np.r_[starts[1:], len(labels)]
+    out: dict[str, np.ndarray] = {}
+    for b0, b1 in zip(starts, ends, strict=True):
+        sel = np.flatnonzero((a >= b0) & (a < b1))
+        if not len(sel):
+            continue
+        part = time_series_baselines(
+            kind, target[b0:b1], a[sel] - b0, h,
+            returns=None if returns is None else returns[b0:b1], n_classes=n_classes,
+            refit_every=refit_every, only=only)
+        for name, f in part.items():
+            if name not in out:
+                out[name] = np.full((len(a), *f.shape[1:]), np.nan)
+            out[name][sel] = f
+    return out
 
 
 def iid_baselines(task: str, X_train: ArrayLike, y_train: ArrayLike, X_test: ArrayLike,

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from netrace.data import prepare
+from netrace.data import Fold, prepare
 from netrace.errors import UserError
 from netrace.evaluate import _baselines as bl
 from netrace.evaluate import _stats as st
@@ -177,6 +177,9 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
             "a new study (netrace run CONFIG --study NEW)")
     dev = prepared.dev
     task = config.task.type
+
+    def series_of(samples: np.ndarray) -> np.ndarray | None:
+        return None if dev.series is None else dev.series[samples]
     folds = [dev.fold_data(f) for f in dev.folds]
     shape = DataShape(folds[0].X_train.shape[1], folds[0].X_train.shape[2], task,
                       len(dev.classes or ()))
@@ -214,16 +217,18 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
                       f.checkpoint.fold_weights[j], f.checkpoint.preprocessors[j], scaling,
                       forecast_floor(task, fd.y_train))
             nets.append(net)
-            fcs.append(net.forecast(fd.X_valid, task))
+            fcs.append(net.forecast(fd.X_valid, task, series_of(fold.valid)))
             net.floor, floor = None, net.floor  # as the race scored it: without the floor
-            raw.append(net.forecast(fd.X_valid, task))
+            raw.append(net.forecast(fd.X_valid, task, series_of(fold.valid)))
             net.floor = floor
         fold_nets.append(nets)
         fold_fcs.append(fcs)
         seen, fc = out_of_fold(dev.n, [fo.valid for fo in dev.folds], fcs)
         oof.append(fc)
-        rescored.append(float(np.mean([_valid_score(metric, fd, fcv, task)
-                                       for fd, fcv in zip(folds, raw, strict=True)])))
+        rescored.append(float(np.mean([_valid_score(metric, fd, fcv, task,
+                                                    dev.target_scaling(fo).valid)
+                                       for fo, fd, fcv in zip(dev.folds, folds, raw,
+                                                              strict=True)])))
     y_oof = dev.y[seen]
     oof_arr = np.stack(oof)
     weights = {
@@ -240,11 +245,10 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     n_classes = len(dev.classes or ())
 
     def baselines_at(hist: pd.DataFrame, anchors: np.ndarray) -> dict[str, np.ndarray]:
-        """The time-series baselines' forecasts at these origins (P(class 1) for binary)."""
-        out = bl.time_series_baselines(
-            kind, hist["target"].to_numpy(), anchors, dev.horizon,
-            returns=hist["returns"].to_numpy() if "returns" in hist else None,
-            n_classes=n_classes, refit_every=ev.refit_every)
+        """The time-series baselines' forecasts at these origins (P(class 1) for binary); in
+        a panel each series' from its own past alone."""
+        out = bl.per_series_baselines(kind, hist, anchors, dev.horizon, n_classes=n_classes,
+                                      refit_every=ev.refit_every)
         return {n: b[:, 1] if task == "binary" else b for n, b in out.items()}
 
     # every baseline's forecasts of each validation block, from the past only (a block with
@@ -306,7 +310,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     fitted = dev.fit_preprocessor(everything)
     X_dev = dev.windows(everything, fitted)
     y_dev = dev.y
-    y_dev, scaling = _scaled_target(task, y_dev)
+    y_dev, scaling = _scaled_target(task, dev, everything)
     jobs = [RefitJob(f.settings, f.trial.params, f.trial.seed, int(f.trial.best_epoch or 0) + 1,
                      config.race.max_epochs) for f in fins]
     say(f"refitting {k} finalists on all {dev.n} development samples "
@@ -326,7 +330,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     say(f"opening the test part ({prepared.holdout.n} samples; opening number {openings})")
     test = prepared.holdout.open(fitted)
     y = test.y
-    refit_fc = np.stack([net.forecast(test.X, task) for net in refit_nets])
+    refit_fc = np.stack([net.forecast(test.X, task, test.series) for net in refit_nets])
     by_fold = {}
     fold_fc = []
     for nets in fold_nets:
@@ -334,7 +338,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
         for j, net in enumerate(nets):
             if j not in by_fold:
                 by_fold[j] = test.windows(net.preprocessor)
-            per.append(net.forecast(by_fold[j], task))
+            per.append(net.forecast(by_fold[j], task, test.series))
         fold_fc.append(combine(np.stack(per), np.full(len(per), 1.0 / len(per)))[0])
     fold_fc_arr = np.stack(fold_fc)
     forecasts = {name: combine(refit_fc if name in ("top_k", "greedy", "best") else fold_fc_arr,
@@ -344,7 +348,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     if test.history is not None:
         baselines = baselines_at(test.history, test.anchors)
         when = test.history["time"].to_numpy()[test.anchors + dev.horizon]
-        first, last = _iso(when[0]), _iso(when[-1])
+        first, last = _iso(when.min()), _iso(when.max())
     else:
         baselines = bl.iid_baselines(task, X_dev.reshape(len(X_dev), -1), dev.y,
                                      test.X.reshape(len(y), -1), n_classes=n_classes)
@@ -358,51 +362,70 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
 
     # -- metrics, tests, verdict ----------------------------------------------------------------
     vol, rets = kind == "volatility", kind == "returns"
-    train_mean = float(dev.y.mean()) if task == "regression" else 0.0
-
-    def metrics_of(f: np.ndarray) -> dict[str, float]:
-        if task == "regression":
-            m = st.regression_metrics(y, f, train_mean=train_mean, volatility=vol,
-                                      returns=rets)
-        elif task == "binary":
-            m = st.binary_metrics(y, f)
-        else:
-            return st.multiclass_metrics(y, f)
-        if (rets or task == "binary") and np.isfinite(f).all():
-            # directions: is the hit rate better than chance (Pesaran-Timmermann, one-sided)?
-            m["pt_pvalue"] = st.pesaran_timmermann(
-                y, f if rets else (f >= 0.5).astype(float))[1]
-        return m
-
     loss_names = (["mse", "mae"] + (["qlike"] if vol else [])) if task == "regression" \
         else ["log_loss"]
     h = dev.horizon if test.history is not None else 1
-    fc = forecasts[chosen]
-    models = []
-    for name in CANDIDATES:
-        m = metrics_of(forecasts[name])
-        if name in intervals:
-            m["coverage"] = st.interval_coverage(y, *intervals[name].bounds(forecasts[name]))
-        models.append({"name": name, "kind": "netrace",
-                       "description": CANDIDATES[name].format(k=k),
-                       "metrics": {a: _num(b) for a, b in m.items()},
-                       "dm_pvalue": {} if name == chosen else _dm(loss_names, y, forecasts[name],
-                                                                   fc, h)})
-    for name, b in baselines.items():
-        m = metrics_of(b)
-        models.append({"name": name, "kind": "baseline", "metrics": {a: _num(v) for a, v in
-                                                                     m.items()},
-                       "dm_pvalue": _dm(loss_names, y, b, fc, h)})
+    panel = test.series is not None
+
+    def judge(sel: np.ndarray | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Every candidate's and baseline's metrics and DM p-values, and SPA, on the test
+        samples ``sel`` (all); a panel's pooled tests run on the per-date means of the losses
+        (the cross-section's average each day), one series' on its own days."""
+        yy = y if sel is None else y[sel]
+        part = (lambda f: f) if sel is None else (lambda f: f[sel])
+        dates = test.time if panel and sel is None else None
+        train_mean = 0.0
+        if task == "regression":
+            train_mean = float(dev.y.mean() if sel is None or dev.series is None else
+                               dev.y[dev.series == test.series[sel][0]].mean())
+
+        def metrics_of(f: np.ndarray) -> dict[str, float]:
+            if task == "regression":
+                m = st.regression_metrics(yy, f, train_mean=train_mean, volatility=vol,
+                                          returns=rets)
+            elif task == "binary":
+                m = st.binary_metrics(yy, f)
+            else:
+                return st.multiclass_metrics(yy, f)
+            if (rets or task == "binary") and np.isfinite(f).all():
+                # directions: is the hit rate better than chance (Pesaran-Timmermann)?
+                m["pt_pvalue"] = st.pesaran_timmermann(
+                    yy, f if rets else (f >= 0.5).astype(float))[1]
+            return m
+
+        fc = part(forecasts[chosen])
+        models = []
+        for name in CANDIDATES:
+            f = part(forecasts[name])
+            m = metrics_of(f)
+            if name in intervals:
+                m["coverage"] = st.interval_coverage(yy, *intervals[name].bounds(f))
+            models.append({"name": name, "kind": "netrace",
+                           "description": CANDIDATES[name].format(k=k),
+                           "metrics": {a: _num(b) for a, b in m.items()},
+                           "dm_pvalue": {} if name == chosen else _dm(loss_names, yy, f, fc, h,
+                                                                      dates)})
+        for name, b in baselines.items():
+            m = metrics_of(part(b))
+            models.append({"name": name, "kind": "baseline",
+                           "metrics": {a: _num(v) for a, v in m.items()},
+                           "dm_pvalue": _dm(loss_names, yy, part(b), fc, h, dates)})
+        spa = {}
+        for lname in loss_names[:1] + (["qlike"] if vol else []):
+            bench_l = {n: _by_date(st.point_losses(lname, yy, part(b)), dates)
+                       for n, b in baselines.items()}
+            bb = min(bench_l, key=lambda n: _mean_or_inf(bench_l[n]))
+            cols = np.column_stack(
+                [_by_date(st.point_losses(lname, yy, part(f)), dates) for f in refit_fc]
+                + [_by_date(st.point_losses(lname, yy, part(forecasts[n])), dates)
+                   for n in CANDIDATES])
+            cols = cols[:, np.isfinite(cols).all(axis=0)]
+            p = st.spa_pvalue(bench_l[bb], cols, seed=ev.seed) if cols.shape[1] else math.nan
+            spa[lname] = {"benchmark": bb, "pvalue": _num(p)}
+        return models, spa
+
+    models, spa = judge(None)
     primary = loss_names[0]
-    spa = {}
-    for lname in loss_names[:1] + (["qlike"] if vol else []):
-        bench_l = {n: st.point_losses(lname, y, b) for n, b in baselines.items()}
-        bb = min(bench_l, key=lambda n: _mean_or_inf(bench_l[n]))
-        cols = np.column_stack([st.point_losses(lname, y, f) for f in refit_fc]
-                               + [st.point_losses(lname, y, forecasts[n]) for n in CANDIDATES])
-        cols = cols[:, np.isfinite(cols).all(axis=0)]
-        p = st.spa_pvalue(bench_l[bb], cols, seed=ev.seed) if cols.shape[1] else math.nan
-        spa[lname] = {"benchmark": bb, "pvalue": _num(p)}
     result: dict[str, Any] = {
         "study": study, "task": task, "target": config.task.target,
         "test": {"first": first, "last": last, "n": int(len(y))},
@@ -431,6 +454,16 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
                     "total": round(time.perf_counter() - started, 2)},
     }
     result["verdict"] = verdict(result)
+    if panel:  # the verdict of every series on its own, next to the pooled one
+        result["series"] = []
+        for name in pd.unique(test.series):
+            sel = np.flatnonzero(test.series == name)
+            s_models, s_spa = judge(sel)
+            one = {"series": _iso(name), "n": int(len(sel)), "models": s_models,
+                   "forecast": chosen, "spa": s_spa, "spa_pvalue": s_spa[primary]["pvalue"],
+                   "blend": result["blend"]}
+            one["verdict"] = verdict(one)
+            result["series"].append(one)
     nets = refit_nets if chosen in ("blend", "top_k", "greedy", "best") else \
         [n for nets in fold_nets for n in nets]
     w = weights["top_k" if chosen == "blend" else chosen]
@@ -448,24 +481,27 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
                        dev.window, prepared.time_name,
                        features=tuple(f.name for f in prepared.features), blend=blend)
     origin = test.time if test.time is not None else np.arange(len(y))
-    table = {"time": origin, "y": y}
+    table = {"time": origin, **({"series": test.series} if panel else {}), "y": y}
     for name, f in [*forecasts.items(), *baselines.items()]:
         if np.ndim(f) == 1:
             table[name] = f
     if task == "regression" and interval is not None:
-        table["lower"], table["upper"] = interval.bounds(fc)
+        table["lower"], table["upper"] = interval.bounds(forecasts[chosen])
     model.test = pd.DataFrame(table)
     s.complete_evaluation(opening, result, dump_model(model))
     return result
 
 
-def _scaled_target(task: str, y: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """What networks learn (a regression target standardized by these rows' mean and standard
-    deviation, as in the race) and the scaling back."""
+def _scaled_target(task: str, dev: Any, samples: np.ndarray) -> tuple[np.ndarray, Any]:
+    """What networks trained on these development samples learn (a regression target
+    standardized by their mean and standard deviation, per series in a panel, as in the race)
+    and the scaling back (``(mean, std)``, or a :class:`~netrace.data.SeriesScaling`)."""
+    y = dev.y[samples]
     if task != "regression":
         return y, (0.0, 1.0)
-    mu, sd = float(y.mean()), float(y.std()) or 1.0
-    return (y - mu) / sd, (mu, sd)
+    sc = dev.target_scaling(Fold(-1, samples, samples[:0]))
+    centre, scale = sc.train
+    return (y - centre) / scale, sc.kept
 
 
 def _nested_forecasts(s: Storage, study_id: int, dev: Any, folds: list, shape: DataShape,
@@ -493,7 +529,7 @@ def _nested_forecasts(s: Storage, study_id: int, dev: Any, folds: list, shape: D
         choice = choose_without(tables, j, ev.finalists, maximize=direction == "maximize")
         if not choice.trials:
             return None, f"no network has a score on the folds other than fold {j + 1}"
-        y_train, scaling = _scaled_target(task, fd.y_train)
+        y_train, scaling = _scaled_target(task, dev, dev.folds[j].train)
         jobs = [RefitJob(population_settings(trials[t].params, shape), trials[t].params,
                          trials[t].seed, e, budget)
                 for t, e in zip(choice.trials, choice.epochs, strict=True)]
@@ -504,7 +540,8 @@ def _nested_forecasts(s: Storage, study_id: int, dev: Any, folds: list, shape: D
                         device=device)
         fcs = np.stack([Net(f"trial {trials[t].number} nested fold {j + 1}", job.settings, w,
                             fd.preprocessor, scaling, forecast_floor(task, fd.y_train)
-                            ).forecast(fd.X_valid, task)
+                            ).forecast(fd.X_valid, task, None if dev.series is None
+                                       else dev.series[dev.folds[j].valid])
                         for t, job, w in zip(choice.trials, jobs, trained, strict=True)])
         top.append(fcs.mean(axis=0))
         best.append(fcs[0])
@@ -516,11 +553,19 @@ def _mean_or_inf(x: np.ndarray) -> float:
     return m if math.isfinite(m) else math.inf
 
 
-def _valid_score(metric: str, fd: Any, f: np.ndarray, task: str) -> float:
-    """A fold's validation score as the race computes it (R² against the training mean)."""
+def _valid_score(metric: str, fd: Any, f: np.ndarray, task: str,
+                 valid_scaling: Any = None) -> float:
+    """A fold's validation score as the race computes it (R² against the training mean; in a
+    panel, MSE, MAE and R² in each series' standardized units, QLIKE in the target's)."""
     if task == "regression":
         m = st.regression_metrics(fd.y_valid, f, train_mean=float(fd.y_train.mean()),
                                   volatility=metric == "qlike")
+        if valid_scaling is not None and np.ndim(valid_scaling[0]) > 0:
+            c, sc = valid_scaling
+            qlike = m.get("qlike")
+            m = st.regression_metrics((fd.y_valid - c) / sc, (f - c) / sc, train_mean=0.0)
+            if qlike is not None:
+                m["qlike"] = qlike
     elif task == "binary":
         m = st.binary_metrics(fd.y_valid, f)
     else:
@@ -528,11 +573,19 @@ def _valid_score(metric: str, fd: Any, f: np.ndarray, task: str) -> float:
     return float(m.get(metric, math.nan))
 
 
+def _by_date(losses: np.ndarray, dates: np.ndarray | None) -> np.ndarray:
+    """Per-sample losses, or (a panel's pooled test) their mean per date, in date order."""
+    if dates is None:
+        return losses
+    return pd.Series(losses).groupby(pd.Index(dates)).mean().to_numpy()
+
+
 def _dm(loss_names: list[str], y: np.ndarray, other: np.ndarray, forecast: np.ndarray,
-        h: int) -> dict[str, float | None]:
+        h: int, dates: np.ndarray | None = None) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name in loss_names:
-        a, b = st.point_losses(name, y, other), st.point_losses(name, y, forecast)
+        a = _by_date(st.point_losses(name, y, other), dates)
+        b = _by_date(st.point_losses(name, y, forecast), dates)
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             out[name] = None  # a forecast that is not a number everywhere: no test
             continue
@@ -623,7 +676,11 @@ def result_lines(result: dict[str, Any]) -> list[str]:
         ps = " ".join(f"{_fmt(m['dm_pvalue'].get(n), 3):>12}" for n in dms)
         out.append(f"{mark}{m['name']:<11} {m['kind']:<8} {vals} {ps}")
     out += ["", "* netrace's forecast; DM p: Diebold-Mariano (Newey-West variance, Harvey's "
-            "correction, two-sided) of each model against it", "", result["verdict"]]
+            "correction, two-sided) of each model against it"
+            + ("; pooled over the panel's series: on each day's mean loss" if
+               result.get("series") else ""), "", result["verdict"]]
+    for one in result.get("series", []):
+        out.append(f"series {one['series']} ({one['n']} points): {one['verdict']}")
     return out
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from netrace.data import FittedPreprocessor
+from netrace.data import FittedPreprocessor, SeriesScaling
 from netrace.errors import UserError
 from netrace.models import member_module_from
 from netrace.race._build import PopulationSettings, model_inputs
@@ -41,7 +41,7 @@ class Net:
     settings: PopulationSettings
     weights: dict[str, np.ndarray]
     preprocessor: FittedPreprocessor
-    scaling: tuple[float, float] = (0.0, 1.0)
+    scaling: tuple[float, float] | SeriesScaling = (0.0, 1.0)
     #: a regression forecast never goes below this (see :func:`forecast_floor`)
     floor: float | None = None
     _module: torch.nn.Module | None = field(default=None, repr=False, compare=False)
@@ -51,18 +51,26 @@ class Net:
             self._module = member_module_from(self.settings.spec, self.weights).eval()
         return self._module
 
-    def forecast(self, windows: np.ndarray, task: str) -> np.ndarray:
+    def forecast(self, windows: np.ndarray, task: str, series: np.ndarray | None = None
+                 ) -> np.ndarray:
         """Forecasts from windows ``(n, window, features)`` already transformed by this net's
         preprocessing: target units for regression (n,), P(class 1) for binary (n,), class
-        probabilities (n, C) for multiclass."""
+        probabilities (n, C) for multiclass. In a panel (``scaling`` a
+        :class:`~netrace.data.SeriesScaling`) ``series`` names each window's series."""
         x = model_inputs(torch.as_tensor(windows, dtype=torch.float32), self.settings)
         with torch.no_grad():
             out = torch.cat([self.module()(x[s:s + 4096]) for s in range(0, len(x), 4096)]) \
                 if len(x) else torch.zeros(0, self.settings.spec.n_outputs)
         out = out.double()
         if task == "regression":
-            mu, sd = self.scaling
-            f = (mu + sd * out[:, 0]).numpy()
+            if isinstance(self.scaling, SeriesScaling):
+                if series is None:
+                    raise UserError("this network learned a panel's targets, scaled per "
+                                    "series; forecasts need each window's series")
+                mu, sd = self.scaling.at(series)
+            else:
+                mu, sd = self.scaling
+            f = (mu + sd * out[:, 0].numpy())
             return f if self.floor is None else np.maximum(f, self.floor)
         if task == "binary":
             return torch.sigmoid(out[:, 0]).numpy()
@@ -210,16 +218,18 @@ class FinalModel:
     features: tuple[str, ...] | None = None  # the inputs the networks read, as raced
     blend: Blend | None = None  # the classical baselines blended in, when there are
 
-    def forecast_windows(self, windows_of: Any) -> tuple[np.ndarray, np.ndarray]:
+    def forecast_windows(self, windows_of: Any, series: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
         """Combined forecast and spread; ``windows_of(preprocessor)`` gives the inputs
-        transformed by a net's preprocessing (computed once per distinct preprocessing)."""
+        transformed by a net's preprocessing (computed once per distinct preprocessing);
+        ``series``, in a panel, each window's series."""
         cache: dict[int, np.ndarray] = {}
         outs = []
         for net in self.nets:
             key = id(net.preprocessor)
             if key not in cache:
                 cache[key] = windows_of(net.preprocessor)
-            outs.append(net.forecast(cache[key], self.task))
+            outs.append(net.forecast(cache[key], self.task, series))
         return combine(np.stack(outs), self.weights)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -241,11 +251,14 @@ class FinalModel:
         feats = rows.row_feats
         finite = np.isfinite(feats.select_dtypes("number").to_numpy(dtype=float)).all(axis=1)
         w = self.window
+        blocks = _blocks(rows)
         if rows.time is None:
             anchors = np.flatnonzero(finite)
-        else:  # every row whose window is complete and finite
-            ok = np.convolve(finite.astype(float), np.ones(w), mode="full")[:len(finite)] == w
-            anchors = np.flatnonzero(ok)
+        else:  # every row whose window is complete and finite (within its series)
+            anchors = np.concatenate([
+                b0 + np.flatnonzero(np.convolve(finite[b0:b1].astype(float), np.ones(w),
+                                                mode="full")[:b1 - b0] == w)
+                for b0, b1 in blocks])
         if len(anchors) == 0:
             raise UserError(f"the data has {len(feats)} rows, too few to forecast from: a "
                             f"forecast needs a window of {w} rows with every feature defined"
@@ -261,12 +274,19 @@ class FinalModel:
             return _windows(pre.transform(filled), anchors, w)
 
         if self.blend is not None and self.blend.baselines:
-            anchors = self._blend_anchors(rows, anchors)
-        mean, spread = self.forecast_windows(windows_of)
+            anchors = np.concatenate([self._blend_anchors(rows, anchors[(anchors >= b0) &
+                                                                        (anchors < b1)], b0, b1)
+                                      for b0, b1 in blocks])
+        series = None if rows.series is None else rows.frame[rows.series].to_numpy()[anchors]
+        mean, spread = self.forecast_windows(windows_of, series)
         if self.blend is not None and self.blend.baselines:
-            mean = self._blended(rows, anchors, mean)
+            mean = np.concatenate([self._blended(rows, anchors[sel] - b0, mean[sel], b0, b1)
+                                   for b0, b1 in blocks
+                                   for sel in [(anchors >= b0) & (anchors < b1)] if sel.any()])
         origin = rows.time[anchors] if rows.time is not None else anchors
         out = pd.DataFrame({"time": origin})
+        if series is not None:
+            out.insert(1, rows.series, series)
         if self.task == "regression":
             out["forecast"] = mean
             lo, hi = self.interval.bounds(mean) if self.interval else (np.nan, np.nan)
@@ -279,46 +299,51 @@ class FinalModel:
             for j, c in enumerate(classes):
                 out[f"p_{c}"] = probs[:, j]
         out.insert(4 if "lower" in out else 2, "spread", spread)
-        return out[["time", "forecast", "lower", "upper", "spread",
-                    *[c for c in out.columns if c.startswith("p_")]]]
+        return out[["time", *([rows.series] if series is not None else []), "forecast",
+                    "lower", "upper", "spread", *[c for c in out.columns if c.startswith("p_")]]]
 
 
-    def _target_past(self, rows: Any) -> np.ndarray:
-        """The target's own per-row values in ``rows`` (class codes for classes)."""
+    def _target_past(self, rows: Any, b0: int, b1: int) -> np.ndarray:
+        """The target's own per-row values in rows ``b0:b1`` (class codes for classes)."""
         assert self.blend is not None
         names = ", ".join(self.blend.baselines)
         if rows.y_row is None:
             raise UserError(f"netrace's forecast for this study blends in classical baselines "
                             f"({names}) that forecast from the target's own past, and the data "
                             f"has no column '{rows.target.name}'; add it (its past values)")
-        y = rows.y_row.to_numpy()
+        y = rows.y_row.to_numpy()[b0:b1]
         if self.classes is not None:
             lookup = {c: float(i) for i, c in enumerate(self.classes)}
             return np.array([lookup.get(v, np.nan) for v in y])
         return y.astype(np.float64)
 
-    def _blend_anchors(self, rows: Any, anchors: np.ndarray) -> np.ndarray:
-        """The origins with enough of the target's past for the blended baselines."""
+    def _blend_anchors(self, rows: Any, anchors: np.ndarray, b0: int, b1: int) -> np.ndarray:
+        """The origins (of one series' rows ``b0:b1``) with enough of the target's past for
+        the blended baselines."""
         assert self.blend is not None
-        y = self._target_past(rows)
+        y = self._target_past(rows, b0, b1)
         finite = np.flatnonzero(np.isfinite(y))
-        first = int(finite[0]) if len(finite) else len(y)
+        first = b0 + (int(finite[0]) if len(finite) else len(y))
         need = self.blend.past_needed()
         kept = anchors[anchors >= first + need]
         if len(kept) == 0:
-            raise UserError(f"the data has {len(y)} rows, too few to forecast from: netrace's "
-                            f"forecast blends in {', '.join(self.blend.baselines)}, which "
-                            f"need {need} rows of the target's past before the first forecast; "
-                            "give more rows (the whole history, as raced)")
+            which = "" if rows.series is None else \
+                f" of series {rows.frame[rows.series].iloc[b0]!r}"
+            raise UserError(f"the data has {b1 - b0} rows{which}, too few to forecast from: "
+                            f"netrace's forecast blends in {', '.join(self.blend.baselines)}, "
+                            f"which need {need} rows of the target's past before the first "
+                            "forecast; give more rows (the whole history, as raced)")
         return kept
 
-    def _blended(self, rows: Any, anchors: np.ndarray, nets: np.ndarray) -> np.ndarray:
+    def _blended(self, rows: Any, anchors: np.ndarray, nets: np.ndarray, b0: int, b1: int
+                 ) -> np.ndarray:
+        """The blend at ``anchors`` (rows of one series' block ``b0:b1``, counted from b0)."""
         assert self.blend is not None
-        y = self._target_past(rows)
+        y = self._target_past(rows, b0, b1)
         cut = 0
         if self.blend.first_origin is not None and rows.time is not None:
-            cut = int(np.searchsorted(rows.time[anchors], self.blend.first_origin))
-        returns = rows.returns
+            cut = int(np.searchsorted(rows.time[b0:b1][anchors], self.blend.first_origin))
+        returns = None if rows.returns is None else rows.returns[b0:b1]
         try:
             return np.concatenate([self.blend.apply(nets[part], y, returns, anchors[part])
                                    for part in (slice(0, cut), slice(cut, None))
@@ -327,6 +352,14 @@ class FinalModel:
             raise UserError(f"netrace's forecast blends in {', '.join(self.blend.baselines)}, "
                             f"which forecast from the target's past, and cannot here: {exc}"
                             ) from None
+
+
+def _blocks(rows: Any) -> list[tuple[int, int]]:
+    """The rows of each series (one block for a table of one series)."""
+    if getattr(rows, "bounds", None) is None:
+        return [(0, len(rows.frame))]
+    b = rows.bounds
+    return [(int(x), int(y)) for x, y in zip(b[:-1], b[1:], strict=True)]
 
 
 def dump_model(model: FinalModel) -> bytes:

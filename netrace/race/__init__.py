@@ -13,7 +13,7 @@ from netrace.race._progress import (
     top_rows,
 )
 from netrace.race._proposer import Proposer, population_key
-from netrace.race._race import require_single_series_study, run_race
+from netrace.race._race import run_race
 from netrace.race._worker import RacePlan, race_metric, race_rule, worker_main
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "load_checkpoint",
     "race_metric",
     "race_rule",
-    "require_single_series_study",
     "run_race",
     "snapshot",
     "summary_lines",

@@ -30,7 +30,7 @@ from netrace.race._worker import (
 )
 from netrace.storage import Storage
 
-__all__ = ["config_record", "study_config", "run_race", "require_single_series_study"]
+__all__ = ["config_record", "study_config", "run_race"]
 
 MAX_RESTARTS = 10
 
@@ -86,25 +86,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def require_single_series_study(storage_url: str, study: str,
-                                what: str = "netrace evaluate") -> None:
-    """Refuse a study raced on a panel (``[data] series``) where only single-series results
-    are built (:func:`netrace.data.require_single_series`); a storage or study that cannot be
-    read is left to the caller's own message."""
-    from netrace.data import require_single_series
-
-    try:
-        storage = Storage(storage_url, create=False)
-    except UserError:
-        return
-    try:
-        rec = storage.find_study(study)
-    finally:
-        storage.close()
-    if rec is not None:
-        require_single_series(study_config(rec.config, origin=f"study '{study}'"), what)
 
 
 def run_race(config: Config, *, storage_url: str, study: str, workers: int | None = None,
