@@ -43,6 +43,7 @@ from netrace.evaluate._refit import RefitJob, refit
 from netrace.race import load_checkpoint
 from netrace.race._build import DataShape, population_settings
 from netrace.race._race import study_config
+from netrace.race._target import TargetData, level_source
 from netrace.race._worker import race_metric
 from netrace.storage import Storage, TrialRecord, TrialState
 
@@ -193,7 +194,8 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
                        else ((float(fd.y_train.mean()), float(fd.y_train.std()) or 1.0)
                              if task == "regression" else (0.0, 1.0)))
             net = Net(f"trial {f.trial.number} fold {j + 1}", f.settings,
-                      f.checkpoint.fold_weights[j], f.checkpoint.preprocessors[j], scaling)
+                      f.checkpoint.fold_weights[j], f.checkpoint.preprocessors[j], scaling,
+                      target=f.checkpoint.target(j))
             nets.append(net)
             fcs.append(net.forecast(fd.X_valid, task))
         fold_nets.append(nets)
@@ -253,9 +255,11 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
         f"({sum(j.epochs for j in jobs)} network-epochs)")
     # torch's own thread count (OMP_NUM_THREADS when set): forcing every core would make this
     # process crawl beside another that uses them too
+    raw = TargetData(dev.y, X_dev, fitted, level_source(prepared.features, prepared.target))
     refit_weights = refit(jobs, X_dev, y_dev, task=task, monitor="loss", seed=ev.seed,
-                          device=device)
-    refit_nets = [Net(f"trial {f.trial.number} refit", f.settings, w, fitted, scaling)
+                          device=device, target=raw)
+    refit_nets = [Net(f"trial {f.trial.number} refit", f.settings, w, fitted, scaling,
+                      target=raw.fitted(f.settings, w))
                   for f, w in zip(fins, refit_weights, strict=True)]
     refit_seconds = time.perf_counter() - t0
 
