@@ -434,3 +434,14 @@ def test_too_few_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     small = {k: v.iloc[:30] for k, v in make_panel().items()}
     err = _inspect(tmp_path, capsys, long_frame(small))
     assert re.search(r"the panel has \d+ samples in 3 series over \d+ dates, too few", err)
+
+
+def test_a_panel_with_a_target_transform_stops_the_run(tmp_path: Path) -> None:
+    long_frame(make_panel()).to_csv(tmp_path / "panel.csv", index=False)
+    (tmp_path / "p.toml").write_text(
+        '[data]\npath = "panel.csv"\ntime = "Date"\nseries = "ticker"\n'
+        '[task]\ntarget = "vol_next"\nwindow = 5\n[split]\nscheme = "walk_forward"\n'
+        'folds = 2\n[race]\nbudget = 8\n[search.space]\ntarget_transform = "log"\n')
+    out = _run("run", "p.toml", "--workers", "1", "--quiet", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "a panel with target_transform is not built yet" in out.stderr

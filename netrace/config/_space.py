@@ -43,10 +43,12 @@ SPACE_KEYS: dict[str, tuple[str, str, Any]] = {
     "optimizer": ("population", "str", OPTIMIZER_NAMES),
     "batch_size": ("population", "int", (1, 1 << 20, False, False)),
     "window": ("population", "int", (1, 100_000, False, False)),
-    "loss": ("population", "str", ("mse", "mae", "huber", "gaussian_nll", "bce",
+    "loss": ("population", "str", ("mse", "mae", "huber", "gaussian_nll", "qlike", "bce",
                                    "cross_entropy")),
     "linear": ("population", "str", ("none", "on", "ols")),
     "train_window": ("population", "int", (0, 100_000_000, False, False)),
+    "target_transform": ("population", "str", ("none", "log")),
+    "revin": ("population", "bool", (False, True)),
     "lr": ("member", "float", (0.0, 10.0, True, False)),
     "schedule": ("member", "str", ("constant", "step", "exponential", "cosine")),
     "warmup": ("member", "int", (0, 10_000, False, False)),
@@ -76,8 +78,10 @@ CONDITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "momentum": ("optimizer", ("sgd", "momentum", "nesterov", "rmsprop")),
     "beta1": ("optimizer", ("adam", "adamw")),
     "beta2": ("optimizer", ("adam", "adamw")),
+    # QLIKE always learns the log of the target (netrace.race._target)
+    "target_transform": ("loss", ("mse", "mae", "huber", "gaussian_nll")),
 }
-_PARENT_DEFAULTS = {"model": "mlp", "optimizer": "adam"}
+_PARENT_DEFAULTS = {"model": "mlp", "optimizer": "adam", "loss": "mse"}
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from netrace.evaluate._refit import RefitJob, refit
 from netrace.race import load_checkpoint
 from netrace.race._build import DataShape, population_settings
 from netrace.race._race import study_config
+from netrace.race._target import TargetData, level_source
 from netrace.race._worker import FOLD_KEY, race_metric
 from netrace.storage import Storage, TrialRecord, TrialState
 
@@ -178,6 +179,9 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     dev = prepared.dev
     task = config.task.type
 
+    # where a network that learns the target's ratio to its window's level finds that level
+    source = level_source(prepared.features, prepared.target) if task == "regression" else None
+
     def series_of(samples: np.ndarray) -> np.ndarray | None:
         return None if dev.series is None else dev.series[samples]
     folds = [dev.fold_data(f) for f in dev.folds]
@@ -215,7 +219,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
                              if task == "regression" else (0.0, 1.0)))
             net = Net(f"trial {f.trial.number} fold {j + 1}", f.settings,
                       f.checkpoint.fold_weights[j], f.checkpoint.preprocessors[j], scaling,
-                      forecast_floor(task, fd.y_train))
+                      forecast_floor(task, fd.y_train), target=f.checkpoint.target(j))
             nets.append(net)
             fcs.append(net.forecast(fd.X_valid, task, series_of(fold.valid)))
             net.floor, floor = None, net.floor  # as the race scored it: without the floor
@@ -270,7 +274,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     # -- nested validation forecasts, and the blend weighed on them --------------------------
     t0 = time.perf_counter()
     nested, why_not = _nested_forecasts(s, rec.id, dev, folds, shape, task, direction, ev,
-                                        config.race.max_epochs, device, say)
+                                        config.race.max_epochs, device, say, source)
     nested_seconds = time.perf_counter() - t0
     if nested is not None:
         top_fold, best_fold = nested
@@ -317,10 +321,11 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
         f"({sum(j.epochs for j in jobs)} network-epochs)")
     # torch's own thread count (OMP_NUM_THREADS when set): forcing every core would make this
     # process crawl beside another that uses them too
+    dev_targets = TargetData(dev.y, X_dev, fitted, source)
     refit_weights = refit(jobs, X_dev, y_dev, task=task, monitor="loss", seed=ev.seed,
-                          device=device)
+                          device=device, target=dev_targets)
     refit_nets = [Net(f"trial {f.trial.number} refit", f.settings, w, fitted, scaling,
-                      forecast_floor(task, dev.y))
+                      forecast_floor(task, dev.y), target=dev_targets.fitted(f.settings, w))
                   for f, w in zip(fins, refit_weights, strict=True)]
     refit_seconds = time.perf_counter() - t0
 
@@ -506,7 +511,7 @@ def _scaled_target(task: str, dev: Any, samples: np.ndarray) -> tuple[np.ndarray
 
 def _nested_forecasts(s: Storage, study_id: int, dev: Any, folds: list, shape: DataShape,
                       task: str, direction: str, ev: Any, budget: int, device: str,
-                      say: Callable[[str], None]
+                      say: Callable[[str], None], source: str | None = None
                       ) -> tuple[tuple[list[np.ndarray], list[np.ndarray]] | None, str | None]:
     """Per fold, the validation forecasts of ``top_k`` and ``best`` as validation would have
     chosen them without that fold (:mod:`._nested`): the networks with the best mean score over
@@ -536,11 +541,12 @@ def _nested_forecasts(s: Storage, study_id: int, dev: Any, folds: list, shape: D
         say(f"nested validation, fold {j + 1} of {n_folds}: {len(jobs)} networks chosen on the "
             f"other folds, trained on its {len(y_train)} training samples "
             f"({sum(choice.epochs)} network-epochs)")
+        fold_targets = TargetData(fd.y_train, fd.X_train, fd.preprocessor, source)
         trained = refit(jobs, fd.X_train, y_train, task=task, monitor="loss", seed=ev.seed,
-                        device=device)
+                        device=device, target=fold_targets)
         fcs = np.stack([Net(f"trial {trials[t].number} nested fold {j + 1}", job.settings, w,
-                            fd.preprocessor, scaling, forecast_floor(task, fd.y_train)
-                            ).forecast(fd.X_valid, task, None if dev.series is None
+                            fd.preprocessor, scaling, forecast_floor(task, fd.y_train),
+                            target=fold_targets.fitted(job.settings, w)).forecast(fd.X_valid, task, None if dev.series is None
                                        else dev.series[dev.folds[j].valid])
                         for t, job, w in zip(choice.trials, jobs, trained, strict=True)])
         top.append(fcs.mean(axis=0))

@@ -23,6 +23,7 @@ from netrace.data import FittedPreprocessor, SeriesScaling
 from netrace.errors import UserError
 from netrace.models import member_module_from
 from netrace.race._build import PopulationSettings, model_inputs
+from netrace.race._target import TargetTransform
 
 __all__ = ["Net", "Interval", "Blend", "FinalModel", "combine", "forecast_floor", "dump_model",
            "read_model"]
@@ -35,15 +36,18 @@ class Net:
     """One trained network: ``weights`` as a population row (``params``, ``buffer.<name>``),
     its architecture and input layout (``settings``), the preprocessing fitted on its training
     rows, and ``scaling``: a regression network's output ``o`` means ``mean + std * o`` in the
-    target's units."""
+    target's units; or ``target``, when it learned a log or a ratio to its window's level
+    (:class:`~netrace.race._target.TargetTransform`), which maps its outputs instead."""
 
     name: str
     settings: PopulationSettings
     weights: dict[str, np.ndarray]
     preprocessor: FittedPreprocessor
     scaling: tuple[float, float] | SeriesScaling = (0.0, 1.0)
-    #: a regression forecast never goes below this (see :func:`forecast_floor`)
+    #: a regression forecast never goes below this (see :func:`forecast_floor`; not for a
+    #: network with a ``target`` transform)
     floor: float | None = None
+    target: TargetTransform | None = None
     _module: torch.nn.Module | None = field(default=None, repr=False, compare=False)
 
     def module(self) -> torch.nn.Module:
@@ -62,6 +66,10 @@ class Net:
             out = torch.cat([self.module()(x[s:s + 4096]) for s in range(0, len(x), 4096)]) \
                 if len(x) else torch.zeros(0, self.settings.spec.n_outputs)
         out = out.double()
+        if task == "regression" and self.target is not None:  # from the windows' own levels
+            # a log target's forecast is positive; a ratio's scales with its window's level,
+            # which a fixed floor would not
+            return self.target.forecast(out, self.target.levels(windows)).numpy()
         if task == "regression":
             if isinstance(self.scaling, SeriesScaling):
                 if series is None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from netrace.race._build import PopulationSettings, member_spec, model_inputs
+from netrace.race._target import TargetData
 from netrace.train import Population
 
 __all__ = ["RefitJob", "refit"]
@@ -36,10 +37,12 @@ class RefitJob:
 
 
 def refit(jobs: Sequence[RefitJob], X: np.ndarray, y: np.ndarray, *, task: str,
-          monitor: str, seed: int = 0, device: str = "auto"
-          ) -> list[dict[str, np.ndarray]]:
+          monitor: str, seed: int = 0, device: str = "auto",
+          target: TargetData | None = None) -> list[dict[str, np.ndarray]]:
     """Train every job on ``(X, y)`` (windows already preprocessed; ``y`` standardized for
-    regression) and return each one's final weights as a population row, in ``jobs``' order."""
+    regression) and return each one's final weights as a population row, in ``jobs``' order.
+    A job whose network learns a log or a ratio (:mod:`netrace.race._target`) learns it from
+    ``target``, the same samples' raw targets, instead of ``y``."""
     groups: dict[PopulationSettings, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(job.settings, []).append(i)
@@ -52,14 +55,22 @@ def refit(jobs: Sequence[RefitJob], X: np.ndarray, y: np.ndarray, *, task: str,
         pop = Population(settings.spec, members, optimizer=settings.optimizer,
                          loss=settings.loss, batch_size=settings.batch_size, monitor=monitor,
                          seed=seed, device=device)
-        rows = settings.training_rows(len(yt))  # a rolling window: the most recent samples
-        x = model_inputs(torch.as_tensor(X[rows], dtype=torch.float32), settings)
-        ys = yt[rows]
+        x = model_inputs(torch.as_tensor(X, dtype=torch.float32), settings)
+        learn = yt
+        if settings.transformed:
+            if target is None:
+                raise ValueError("a network that learns a log or a ratio needs target=")
+            tf = target.fit(settings)
+            assert tf is not None
+            learn = torch.as_tensor(tf.learned(target.y, tf.levels(target.windows)),
+                                    dtype=torch.float32)
+        rows = settings.training_rows(len(learn))  # a rolling window: the most recent samples
+        x, learn = x[rows], learn[rows]
         if settings.linear == "ols":  # as in the race: from the least-squares fit
-            pop.init_linear(list(range(len(index))), x, ys)
+            pop.init_linear(list(range(len(index))), x, learn)
         epochs = np.array([jobs[i].epochs for i in index])
         for e in range(int(epochs.max())):
-            pop.step_epoch(x, ys)
+            pop.step_epoch(x, learn)
             for j in np.flatnonzero(epochs == e + 1):
                 pop.stop(int(j))
         states = pop.member_states(list(range(len(index))))

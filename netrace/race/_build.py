@@ -54,9 +54,17 @@ class PopulationSettings:
     window: int
     loss: str | None
     linear: str = "none"  # the linear path: none, on (from zero), ols (from the least squares)
+    target_transform: str = "none"  # "log": the target is learned in log space
+    revin: bool = False  # per-window normalization of the inputs, a ratio target
     #: train on the most recent this many training samples (a rolling window); 0: on all of
     #: them (an expanding window)
     train_window: int = 0
+
+    @property
+    def transformed(self) -> bool:
+        """Whether the network learns something else than the standardized target (a log,
+        a ratio to its window's level): see :mod:`netrace.race._target`."""
+        return self.target_transform == "log" or self.revin or self.loss == "qlike"
 
     def training_rows(self, n: int) -> slice:
         """The training samples (of ``n``, in time order) this population trains on.
@@ -76,6 +84,13 @@ def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationS
     if linear == "ols" and shape.task != "regression":
         raise UserError(f"linear = \"ols\" starts a network at the least-squares fit of a "
                         f"regression target; this task is {shape.task}: use linear = \"on\"")
+    loss = params.get("loss")
+    transform = "log" if loss == "qlike" else params.get("target_transform", "none")
+    revin = bool(params.get("revin", False))
+    if (transform != "none" or revin) and shape.task != "regression":
+        what = "revin = true" if revin else f"target_transform = \"{transform}\""
+        raise UserError(f"{what} changes what a network learns of a regression target; this "
+                        f"task is {shape.task}: remove it from [search.space]")
     head = dict(activation=params.get("activation", "relu"), norm=params.get("norm", "none"),
                 task=shape.task, n_outputs=shape.outputs_for(params.get("loss")),
                 linear_inputs=0 if linear == "none" else window * shape.features)
@@ -96,8 +111,8 @@ def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationS
                        hidden_size=int(params.get("hidden_size", 32)),
                        layers=int(params.get("rnn_layers", 1)), hidden=(width,) * layers, **head)
     return PopulationSettings(model, spec, params.get("optimizer", "adam"),
-                              int(params.get("batch_size", 128)), window, params.get("loss"),
-                              linear, int(params.get("train_window", 0)))
+                              int(params.get("batch_size", 128)), window, loss, linear,
+                              transform, revin, int(params.get("train_window", 0)))
 
 
 def schedule_for(params: dict[str, Any], epochs: int) -> Schedule:
@@ -130,8 +145,15 @@ def member_spec(params: dict[str, Any], seed: int, optimizer: str, epochs: int) 
 
 def model_inputs(x: torch.Tensor, settings: PopulationSettings) -> torch.Tensor:
     """Windows ``(n, window, features)`` as the model reads them: the last ``window`` rows,
-    flattened for an MLP, channels first for a CNN."""
+    flattened for an MLP, channels first for a CNN. With ``revin``, every window's channels
+    are first standardized by their own mean and standard deviation over those rows (a
+    standard deviation below 1e-5, a constant channel, counts as 1e-5): the inputs are then the
+    same for any positive multiple of a series, or of its preprocessing."""
     x = x[:, -settings.window:, :]
+    if settings.revin:
+        mean = x.mean(dim=1, keepdim=True)
+        std = x.std(dim=1, correction=0, keepdim=True).clamp_min(1e-5)
+        x = (x - mean) / std
     if settings.model == "mlp":
         return x.reshape(x.shape[0], -1)
     if settings.model == "cnn":

@@ -24,6 +24,7 @@ from torch import nn
 
 from netrace.errors import UserError
 from netrace.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec, build_model, member_module_from
+from netrace.race._target import TargetTransform
 
 __all__ = ["NetworkCheckpoint", "pack_checkpoint", "load_checkpoint"]
 
@@ -40,7 +41,9 @@ class NetworkCheckpoint:
     that a regression network's output is in units of (``y = mean + std * output``; ``None``
     in checkpoints written before netrace kept it, and for classification); for a panel
     (``[data] series``) a :class:`~netrace.data.SeriesScaling` per fold instead, whose
-    ``at(series)`` gives the per-sample ``(mean, std)`` arrays."""
+    ``at(series)`` gives the per-sample ``(mean, std)`` arrays. ``targets`` per fold the
+    :class:`~netrace.race._target.TargetTransform` (as plain data) of a network that learned a
+    log or a ratio instead (``None``: the standardized target, as before netrace had them)."""
 
     params: dict[str, Any]
     seed: int
@@ -51,6 +54,7 @@ class NetworkCheckpoint:
     fold_weights: list[dict[str, np.ndarray]]
     preprocessors: list[Any]
     target_scaling: list[Any] | None = None
+    targets: list[dict[str, Any]] | None = None
     _state_dicts: list[dict[str, torch.Tensor]] | None = field(default=None, repr=False)
 
     def modules(self) -> list[nn.Module]:
@@ -64,6 +68,10 @@ class NetworkCheckpoint:
             return out
         return [member_module_from(self.spec, w).eval() for w in self.fold_weights]
 
+    def target(self, fold: int) -> TargetTransform | None:
+        """What fold ``fold``'s network learned, if not the standardized target."""
+        return TargetTransform.from_dict(self.targets[fold]) if self.targets else None
+
 
 def pack_preprocessors(preprocessors: list[Any]) -> bytes:
     """A worker's fitted preprocessors (one per fold), pickled once for all its checkpoints."""
@@ -73,12 +81,14 @@ def pack_preprocessors(preprocessors: list[Any]) -> bytes:
 def pack_checkpoint(params: dict[str, Any], seed: int, model: str, spec: ModelSpec, window: int,
                     metric: str, fold_weights: list[dict[str, np.ndarray]],
                     preprocessors: bytes,
-                    target_scaling: list[Any] | None = None) -> bytes:
+                    target_scaling: list[Any] | None = None,
+                    targets: list[dict[str, Any]] | None = None) -> bytes:
     """A finished network as bytes; ``preprocessors`` from :func:`pack_preprocessors`."""
     return pickle.dumps({"format": _FORMAT, "params": params, "seed": seed, "model": model,
                          "spec": asdict(spec), "spec_type": type(spec).__name__,
                          "window": window, "metric": metric, "fold_weights": fold_weights,
-                         "preprocessors": preprocessors, "target_scaling": target_scaling},
+                         "preprocessors": preprocessors, "target_scaling": target_scaling,
+                         "targets": targets},
                         protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -100,7 +110,7 @@ def load_checkpoint(data: bytes) -> NetworkCheckpoint:
                         "by a newer version?")
     return NetworkCheckpoint(d["params"], d["seed"], d["model"], _spec(d), d["window"],
                              d["metric"], d["fold_weights"], pickle.loads(d["preprocessors"]),
-                             d.get("target_scaling"))
+                             d.get("target_scaling"), d.get("targets"))
 
 
 def _spec(d: dict[str, Any]) -> ModelSpec:

@@ -21,6 +21,7 @@ from netrace.backends import Backend, LocalBackend
 from netrace.config import Config
 from netrace.errors import UserError
 from netrace.race._progress import Progress, Snapshot, snapshot
+from netrace.race._target import check_target_space
 from netrace.race._worker import (
     RacePlan,
     budget_of,
@@ -101,6 +102,7 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
     from netrace.data import prepare
 
     prepared = prepare(config)  # a bad data config fails here too, with its own message
+    check_target_space(search_space(config), prepared)  # a log of a target that can be <= 0
     storage = Storage(storage_url)
     record = config_record(config)
     # what the race was run on, so that the verdict can check the data did not change since

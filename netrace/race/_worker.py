@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from netrace.race._build import (
 from netrace.race._checkpoint import pack_checkpoint, pack_preprocessors
 from netrace.race._proposer import Proposer, population_key
 from netrace.race._resume import load_slot, save_slots
+from netrace.race._target import FoldTarget, TargetData, level_source
 from netrace.storage import (
     RACE_ENDED,
     Checkpoint,
@@ -185,6 +186,9 @@ class _Worker:
         self.folds = []
         self._target_scaling: list[Any] = []  # per fold: y = mu + sd * output (per series)
         self._valid_scaling: list[Any] = []  # per fold: (mu, sd) of its validation targets
+        # per fold, the raw targets that a network learning a log or a ratio starts from
+        self._target_data: list[tuple[TargetData, np.ndarray]] = []
+        source = level_source(p.features, p.target) if task == "regression" else None
         for f in dev.folds:
             d = dev.fold_data(f)
             ydt = torch.long if task == "multiclass" else torch.float32
@@ -206,6 +210,8 @@ class _Worker:
                                d.preprocessor))
             self._target_scaling.append(kept)
             self._valid_scaling.append(valid)
+            self._target_data.append((TargetData(d.y_train, self.folds[-1][0].numpy(),
+                                                 d.preprocessor, source), d.y_valid))
         self._preprocessors = pack_preprocessors([f[5] for f in self.folds])
         x0 = self.folds[0][0]
         self.shape = DataShape(int(x0.shape[1]), int(x0.shape[2]), task,
@@ -287,14 +293,19 @@ class _Worker:
                                loss=settings.loss, batch_size=settings.batch_size,
                                monitor=self.metric, seed=pop_seed, device=self.plan.device)
                     for _ in self.folds]
+            targets = [FoldTarget.of(data, settings, fold[2], y_valid)
+                       for (data, y_valid), fold in zip(self._target_data, self.folds)]
         except UserError as exc:  # a combination the engine refuses: those trials fail
             self.storage.record_epoch(self.wid, ends=[
                 TrialEnd(t.id, TrialState.FAILED, f"cannot build this network: {exc}")
                 for t in trials if t is not None])
             raise _BadPopulation(str(exc)) from None
-        inputs = [(model_inputs(xtr[rows], settings), ytr[rows], model_inputs(xva, settings),
-                   yva, base)
-                  for xtr, ytr, xva, yva, base, _ in self.folds
+        # a network that learns a log or a ratio trains on it (its own target, tg.z_train); a
+        # rolling window (train_window) on the most recent training samples alone
+        inputs = [(model_inputs(xtr[rows], settings),
+                   (ytr if tg is None else tg.z_train)[rows], model_inputs(xva, settings), yva,
+                   base, None if tg is None else replace(tg, z_train=tg.z_train[rows]))
+                  for (xtr, ytr, xva, yva, base, _), tg in zip(self.folds, targets)
                   for rows in [settings.training_rows(len(ytr))]]
         _start_linear(pops, inputs, settings, range(len(trials)))
         curves: list[list[float]] = [[] for _ in trials]
@@ -356,9 +367,12 @@ class _Worker:
     def _epoch(self, pops: list[Population], inputs: list, trials: list[TrialRecord | None],
                curves: list[list[float]], settings: PopulationSettings) -> None:
         per_fold = []
-        for pop, (xtr, ytr, xva, yva, base), scale in zip(pops, inputs, self._valid_scaling):
+        for pop, (xtr, ytr, xva, yva, base, tg), scale in zip(pops, inputs,
+                                                              self._valid_scaling):
             pop.step_epoch(xtr, ytr)
-            per_fold.append(pop.measure(xva, yva, baseline=base, scale=scale))
+            # forecasts in the units of the standardized target, whatever the network learned
+            extra = {} if tg is None else tg.measure_kwargs(pop.predict, xtr, scale)
+            per_fold.append(pop.measure(xva, yva, baseline=base, scale=scale, **extra))
         names = list(per_fold[0])
         with np.errstate(invalid="ignore"):
             means = {n: np.mean([m[n] for m in per_fold], axis=0) for n in names}
@@ -486,9 +500,13 @@ class _Worker:
         for r, i in enumerate(slots):
             t = trials[i]
             assert t is not None
+            targets = None
+            if settings.transformed:  # with the bias correction of the kept weights
+                targets = [td.fitted(settings, w[r]).as_dict()  # type: ignore[union-attr]
+                           for (td, _), w in zip(self._target_data, per_fold, strict=True)]
             data = pack_checkpoint(t.params, t.seed, settings.model, settings.spec,
                                    settings.window, self.metric, [w[r] for w in per_fold],
-                                   self._preprocessors, self._target_scaling)
+                                   self._preprocessors, self._target_scaling, targets)
             out.append(Checkpoint(t.id, len(curves[i]) - 1, data))
         return out
 

@@ -1,5 +1,10 @@
 """Per-member losses over a shared batch: outputs (K, B, O) -> one loss per member (K,).
 
+``qlike`` is QLIKE, ``y / f - log(y / f) - 1``, of a positive forecast ``f`` of a positive
+target, with the network's output read as ``log f`` and the target given as ``log y`` (both
+may be shifted by one constant, such as the mean log target: the loss is a function of
+``y / f`` alone). Its expected value is smallest at ``f = E[y]``.
+
 A member's loss is ``sum_b w[k, b] * l(out[k, b], y[b]) / B``: sample weights are bootstrap
 counts (mean 1), so dividing by the batch size, not by ``sum(w)``, keeps the expected scale
 of an unweighted mean and never divides by zero when a minibatch holds no sampled rows.
@@ -16,7 +21,7 @@ from netrace.errors import UserError, did_you_mean
 
 __all__ = ["LOSSES", "check_loss", "member_losses", "sample_losses"]
 
-LOSSES = {"regression": ("mse", "mae", "huber", "gaussian_nll"), "binary": ("bce",),
+LOSSES = {"regression": ("mse", "mae", "huber", "gaussian_nll", "qlike"), "binary": ("bce",),
           "multiclass": ("cross_entropy",)}
 _ALIASES = {"bce_with_logits": "bce", "nll": "cross_entropy", "ce": "cross_entropy",
             "l2": "mse", "l1": "mae"}
@@ -48,6 +53,12 @@ def sample_losses(out: Tensor, y: Tensor, loss: str, huber_delta: float = 1.0) -
         # (full=False) of the variance exp(out[..., 1]), with the same floor eps = 1e-6
         mean, var = out[..., 0], out[..., 1].exp().clamp_min(1e-6)
         return 0.5 * (var.log() + (mean - y.to(out.dtype).expand(k, b)) ** 2 / var)
+    if loss == "qlike":
+        # the output is the log of a positive forecast f and y the log of the target, both
+        # less one constant (the loss depends on their difference only): QLIKE(y, f) =
+        # y / f - log(y / f) - 1 with y / f = exp(d); expm1 keeps it exact near the minimum
+        d = y.to(out.dtype).expand(k, b) - out[..., 0]
+        return torch.expm1(d) - d
     target = (y.unsqueeze(-1) if y.dim() == 1 else y).to(out.dtype).expand_as(out)
     if loss == "mse":
         per = (out - target) ** 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -368,19 +368,28 @@ class Population:
 
     @torch.no_grad()
     def measure(self, x: Tensor, y: Tensor, *, baseline: Tensor | None = None,
-                scale: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
+                scale: tuple[Any, Any] | None = None,
+                forecast: Callable[[Tensor], Tensor] | None = None,
+                learned: Tensor | None = None) -> dict[str, np.ndarray]:
         """Every member's validation metrics on ``(x, y)`` (see :meth:`validate`), without
         touching the books. For a regression whose ``y`` is standardized, ``scale`` = (mean,
         std) of the target (floats, or one per row of ``y``) also gives ``qlike``, in the
-        target's own units."""
+        target's own units. A regression network that learned another quantity than ``y`` (its
+        log, its ratio to a level: :mod:`netrace.race._target`) is scored on
+        ``forecast(outputs)``, its forecasts (K, N) in ``y``'s units, and its loss on
+        ``learned`` (N,), what it was trained to output."""
         x, y = self._to_device(x, y)
         out = self.predict(x)
-        metrics = {"loss": member_losses(out, y, None, self.loss, self.huber_delta)
+        target = y if learned is None else torch.as_tensor(learned).to(self.device, y.dtype)
+        metrics = {"loss": member_losses(out, target, None, self.loss, self.huber_delta)
                    .cpu().numpy().astype(np.float64)}
         if self.spec.task == "regression":
             # a Gaussian network's second output is its log variance, not a forecast
-            pred = out.mean(dim=2) if out.shape[2] > 1 and self.loss != "gaussian_nll" \
-                else out[..., 0]
+            if forecast is not None:
+                pred = forecast(out)
+            else:
+                pred = out.mean(dim=2) if out.shape[2] > 1 and self.loss != "gaussian_nll" \
+                    else out[..., 0]
             metrics["mse"] = _metrics.mse(pred, y if y.dim() == 1 else y.mean(dim=1))
             metrics["mae"] = _metrics.mae(pred, y if y.dim() == 1 else y.mean(dim=1))
             if baseline is not None:
