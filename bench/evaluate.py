@@ -109,6 +109,10 @@ def task_lines(run: dict[str, Any]) -> list[str]:
                     for loss, v in r["spa"].items())
     out += [f"SPA (any finalist or candidate beats the best baseline): {spa}.", "",
             f"Verdict: {r['verdict']}", ""]
+    for one in r.get("series", []):  # a panel: every series on its own
+        out += [f"Series {one['series']} ({one['n']} points):", ""] + model_table(
+            {**one, "task": r["task"], "baselines": r["baselines"]}) + [
+            "", f"Verdict ({one['series']}): {one['verdict']}", ""]
     v = r["validation"]
     out.append(f"Validation ({v['metric']} of the out-of-fold forecasts, {v['samples']} "
                "samples; what the candidates were weighed on): "
@@ -142,8 +146,25 @@ def task_lines(run: dict[str, Any]) -> list[str]:
     return out
 
 
+PANEL_CSV = ROOT / "bench" / "configs" / "sp500_nasdaq.csv"
+
+
+def write_builtin_panel() -> None:
+    """The two built-in series as one long file (``ticker`` SP500 / NASDAQ), as a user's
+    panel of tickers would come: what bench/configs/panel_vol.toml races on."""
+    import pandas as pd
+
+    from netrace.data import load_source
+
+    parts = [load_source(name).assign(ticker=name.upper()) for name in ("sp500", "nasdaq")]
+    pd.concat(parts).to_csv(PANEL_CSV, index=False)
+
+
 def run_one(path: str, a: argparse.Namespace, folder: str) -> dict[str, Any]:
     from netrace.config import load_config
+
+    if "panel" in Path(path).stem and not PANEL_CSV.exists():
+        write_builtin_panel()
     from netrace.evaluate import evaluate_study
     from netrace.race import run_race
     from netrace.race._progress import Progress
