@@ -188,3 +188,36 @@ def test_the_blend_is_its_weighted_mean_with_baselines_refit_as_in_the_evaluatio
                                0.5 * nets + 0.3 * har(x, anchors, 1, 20) + 0.2 * ewma(x, anchors, 1),
                                rtol=1e-12)
     assert blend.past_needed() >= 22 + 30 + 1
+
+
+def test_the_verdict_claims_no_win_that_spa_does_not_support() -> None:
+    from netrace.evaluate._evaluate import verdict
+
+    def result(dm: float, spa: float) -> dict:
+        return {"forecast": "top_k", "spa_pvalue": spa, "models": [
+            {"name": "top_k", "kind": "netrace", "metrics": {"log_loss": 0.690},
+             "dm_pvalue": {}},
+            {"name": "majority", "kind": "baseline", "metrics": {"log_loss": 0.693},
+             "dm_pvalue": {"log_loss": dm}}]}
+
+    assert "significantly (DM p = 0.010); whether any" in verdict(result(0.01, 0.02))
+    text = verdict(result(0.01, 0.40))
+    assert "SPA p = 0.400) that win is not significant" in text
+    assert "that win is not significant" not in verdict(result(0.30, 0.40))
+
+
+def test_greedy_on_two_losses_weighs_each_by_its_best_single_model() -> None:
+    rng = np.random.default_rng(2)
+    y = np.exp(rng.normal(-4.5, 0.5, 400))
+    low, high = 0.8 * y * np.exp(rng.normal(0, 0.1, 400)), 1.3 * y
+    f = np.stack([low, high])
+    w = greedy_weights("regression", y, f, rounds=20, loss=("mse", "qlike"))
+    # brute force over the same rounds: the mean of the two losses, each over its best single
+    scale = [min(ensemble_loss("regression", y, g, n) for g in f) for n in ("mse", "qlike")]
+    best = min(range(21), key=lambda k: np.mean([
+        ensemble_loss("regression", y, (k * low + (20 - k) * high) / 20, n) / s
+        for n, s in zip(("mse", "qlike"), scale)]))
+    crit = [np.mean([ensemble_loss("regression", y, (k * low + (20 - k) * high) / 20, n) / s
+                     for n, s in zip(("mse", "qlike"), scale)]) for k in (best, round(w[0] * 20))]
+    assert crit[1] <= crit[0] * 1.001  # greedy reaches the best mix on the grid
+    assert 0 < w[0] < 1

@@ -8,6 +8,8 @@ weights are how often each model was added.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from netrace.evaluate._stats import point_losses
@@ -27,12 +29,13 @@ def ensemble_loss(task: str, y: np.ndarray, f: np.ndarray, loss: str | None = No
 
 
 def greedy_weights(task: str, y: np.ndarray, forecasts: np.ndarray, rounds: int = 50,
-                   loss: str | None = None) -> np.ndarray:
+                   loss: str | Sequence[str] | None = None) -> np.ndarray:
     """Weights (summing to 1) of greedy ensemble selection with replacement over ``rounds``
     additions; ``forecasts`` has the models first ((m, n) or (m, n, C)); ``loss`` as in
-    :func:`ensemble_loss`. Ties go to the earlier model, so with finalists in order of
-    validation score the better one wins; a model whose forecast is not a number somewhere
-    is never added.
+    :func:`ensemble_loss`, or several losses, whose mean the selection lowers after dividing
+    each by the smallest of it among the single models (so that each counts alike whatever
+    its scale). Ties go to the earlier model, so with finalists in order of validation score
+    the better one wins; a model whose forecast is not a number somewhere is never added.
 
     >>> y = np.array([0.0, 1.0, 2.0, 3.0])
     >>> f = np.stack([y + 1, y - 1, y + 5])
@@ -44,11 +47,19 @@ def greedy_weights(task: str, y: np.ndarray, forecasts: np.ndarray, rounds: int 
     usable = np.array([np.isfinite(f[j]).all() for j in range(m)])
     if not usable.any():
         raise ValueError("no model has a finite forecast everywhere")
+    names = [loss] if loss is None or isinstance(loss, str) else list(loss)
+    scale = [min(ensemble_loss(task, y, f[j], name) for j in range(m) if usable[j])
+             for name in names]
+
+    def criterion(g: np.ndarray) -> float:
+        return float(np.mean([ensemble_loss(task, y, g, name) / (s if 0 < s < np.inf else 1.0)
+                              for name, s in zip(names, scale, strict=True)]))
+
     counts = np.zeros(m, dtype=np.int64)
     total = np.zeros_like(f[0])
     for r in range(rounds):
-        losses = [ensemble_loss(task, y, (total + f[j]) / (r + 1), loss) if usable[j]
-                  else np.inf for j in range(m)]
+        losses = [criterion((total + f[j]) / (r + 1)) if usable[j] else np.inf
+                  for j in range(m)]
         j = int(np.argmin(losses))
         if not usable[j]:  # every addition gives a loss that is not a number: keep the first
             j = int(np.flatnonzero(usable)[0])
