@@ -200,10 +200,19 @@ def test_the_verdict_claims_no_win_that_spa_does_not_support() -> None:
             {"name": "majority", "kind": "baseline", "metrics": {"log_loss": 0.693},
              "dm_pvalue": {"log_loss": dm}}]}
 
-    assert "significantly (DM p = 0.010); whether any" in verdict(result(0.01, 0.02))
+    assert "on log-loss significantly (DM p = 0.010); whether any" in verdict(result(0.01, 0.02))
     text = verdict(result(0.01, 0.40))
-    assert "SPA p = 0.400) that win is not significant" in text
-    assert "that win is not significant" not in verdict(result(0.30, 0.40))
+    assert "on log-loss but not significantly (DM p = 0.010, SPA p = 0.400)" in text
+    assert "but not significantly (DM p = 0.300);" in verdict(result(0.30, 0.40))
+    # with several losses, each win answers to the SPA of its own loss
+    two = result(0.01, 0.40)
+    two["models"][0]["metrics"]["qlike"] = 0.4
+    two["models"][1]["metrics"]["qlike"] = 0.5
+    two["models"][1]["dm_pvalue"]["qlike"] = 0.02
+    two["spa"] = {"log_loss": {"pvalue": 0.40}, "qlike": {"pvalue": 0.03}}
+    text = verdict(two)
+    assert "log-loss but not significantly (DM p = 0.010, SPA p = 0.400)" in text
+    assert "QLIKE significantly (DM p = 0.020)" in text
 
 
 def test_greedy_on_two_losses_weighs_each_by_its_best_single_model() -> None:

@@ -614,7 +614,7 @@ def verdict(result: dict[str, Any]) -> str:
     bases = [m for m in result["models"] if m["kind"] == "baseline"]
     losses = [n for n in ("mse", "qlike", "log_loss") if n in fc["metrics"]]
     parts = []
-    won = False  # significantly, on some loss
+    spas = {n: v.get("pvalue") for n, v in (result.get("spa") or {}).items()}
     for lname in losses:
         best = min(bases, key=lambda m: m["metrics"][lname] if m["metrics"][lname] is not None
                    else math.inf)
@@ -623,7 +623,11 @@ def verdict(result: dict[str, Any]) -> str:
         ptxt = "n/a" if p is None else f"{p:.3f}"
         if ours is not None and theirs is not None and ours < theirs:
             how = "significantly" if p is not None and p < 0.05 else "but not significantly"
-            won = won or how == "significantly"
+            spa_l = spas.get(lname, result.get("spa_pvalue") if len(losses) == 1 else None)
+            if how == "significantly" and spa_l is not None and spa_l >= 0.05:
+                # a DM win that the search over networks and candidates could have produced
+                # by chance (SPA, which also allows for persistent losses) is not a win
+                how, ptxt = "but not significantly", f"{ptxt}, SPA p = {spa_l:.3f}"
             parts.append(f"beats the best baseline ({best['name']}) on {_LABELS[lname]} {how} "
                          f"(DM p = {ptxt})")
         else:
@@ -632,10 +636,6 @@ def verdict(result: dict[str, Any]) -> str:
     spa = result.get("spa_pvalue")
     spa_txt = (f"; whether any finalist beats the best baseline after the search: SPA p = "
                f"{spa:.3f}" if spa is not None else "")
-    if spa is not None and spa >= 0.05 and won:
-        # a significant DM win that the search could have produced by chance is not a win
-        spa_txt = (f"; but allowing for the search over networks and candidates (SPA p = "
-                   f"{spa:.3f}) that win is not significant")
     worse_all = all(p.startswith("loses") for p in parts)
     lead = "netrace does not beat the baselines: its forecast" if worse_all else \
         "netrace's forecast"
