@@ -330,6 +330,12 @@ def test_a_tiny_race_on_a_panel_csv(tmp_path: Path) -> None:
         for m in one["models"]:
             if m["kind"] == "baseline":
                 assert set(m["dm_pvalue"]) == {"mse", "mae", "qlike"}
+    # every series its own blend weights, chosen on its own nested validation samples
+    by = r["blend"]["by_series"]
+    assert set(by) == {"AAA", "BBB", "CCC"}
+    assert all(sum(w.values()) == pytest.approx(1.0) for w in by.values())
+    for one in r["series"]:
+        assert one["verdict"].count("%") == sum(1 for w in by[one["series"]].values() if w)
     text = _run("evaluate", "panel", cwd=tmp_path).stdout
     assert "series AAA (" in text and "pooled over the panel's series" in text
     out = _run("predict", "panel", "--data", "panel.csv", "--out", "p.csv", cwd=tmp_path)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -291,8 +291,18 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     # alone leaned on log-HAR and lost QLIKE to HAR on nested validation, NASDAQ)
     blend_loss: str | tuple[str, ...] | None = ("mse", "qlike") if kind == "volatility" \
         else "qlike" if metric == "qlike" else None
-    w_blend = greedy_weights(task, y_blend, np.stack(list(columns.values())), loss=blend_loss)
-    blend_valid = combine(np.stack(list(columns.values())), w_blend)[0]
+    cols = np.stack(list(columns.values()))
+    w_blend = greedy_weights(task, y_blend, cols, loss=blend_loss)
+    blend_valid = combine(cols, w_blend)[0]
+    # a panel: every series its own weights, on its own nested validation samples (one set
+    # for all let the pooled networks' weight, right for one series, hurt another)
+    w_series: dict[Any, np.ndarray] = {}
+    if dev.series is not None:
+        s_blend = np.concatenate([dev.series[dev.folds[j].valid] for j in use])
+        for label in pd.unique(s_blend):
+            at = s_blend == label
+            w_series[label] = greedy_weights(task, y_blend[at], cols[:, at], loss=blend_loss)
+            blend_valid[at] = combine(cols[:, at], w_series[label])[0]
     losses_on = ["mse", "qlike"] if kind == "volatility" else \
         (["mse"] if task == "regression" else ["log_loss"])
     nested_report = {
@@ -364,9 +374,13 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
             baselines = {n: b[:, 1] for n, b in baselines.items()}
         first, last = 0, len(y) - 1
 
-    forecasts = {"blend": combine(np.stack([forecasts["top_k"], *[baselines[n] for n in
-                                                                 base_names]]), w_blend)[0],
-                 **forecasts}
+    test_cols = np.stack([forecasts["top_k"], *[baselines[n] for n in base_names]])
+    blend_test = combine(test_cols, w_blend)[0]
+    for label, wl in w_series.items():
+        at = test.series == label
+        if at.any():
+            blend_test[at] = combine(test_cols[:, at], wl)[0]
+    forecasts = {"blend": blend_test, **forecasts}
 
     # -- metrics, tests, verdict ----------------------------------------------------------------
     vol, rets = kind == "volatility", kind == "returns"
@@ -452,6 +466,9 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
                        "baselines": {n: _num(v) for n, v in valid_baselines.items()}},
         "weights": {n: [_num(x) for x in weights[n]] for n in ("greedy",)},
         "blend": {"weights": {n: _num(x) for n, x in zip(columns, w_blend, strict=True)},
+                  **({"by_series": {_iso(label): {n: _num(x) for n, x in
+                                                  zip(columns, wl, strict=True)}
+                                    for label, wl in w_series.items()}} if w_series else {}),
                   "loss": "+".join(blend_loss) if isinstance(blend_loss, tuple) else
                   blend_loss or ("mse" if task == "regression" else "log_loss"),
                   **nested_report},
@@ -470,7 +487,8 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
             s_models, s_spa = judge(sel)
             one = {"series": _iso(name), "n": int(len(sel)), "models": s_models,
                    "forecast": chosen, "spa": s_spa, "spa_pvalue": s_spa[primary]["pvalue"],
-                   "blend": result["blend"]}
+                   "blend": {**result["blend"], "weights": result["blend"].get(
+                       "by_series", {}).get(_iso(name), result["blend"]["weights"])}}
             one["verdict"] = verdict(one)
             result["series"].append(one)
     nets = refit_nets if chosen in ("blend", "top_k", "greedy", "best") else \
@@ -478,10 +496,16 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     w = weights["top_k" if chosen == "blend" else chosen]
     blend = None
     if chosen == "blend":
-        blend = Blend(float(w_blend[0]), {n: float(x) for n, x in zip(base_names, w_blend[1:],
+        def blend_of(wb: np.ndarray) -> Blend:
+            return Blend(float(wb[0]), {n: float(x) for n, x in zip(base_names, wb[1:],
                                                                     strict=True) if x > 0},
-                      kind, dev.horizon, ev.refit_every, n_classes,
-                      test.time[0] if test.time is not None and len(test.time) else None)
+                         kind, dev.horizon, ev.refit_every, n_classes,
+                         test.time.min() if test.time is not None and len(test.time) else None)
+
+        blend = blend_of(w_blend)
+        if w_series:
+            blend = replace(blend, by_series={label: blend_of(wl)
+                                              for label, wl in w_series.items()})
     if chosen in ("folds", "best_folds"):
         w = np.repeat(w, len(dev.folds)) / len(dev.folds)
     keep = w > 0

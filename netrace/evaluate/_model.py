@@ -169,13 +169,29 @@ class Blend:
     #: the time of the evaluation's first test origin: refits are counted from it, so that
     #: on the raced file prediction gives the evaluation's forecasts exactly
     first_origin: Any = None
+    #: a panel: each series' own blend (weights chosen on its own validation samples)
+    by_series: dict[Any, Blend] | None = None
+
+    def of(self, series: Any) -> Blend:
+        """The blend of one series (this one for a single series, or a series it has none
+        for)."""
+        return (self.by_series or {}).get(series, self)
+
+    def blends_baselines(self) -> bool:
+        """Whether any series' blend gives a baseline some weight."""
+        return bool(self.names())
+
+    def names(self) -> list[str]:
+        """The baselines some series' blend gives weight, in order."""
+        return list(dict.fromkeys(n for b in [self, *(self.by_series or {}).values()]
+                                  for n in b.baselines))
 
     def past_needed(self) -> int:
         """Rows of the target's past the baselines need before their first forecast origin."""
         from netrace.evaluate._baselines import MIN_GARCH, MIN_PAIRS
 
         need = 0
-        for name in self.baselines:
+        for name in self.names():
             need = max(need, {"har": 22 + MIN_PAIRS + self.horizon,
                               "log_har": 22 + MIN_PAIRS + self.horizon,
                               "ar1": 1 + MIN_PAIRS + self.horizon, "garch": MIN_GARCH,
@@ -281,13 +297,13 @@ class FinalModel:
 
             return _windows(pre.transform(filled), anchors, w)
 
-        if self.blend is not None and self.blend.baselines:
+        if self.blend is not None and self.blend.blends_baselines():
             anchors = np.concatenate([self._blend_anchors(rows, anchors[(anchors >= b0) &
                                                                         (anchors < b1)], b0, b1)
                                       for b0, b1 in blocks])
         series = None if rows.series is None else rows.frame[rows.series].to_numpy()[anchors]
         mean, spread = self.forecast_windows(windows_of, series)
-        if self.blend is not None and self.blend.baselines:
+        if self.blend is not None and self.blend.blends_baselines():
             mean = np.concatenate([self._blended(rows, anchors[sel] - b0, mean[sel], b0, b1)
                                    for b0, b1 in blocks
                                    for sel in [(anchors >= b0) & (anchors < b1)] if sel.any()])
@@ -314,7 +330,7 @@ class FinalModel:
     def _target_past(self, rows: Any, b0: int, b1: int) -> np.ndarray:
         """The target's own per-row values in rows ``b0:b1`` (class codes for classes)."""
         assert self.blend is not None
-        names = ", ".join(self.blend.baselines)
+        names = ", ".join(self.blend.names())
         if rows.y_row is None:
             raise UserError(f"netrace's forecast for this study blends in classical baselines "
                             f"({names}) that forecast from the target's own past, and the data "
@@ -338,7 +354,7 @@ class FinalModel:
             which = "" if rows.series is None else \
                 f" of series {rows.frame[rows.series].iloc[b0]!r}"
             raise UserError(f"the data has {b1 - b0} rows{which}, too few to forecast from: "
-                            f"netrace's forecast blends in {', '.join(self.blend.baselines)}, "
+                            f"netrace's forecast blends in {', '.join(self.blend.names())}, "
                             f"which need {need} rows of the target's past before the first "
                             "forecast; give more rows (the whole history, as raced)")
         return kept
@@ -352,12 +368,14 @@ class FinalModel:
         if self.blend.first_origin is not None and rows.time is not None:
             cut = int(np.searchsorted(rows.time[b0:b1][anchors], self.blend.first_origin))
         returns = None if rows.returns is None else rows.returns[b0:b1]
+        blend = self.blend.of(None if rows.series is None else
+                              rows.frame[rows.series].iloc[b0])
         try:
-            return np.concatenate([self.blend.apply(nets[part], y, returns, anchors[part])
+            return np.concatenate([blend.apply(nets[part], y, returns, anchors[part])
                                    for part in (slice(0, cut), slice(cut, None))
                                    if len(anchors[part])])
         except UserError as exc:
-            raise UserError(f"netrace's forecast blends in {', '.join(self.blend.baselines)}, "
+            raise UserError(f"netrace's forecast blends in {', '.join(self.blend.names())}, "
                             f"which forecast from the target's past, and cannot here: {exc}"
                             ) from None
 
