@@ -326,7 +326,6 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     everything = np.arange(dev.n)
     fitted = dev.fit_preprocessor(everything)
     X_dev = dev.windows(everything, fitted)
-    y_dev = dev.y
     y_dev, scaling = _scaled_target(task, dev, everything)
     jobs = [RefitJob(f.settings, f.trial.params, f.trial.seed, int(f.trial.best_epoch or 0) + 1,
                      config.race.max_epochs) for f in fins]
