@@ -21,10 +21,16 @@ def _data_inspect(args: argparse.Namespace) -> int:
     from netrace.data import plan_text, prepare, summary_text
 
     prepared = prepare(load_config(args.config))
+    _warn(prepared.warnings)
     print(summary_text(prepared))
     print()
     print(plan_text(prepared))
     return 0
+
+
+def _warn(warnings: Sequence[str]) -> None:
+    for w in warnings:
+        print(f"netrace: warning: {w}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -41,7 +47,8 @@ def _run(args: argparse.Namespace) -> int:
     study = args.study or Path(args.config).stem
     mode = "json" if args.json else "quiet" if args.quiet else "live"
     final = run_race(config, storage_url=storage, study=study, workers=args.workers,
-                     backend=args.backend, seed=args.seed, progress=Progress(mode))
+                     backend=args.backend, seed=args.seed, progress=Progress(mode),
+                     warn=lambda w: _warn([w]))
     if final.state != "done":  # stopped by Ctrl-C: resumable
         print(f"netrace: study '{study}' stopped before the end; run the same command to "
               "resume it", file=sys.stderr)

@@ -14,6 +14,7 @@ MODULES = [
     "netrace.errors",
     "netrace.config._schema",
     "netrace.config._space",
+    "netrace.data._checks",
     "netrace.data._sources",
     "netrace.data._splits",
     "netrace.data._dataset",

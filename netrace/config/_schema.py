@@ -66,6 +66,9 @@ class DataConfig:
         "str", doc="the column naming each series of a long-format panel (needs time)"))
     fill: str = field(default="none", metadata=_spec(
         "str", choices=FILLS, doc="what to do with NaN/inf inputs"))
+    date_format: str | None = field(default=None, metadata=_spec(
+        "str", doc="a strptime format for a text time column, e.g. \"%d/%m/%Y\"; default: "
+        "ISO and month-first dates"))
 
 
 @dataclass(frozen=True)

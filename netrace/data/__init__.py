@@ -3,6 +3,7 @@ fitted on training parts only. The test part is held apart in a :class:`Holdout`
 
 from __future__ import annotations
 
+from netrace.data._checks import data_warnings
 from netrace.data._dataset import (
     MIN_EVAL,
     MIN_TRAIN,
@@ -57,6 +58,7 @@ __all__ = [
     "Splitter",
     "TestData",
     "WalkForward",
+    "data_warnings",
     "load_source",
     "min_embargo",
     "plan_rows",

@@ -24,6 +24,7 @@ from netrace.data._checks import (
     check_numeric,
     check_panel,
     check_time,
+    data_warnings,
 )
 from netrace.data._preprocess import FittedPreprocessor, Preprocessor
 from netrace.data._recipes import (
@@ -311,6 +312,8 @@ class Prepared:
     series_name: str | None = None
     series_names: tuple[object, ...] = ()
     series_counts: tuple[tuple[int, int, int], ...] = ()
+    #: warnings about the data, from :func:`~netrace.data.data_warnings`
+    warnings: tuple[str, ...] = ()
 
 
 def _windows(z: np.ndarray, anchors: np.ndarray, window: int) -> np.ndarray:
@@ -389,6 +392,9 @@ class Rows:
     series: str | None = None
     series_names: tuple[object, ...] = ()
     bounds: np.ndarray | None = None
+    #: warnings about the data (suspected splits, zero-range bars, an adjusted close used as
+    #: the close), each naming its dates; :func:`~netrace.data.data_warnings`
+    warnings: tuple[str, ...] = ()
 
     @property
     def returns(self) -> np.ndarray | None:
@@ -421,9 +427,9 @@ def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
     series = config.data.series
     names: tuple[object, ...] = ()
     if time_series and series is not None:
-        df, names = check_panel(df, time, series)
+        df, names = check_panel(df, time, series, config.data.date_format)
     elif time_series:
-        df = check_time(df, time)
+        df = check_time(df, time, config.data.date_format)
     columns = list(df.columns)
     if not need_target and t.target not in TARGET_RECIPES and t.target not in columns:
         columns.append(t.target or "")  # resolvable; its values are never read
@@ -482,7 +488,7 @@ def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
         row_feats[series] = df[series].to_numpy()
     return Rows(df, tuple(features), target, row_feats, y_row, time,
                 df[time].to_numpy() if time_series else None, raw.origin, rows_dropped,
-                series, names, bounds)
+                series, names, bounds, tuple(data_warnings(df, time, series)))
 
 
 def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
@@ -597,7 +603,7 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
     return Prepared(config, dev, holdout, rows.origin, T + rows_dropped, rows_dropped, time,
                     tuple(features), target, first, embargo, config.split.scheme or "holdout",
                     time_span=(time_values[0], time_values[-1]) if time_series else None,
-                    test_range=(int(test_idx[0]), int(test_idx[-1])))
+                    test_range=(int(test_idx[0]), int(test_idx[-1])), warnings=rows.warnings)
 
 
 def _prepare_panel(config: Config, rows: Rows) -> Prepared:
@@ -704,7 +710,7 @@ def _prepare_panel(config: Config, rows: Rows) -> Prepared:
                     rows.rows_dropped, time, tuple(features), target, first, splitter.embargo,
                     s.scheme or "holdout", time_span=(times.min(), times.max()),
                     test_range=(int(test_idx[0]), int(test_idx[-1])), series_name=series,
-                    series_names=names, series_counts=counts)
+                    series_names=names, series_counts=counts, warnings=rows.warnings)
 
 
 def _series_rows(anchors: np.ndarray, code: np.ndarray, bounds: np.ndarray,

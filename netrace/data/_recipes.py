@@ -30,14 +30,29 @@ __all__ = [
 _PRICE_FIELDS = ("open", "high", "low", "close", "volume")
 
 
+_ADJ_CLOSE = ("adj close", "adj_close", "adjclose", "adjusted close", "adjusted_close")
+
+
 def price_columns(columns: Sequence[str]) -> dict[str, str]:
-    """Map open/high/low/close/volume to the frame's own column names (case-insensitive)."""
+    """Map open/high/low/close/volume to the frame's own column names (case-insensitive). With
+    no close column, an adjusted close (``Adj Close``, ``adj_close``, ...) is the close."""
     found: dict[str, str] = {}
+    adjusted = None
     for col in columns:
         key = str(col).strip().lower()
         if key in _PRICE_FIELDS and key not in found:
             found[key] = col
+        elif key in _ADJ_CLOSE and adjusted is None:
+            adjusted = col
+    if "close" not in found and adjusted is not None:
+        found["close"] = adjusted
     return found
+
+
+def adjusted_close_only(columns: Sequence[str]) -> str | None:
+    """The adjusted close column standing in for a missing close column, or None."""
+    col = price_columns(columns).get("close")
+    return col if col is not None and str(col).strip().lower() in _ADJ_CLOSE else None
 
 
 @dataclass(frozen=True)

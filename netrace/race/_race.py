@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -91,8 +92,9 @@ def _pid_alive(pid: int) -> bool:
 
 def run_race(config: Config, *, storage_url: str, study: str, workers: int | None = None,
              backend: str = "local", seed: int = 0, progress: Progress | None = None,
-             device: str = "auto") -> Snapshot:
-    """Run (or resume) the race of ``config``; returns the final snapshot."""
+             device: str = "auto", warn: Callable[[str], None] | None = None) -> Snapshot:
+    """Run (or resume) the race of ``config``; returns the final snapshot. ``warn`` is given
+    each warning about the data (suspected splits, zero-range bars, ...) before the race."""
     if workers is not None and workers < 1:  # before any storage is touched
         raise UserError(f"workers must be at least 1 (worker processes to start); got "
                         f"{workers}; pass None for one per core")
@@ -103,6 +105,8 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
 
     prepared = prepare(config)  # a bad data config fails here too, with its own message
     check_target_space(search_space(config), prepared)  # a log of a target that can be <= 0
+    for w in prepared.warnings if warn is not None else ():
+        warn(w)
     storage = Storage(storage_url)
     record = config_record(config)
     # what the race was run on, so that the verdict can check the data did not change since
