@@ -323,6 +323,10 @@ def test_bad_input_says_what_and_how(tmp_path: Path, level: Path,
     data.head(3).to_csv(tmp_path / "short.csv", index=False)
     assert "too few to forecast from" in fails("predict", "level", "--storage", db, "--data",
                                                "short.csv", "--out", "p.csv")
+    # windows enough for the networks, not the past the blended baselines fit on
+    data.head(20).to_csv(tmp_path / "short20.csv", index=False)
+    assert "rows of the target's past before the first forecast" in fails(
+        "predict", "level", "--storage", db, "--data", "short20.csv", "--out", "p.csv")
     assert "does not exist" in fails("predict", "level", "--storage", db, "--data",
                                      "missing.csv", "--out", "p.csv")
     # the data changed since the race (rows appended): the test part moved; refused

@@ -211,6 +211,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
     oof = []
     rescored = []
     fold_fcs = []  # per finalist, per fold: its fold network's validation forecasts
+    valid_scaling = [dev.target_scaling(fo).valid for fo in dev.folds]  # as the race scored
     for f in fins:
         nets, fcs, raw = [], [], []
         for j, (fold, fd) in enumerate(zip(dev.folds, folds, strict=True)):
@@ -229,9 +230,8 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
         fold_fcs.append(fcs)
         seen, fc = out_of_fold(dev.n, [fo.valid for fo in dev.folds], fcs)
         oof.append(fc)
-        rescored.append(float(np.mean([_valid_score(metric, fd, fcv, task,
-                                                    dev.target_scaling(fo).valid)
-                                       for fo, fd, fcv in zip(dev.folds, folds, raw,
+        rescored.append(float(np.mean([_valid_score(metric, fd, fcv, task, sc)
+                                       for fd, fcv, sc in zip(folds, raw, valid_scaling,
                                                               strict=True)])))
     y_oof = dev.y[seen]
     oof_arr = np.stack(oof)

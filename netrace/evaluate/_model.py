@@ -304,7 +304,9 @@ class FinalModel:
         series = None if rows.series is None else rows.frame[rows.series].to_numpy()[anchors]
         mean, spread = self.forecast_windows(windows_of, series)
         if self.blend is not None and self.blend.blends_baselines():
-            mean = np.concatenate([self._blended(rows, anchors[sel] - b0, mean[sel], b0, b1)
+            returns = rows.returns  # the close's log returns, computed once for every series
+            mean = np.concatenate([self._blended(rows, returns, anchors[sel] - b0, mean[sel],
+                                                 b0, b1)
                                    for b0, b1 in blocks
                                    for sel in [(anchors >= b0) & (anchors < b1)] if sel.any()])
         origin = rows.time[anchors] if rows.time is not None else anchors
@@ -359,15 +361,16 @@ class FinalModel:
                             "forecast; give more rows (the whole history, as raced)")
         return kept
 
-    def _blended(self, rows: Any, anchors: np.ndarray, nets: np.ndarray, b0: int, b1: int
-                 ) -> np.ndarray:
-        """The blend at ``anchors`` (rows of one series' block ``b0:b1``, counted from b0)."""
+    def _blended(self, rows: Any, returns: np.ndarray | None, anchors: np.ndarray,
+                 nets: np.ndarray, b0: int, b1: int) -> np.ndarray:
+        """The blend at ``anchors`` (rows of one series' block ``b0:b1``, counted from b0);
+        ``returns`` the table's log returns (``rows.returns``)."""
         assert self.blend is not None
         y = self._target_past(rows, b0, b1)
         cut = 0
         if self.blend.first_origin is not None and rows.time is not None:
             cut = int(np.searchsorted(rows.time[b0:b1][anchors], self.blend.first_origin))
-        returns = None if rows.returns is None else rows.returns[b0:b1]
+        returns = None if returns is None else returns[b0:b1]
         blend = self.blend.of(None if rows.series is None else
                               rows.frame[rows.series].iloc[b0])
         try:
