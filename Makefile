@@ -17,17 +17,22 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/netrace data inspect examples/sp500_vol.toml
-	mkdir -p runs && rm -f runs/demo.db runs/demo.db-wal runs/demo.db-shm
+	mkdir -p runs && rm -rf runs/demo.db runs/demo.db-wal runs/demo.db-shm runs/demo.db-states
 	$(BIN)/netrace run examples/sp500_vol.toml --storage runs/demo.db
 	$(BIN)/netrace evaluate sp500_vol --storage runs/demo.db
+	$(BIN)/netrace report sp500_vol --storage runs/demo.db --out runs/demo_report.html
 	$(BIN)/python -c "from netrace.data import load_source; load_source('sp500').to_csv('runs/sp500.csv', index=False)"
 	$(BIN)/netrace predict sp500_vol --storage runs/demo.db --data runs/sp500.csv --out runs/demo_forecasts.csv
 	@echo
-	@echo "Next: the forecasts are in runs/demo_forecasts.csv (the last row: the day after the data);"
-	@echo "  .venv/bin/netrace status sp500_vol --storage runs/demo.db   lists the best networks;"
-	@echo "  .venv/bin/netrace evaluate sp500_vol --storage runs/demo.db shows the stored verdict again."
-	@echo "  Your own data: copy examples/sp500_vol.toml, set [data] path and time, then run, evaluate"
-	@echo "  and predict as above (README: 'Use' and 'The verdict')."
+	@echo "The report:    runs/demo_report.html (open it in a browser; it needs no network)"
+	@echo "The forecasts: runs/demo_forecasts.csv (the last row: the day after the data)"
+	@echo "Next:"
+	@echo "  .venv/bin/netrace status sp500_vol --storage runs/demo.db      the best networks"
+	@echo "  .venv/bin/netrace evaluate sp500_vol --storage runs/demo.db    the stored verdict again"
+	@echo "  .venv/bin/netrace predict sp500_vol --storage runs/demo.db --data NEW.csv --out f.csv"
+	@echo "                                                                 forecasts from new rows"
+	@echo "  Your own data: copy examples/sp500_vol.toml, set [data] path and time, then run,"
+	@echo "  evaluate, report and predict as above (README: 'Quick start'; docs/)."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

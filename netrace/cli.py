@@ -149,6 +149,21 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from netrace.report import report_study
+
+    if args.top < 1:
+        raise UserError(f"--top must be at least 1 (networks in the leaderboard); got {args.top}")
+    out = args.out or f"{args.study}_report.html"
+    report = report_study(args.storage, args.study, out, top=args.top,
+                          log=lambda m: print(m, file=sys.stderr))
+    print(f"wrote the report of '{args.study}' to {out} ({len(report.figures)} figures"
+          + ("" if report.evaluated else "; not evaluated yet: netrace evaluate "
+             f"{args.study} adds the verdict") + "); open it in a browser, no network needed",
+          file=sys.stderr)
+    return 0
+
+
 def _replay(args: argparse.Namespace) -> int:
     from netrace.replay import main as replay_main
 
@@ -223,6 +238,18 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--storage", default="netrace.db", help="a SQLite file or "
                          "postgresql:// URL (default: netrace.db)")
     predict.set_defaults(func=_predict)
+
+    report = sub.add_parser("report", help="write a study's report: one self-contained HTML "
+                            "file (verdict, forecasts, leaderboard, curves, timeline, "
+                            "importance, data)")
+    report.add_argument("study", metavar="STUDY", help="study name")
+    report.add_argument("--storage", default="netrace.db", help="a SQLite file or "
+                        "postgresql:// URL (default: netrace.db)")
+    report.add_argument("--out", metavar="REPORT.html", help="where to write it (default: "
+                        "STUDY_report.html)")
+    report.add_argument("--top", type=int, default=20, metavar="N",
+                        help="networks in the leaderboard (default 20)")
+    report.set_defaults(func=_report)
 
     replay = sub.add_parser("replay", add_help=False, help="run a termination rule over recorded "
                             "learning curves (netrace replay --help)")

@@ -353,6 +353,16 @@ def test_a_tiny_race_on_a_panel_csv(tmp_path: Path) -> None:
     frame = pd.read_csv(tmp_path / "panel.csv", parse_dates=["Date"])
     last = frame.groupby("ticker")["Date"].max()
     assert (pred.groupby("ticker")["time"].max() == last).all()
+    # the report draws each series' test forecasts against its own actual values
+    from netrace.report import build_report
+
+    rep = build_report(str(tmp_path / "netrace.db"), "panel")
+    assert {k for k in rep.figures if k.startswith("forecasts/")} == {
+        "forecasts/AAA", "forecasts/BBB", "forecasts/CCC"}
+    for name in ("AAA", "BBB", "CCC"):
+        actual = next(t for t in rep.figures[f"forecasts/{name}"].data if t.name == "actual")
+        np.testing.assert_array_equal(actual.y, model.test.loc[model.test["series"] == name, "y"])
+    assert rep.html.count("<h3>Series ") == 3
 
 
 # -- bad inputs -----------------------------------------------------------------------------------

@@ -457,7 +457,11 @@ class _Worker:
                 teach(self.rule, self._finished_curves, self.storage.decisions_of(new),
                       self.goal, self.max_epochs)
         own = [np.asarray(curves[i]) for i in running]
-        others = list(self._finished_curves.values())
+        # in trial order, not in the order they came: a refresh (every 5 s) reads them by id,
+        # this worker's own are added as they end, and the lc rule's learned gain is a float
+        # sum over them, which depends on the order; a race with one worker would otherwise
+        # record (and, with criterion = "improvement", decide) as its refreshes happened to fall
+        others = [self._finished_curves[t] for t in sorted(self._finished_curves)]
         rows = own + others
         width = max(len(r) for r in rows)
         values = np.full((len(rows), width), np.nan)
