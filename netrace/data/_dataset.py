@@ -505,212 +505,298 @@ def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
     rows = load_rows(config, frame)
     if rows.series is not None:
         return _prepare_panel(config, rows)
-    t = config.task
-    time = rows.time_name
-    df = rows.frame
-    time_series = time is not None
-    features, target, row_feats = rows.features, rows.target, rows.row_feats
-    assert rows.y_row is not None
-    y_row = rows.y_row
-    rows_dropped = rows.rows_dropped
-    lookback_feat = max(f.lookback for f in features)
-    window = t.window
+    return _prepare_table(config, rows)
+
+
+@dataclass(frozen=True)
+class _Reach:
+    """How far a sample reads: ``window`` input rows ending at its anchor, whose features
+    look back ``feature_lookback`` rows each (``lookback`` rows in all), and its label
+    ``horizon`` rows after the anchor; ``first`` is the first row that can be an anchor."""
+
+    window: int
+    horizon: int
+    feature_lookback: int
+    lookback: int
+    first: int
+
+
+def _reach(config: Config, rows: Rows, time_series: bool) -> _Reach:
+    t, target = config.task, rows.target
+    lookback_feat = max(f.lookback for f in rows.features)
     horizon = t.horizon if time_series else 0
     y_lookback = TARGET_RECIPES[target.recipe][2] if target.recipe else 1
-    lookback = window + lookback_feat - 1
+    lookback = t.window + lookback_feat - 1
     first = max(lookback - 1, y_lookback - 1 - horizon, 0)
-    T = len(df)
-    anchors_all = np.arange(first, T - horizon)
-    overhead = first + horizon
-    n = len(anchors_all)
-    ok, why = (_plan_ok(n, config, time_series, lookback, horizon) if n > 0
-               else (False, "there would be no samples"))
-    if not ok:
-        need = _rows_needed(config, time_series, lookback, horizon, overhead)
-        scheme = config.split.scheme or "holdout"
-        shape = (f"window = {window}, horizon = {horizon}, feature lookback "
-                 f"{lookback_feat}, " if time_series else "")
-        raise UserError(
-            f"the data has {T} usable rows, too few: {why} (netrace needs at least {MIN_TRAIN} "
-            f"training and {MIN_EVAL} validation/test samples per part); {shape}scheme = "
-            f"{scheme!r} with test = {config.split.test:g}"
-            + (f" and {config.split.folds} folds" if scheme != "holdout" else "")
-            + f" need at least {need} rows; use more data, fewer folds, or a smaller window")
+    return _Reach(t.window, horizon, lookback_feat, lookback, first)
 
-    # the target of every sample, and its check
-    y_all = y_row.to_numpy()[anchors_all + horizon]
-    if target.kind == "regression":
+
+def _sample_targets(rows: Rows, anchors: np.ndarray, horizon: int) -> np.ndarray:
+    """The target of every sample: its label row's value."""
+    assert rows.y_row is not None
+    y_all = rows.y_row.to_numpy()[anchors + horizon]
+    if rows.target.kind == "regression":
         y_all = y_all.astype(np.float64)
-    elif target.recipe is not None:  # direction_next: 0/1 as whole numbers
+    elif rows.target.recipe is not None:  # direction_next: 0/1 as whole numbers
         y_all = y_all.astype(np.int64)
     if pd.isna(y_all).any():  # recipe targets are finite past warm-up; columns were checked
         raise AssertionError("a target is missing after the checks")
+    return y_all
 
-    dev_idx, test_idx = split_test(n, config.split.test, lookback=lookback, horizon=horizon,
-                                   embargo=config.split.embargo, shuffle=not time_series,
-                                   seed=config.split.seed)
-    classes = None
-    if target.kind != "regression":
-        classes, y_all = _encode_classes(y_all, dev_idx, t.type, target)
-    splitter = _splitter(config, time_series, lookback, horizon)
-    time_values = df[time].to_numpy() if time_series else None
 
-    # development part: a copy of only the rows its samples read
-    dev_anchors = anchors_all[dev_idx]
-    if time_series:
-        last_row = int(dev_anchors[-1]) + horizon
-        dev_rows = row_feats.iloc[: last_row + 1].reset_index(drop=True)
-        local_anchors = dev_anchors
-    else:
-        dev_rows = row_feats.iloc[dev_anchors].reset_index(drop=True)
-        local_anchors = np.arange(len(dev_anchors))
+def _preprocessor(features: Sequence[Feature], series: str | None = None) -> Preprocessor:
     numeric = tuple(f.name for f in features if not f.categorical)
     categorical = tuple(f.name for f in features if f.categorical)
-    pre = Preprocessor(numeric, categorical)
-    dev_time = time_values[dev_anchors] if time_series else None
-    dev = DevData(dev_rows, local_anchors, y_all[dev_idx], dev_time, window, horizon, lookback,
-                  pre, splitter, classes)
-    folds = tuple(Fold(i, tr, va) for i, (tr, va) in enumerate(splitter.split(dev.n)))
-    object.__setattr__(dev, "folds", folds)
+    return Preprocessor(numeric, categorical, series=series)
 
-    # test part: its own rows (the inputs its windows read and nothing of the future)
+
+def _class_codes(y: np.ndarray, classes: tuple[object, ...] | None) -> np.ndarray:
+    """Row targets as the baselines read them: class codes (as floats) for classes."""
+    if classes is None:
+        return y
+    lookup = {c: float(i) for i, c in enumerate(classes)}
+    return np.array([lookup.get(v, np.nan) for v in y])
+
+
+def _prepare_table(config: Config, rows: Rows) -> Prepared:
+    """:func:`prepare` for one table: a time series (cut in time) or i.i.d. rows."""
+    time = rows.time_name
+    time_series = time is not None
+    r = _reach(config, rows, time_series)
+    T = len(rows.frame)
+    anchors_all = np.arange(r.first, T - r.horizon)
+    _check_plan(config, time_series, r, T, len(anchors_all))
+    y_all = _sample_targets(rows, anchors_all, r.horizon)
+    dev_idx, test_idx = split_test(len(anchors_all), config.split.test, lookback=r.lookback,
+                                   horizon=r.horizon, embargo=config.split.embargo,
+                                   shuffle=not time_series, seed=config.split.seed)
+    classes = None
+    if rows.target.kind != "regression":
+        classes, y_all = _encode_classes(y_all, dev_idx, config.task.type, rows.target)
+    splitter = _splitter(config, time_series, r.lookback, r.horizon)
+    time_values = rows.frame[time].to_numpy() if time_series else None
+    dev = _table_dev(rows, r, anchors_all[dev_idx], y_all[dev_idx], time_values, splitter,
+                     classes)
     test_anchors = anchors_all[test_idx]
-    if time_series:
-        lo = int(test_anchors[0]) - window + 1
-        test_rows = row_feats.iloc[lo: int(test_anchors[-1]) + 1].reset_index(drop=True)
-        test_local = test_anchors - lo
-    else:
-        test_rows = row_feats.iloc[test_anchors].reset_index(drop=True)
-        test_local = np.arange(len(test_anchors))
     history = None
     if time_series:  # what the baselines read: the target's and the close's own past
-        end = int(test_anchors[-1]) + horizon + 1
-        y_hist = y_row.to_numpy()[:end]
-        if classes is not None:
-            lookup = {c: float(i) for i, c in enumerate(classes)}
-            y_hist = np.array([lookup.get(v, np.nan) for v in y_hist])
-        columns = {"target": y_hist.astype(np.float64), "time": time_values[:end]}
-        ret = rows.returns  # computed from the close on each call: once
-        if ret is not None:
-            columns["returns"] = ret[:end]
-        history = pd.DataFrame(columns)
+        history = _table_history(rows, time_values, classes,
+                                 int(test_anchors[-1]) + r.horizon + 1)
         # the development part's own: its rows and nothing after them
-        object.__setattr__(dev, "history", history.iloc[:len(dev_rows)].copy())
-    holdout = Holdout(test_rows, test_local, y_all[test_idx],
-                      time_values[test_anchors] if time_series else None, window,
-                      history=history, table_anchors=test_anchors if time_series else None)
+        object.__setattr__(dev, "history", history.iloc[:len(dev.rows)].copy())
+    holdout = _table_holdout(rows, r, test_anchors, y_all[test_idx], time_values, history)
     embargo = getattr(splitter, "embargo", 0)
-    return Prepared(config, dev, holdout, rows.origin, T + rows_dropped, rows_dropped, time,
-                    tuple(features), target, first, embargo, config.split.scheme or "holdout",
+    return Prepared(config, dev, holdout, rows.origin, T + rows.rows_dropped, rows.rows_dropped,
+                    time, tuple(rows.features), rows.target, r.first, embargo,
+                    config.split.scheme or "holdout",
                     time_span=(time_values[0], time_values[-1]) if time_series else None,
                     test_range=(int(test_idx[0]), int(test_idx[-1])), warnings=rows.warnings)
 
 
-def _prepare_panel(config: Config, rows: Rows) -> Prepared:
-    """:func:`prepare` for a panel: samples within each series, cut at the same dates."""
-    t, s = config.task, config.split
-    df, time, series = rows.frame, rows.time_name, rows.series
-    assert time is not None and series is not None and rows.bounds is not None
-    assert rows.time is not None and rows.y_row is not None
-    features, target, bounds = rows.features, rows.target, rows.bounds
-    lookback_feat = max(f.lookback for f in features)
-    window, horizon = t.window, t.horizon
-    y_lookback = TARGET_RECIPES[target.recipe][2] if target.recipe else 1
-    lookback = window + lookback_feat - 1
-    first = max(lookback - 1, y_lookback - 1 - horizon, 0)
-    # within each series, every row with a full window and its label in the same series
-    anchors_all = np.concatenate([np.arange(a + first, b - horizon, dtype=np.intp)
+def _check_plan(config: Config, time_series: bool, r: _Reach, rows: int, n: int) -> None:
+    """A :class:`UserError` naming the rows needed when ``n`` samples (of a table of ``rows``
+    usable rows) are too few for the test part and every fold."""
+    ok, why = (_plan_ok(n, config, time_series, r.lookback, r.horizon) if n > 0
+               else (False, "there would be no samples"))
+    if ok:
+        return
+    need = _rows_needed(config, time_series, r.lookback, r.horizon, r.first + r.horizon)
+    scheme = config.split.scheme or "holdout"
+    shape = (f"window = {r.window}, horizon = {r.horizon}, feature lookback "
+             f"{r.feature_lookback}, " if time_series else "")
+    raise UserError(
+        f"the data has {rows} usable rows, too few: {why} (netrace needs at least {MIN_TRAIN} "
+        f"training and {MIN_EVAL} validation/test samples per part); {shape}scheme = "
+        f"{scheme!r} with test = {config.split.test:g}"
+        + (f" and {config.split.folds} folds" if scheme != "holdout" else "")
+        + f" need at least {need} rows; use more data, fewer folds, or a smaller window")
+
+
+def _table_dev(rows: Rows, r: _Reach, dev_anchors: np.ndarray, y: np.ndarray,
+               time_values: np.ndarray | None, splitter: Splitter,
+               classes: tuple[object, ...] | None) -> DevData:
+    """The development part of one table, with its folds: a copy of only the rows its samples
+    read."""
+    if time_values is not None:
+        last_row = int(dev_anchors[-1]) + r.horizon
+        dev_rows = rows.row_feats.iloc[: last_row + 1].reset_index(drop=True)
+        local_anchors = dev_anchors
+    else:
+        dev_rows = rows.row_feats.iloc[dev_anchors].reset_index(drop=True)
+        local_anchors = np.arange(len(dev_anchors))
+    dev_time = time_values[dev_anchors] if time_values is not None else None
+    dev = DevData(dev_rows, local_anchors, y, dev_time, r.window, r.horizon, r.lookback,
+                  _preprocessor(rows.features), splitter, classes)
+    folds = tuple(Fold(i, tr, va) for i, (tr, va) in enumerate(splitter.split(dev.n)))
+    object.__setattr__(dev, "folds", folds)
+    return dev
+
+
+def _table_history(rows: Rows, time_values: np.ndarray, classes: tuple[object, ...] | None,
+                   end: int) -> pd.DataFrame:
+    """Per row of a time series up to row ``end`` (excluded): the target's own value, the
+    time, and the close's log return (with prices)."""
+    assert rows.y_row is not None
+    y_hist = _class_codes(rows.y_row.to_numpy()[:end], classes)
+    columns = {"target": y_hist.astype(np.float64), "time": time_values[:end]}
+    ret = rows.returns  # computed from the close on each call: once
+    if ret is not None:
+        columns["returns"] = ret[:end]
+    return pd.DataFrame(columns)
+
+
+def _table_holdout(rows: Rows, r: _Reach, test_anchors: np.ndarray, y: np.ndarray,
+                   time_values: np.ndarray | None, history: pd.DataFrame | None) -> Holdout:
+    """The test part of one table: its own rows (the inputs its windows read and nothing of
+    the future)."""
+    if time_values is not None:
+        lo = int(test_anchors[0]) - r.window + 1
+        test_rows = rows.row_feats.iloc[lo: int(test_anchors[-1]) + 1].reset_index(drop=True)
+        test_local = test_anchors - lo
+    else:
+        test_rows = rows.row_feats.iloc[test_anchors].reset_index(drop=True)
+        test_local = np.arange(len(test_anchors))
+    time_series = time_values is not None
+    return Holdout(test_rows, test_local, y,
+                   time_values[test_anchors] if time_series else None, r.window,
+                   history=history, table_anchors=test_anchors if time_series else None)
+
+
+@dataclass(frozen=True)
+class _PanelSamples:
+    """A panel's samples, ordered by series then time: each one's anchor row in the table,
+    its series (``code``, an index into the series' blocks), the time of its anchor
+    (``date``), of its first input row (``reads_from``) and of its label row."""
+
+    anchors: np.ndarray
+    code: np.ndarray
+    date: np.ndarray
+    reads_from: np.ndarray
+    label_date: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.anchors)
+
+
+def _panel_samples(rows: Rows, r: _Reach) -> _PanelSamples:
+    """Within each series, every row with a full window and its label in the same series."""
+    bounds, times = rows.bounds, rows.time
+    assert bounds is not None and times is not None
+    anchors_all = np.concatenate([np.arange(a + r.first, b - r.horizon, dtype=np.intp)
                                   for a, b in zip(bounds[:-1], bounds[1:])])
     code = np.searchsorted(bounds, anchors_all, side="right") - 1
-    times = rows.time
-    date, reads_from = times[anchors_all], times[anchors_all - lookback + 1]
-    label_date = times[anchors_all + horizon]
-    n, names = len(anchors_all), rows.series_names
+    return _PanelSamples(anchors_all, code, times[anchors_all],
+                         times[anchors_all - r.lookback + 1], times[anchors_all + r.horizon])
 
-    def too_few(why: str) -> UserError:
-        return UserError(
-            f"the panel has {n} samples in {len(names)} series over {len(np.unique(date))} "
-            f"dates, too few: {why} (netrace needs at least {MIN_TRAIN} training and "
-            f"{MIN_EVAL} validation/test samples per part); window = {window}, horizon = "
-            f"{horizon}, feature lookback {lookback_feat}, scheme = "
-            f"{s.scheme or 'holdout'!r} with test = {s.test:g}; use more data, fewer folds, "
-            "or a smaller window")
 
-    if n == 0:
-        raise too_few("there would be no samples")
-    dev_idx, test_idx = split_test_dates(date, reads_from, label_date, s.test,
-                                         lookback=lookback, horizon=horizon, embargo=s.embargo)
-    # a series with no development samples cannot be scaled by its own training rows
-    test_idx = test_idx[np.isin(code[test_idx], code[dev_idx])]
-    if len(test_idx) < MIN_EVAL:
-        raise too_few(f"the test part would have {len(test_idx)} samples")
-    if len(dev_idx) < MIN_TRAIN + MIN_EVAL:
-        raise too_few(f"the development part would have {len(dev_idx)} samples")
+def _panel_too_few(config: Config, rows: Rows, r: _Reach, p: _PanelSamples,
+                   why: str) -> UserError:
+    s = config.split
+    return UserError(
+        f"the panel has {p.n} samples in {len(rows.series_names)} series over "
+        f"{len(np.unique(p.date))} dates, too few: {why} (netrace needs at least {MIN_TRAIN} "
+        f"training and {MIN_EVAL} validation/test samples per part); window = {r.window}, "
+        f"horizon = {r.horizon}, feature lookback {r.feature_lookback}, scheme = "
+        f"{s.scheme or 'holdout'!r} with test = {s.test:g}; use more data, fewer folds, "
+        "or a smaller window")
 
-    y_all = rows.y_row.to_numpy()[anchors_all + horizon]
-    if target.kind == "regression":
-        y_all = y_all.astype(np.float64)
-    elif target.recipe is not None:
-        y_all = y_all.astype(np.int64)
-    if pd.isna(y_all).any():
-        raise AssertionError("a target is missing after the checks")
+
+def _prepare_panel(config: Config, rows: Rows) -> Prepared:
+    """:func:`prepare` for a panel: samples within each series, cut at the same dates."""
+    time, series = rows.time_name, rows.series
+    assert time is not None and series is not None and rows.bounds is not None
+    assert rows.time is not None and rows.y_row is not None
+    r = _reach(config, rows, True)
+    p = _panel_samples(rows, r)
+    if p.n == 0:
+        raise _panel_too_few(config, rows, r, p, "there would be no samples")
+    dev_idx, test_idx = _panel_split(config, rows, r, p)
+    y_all = _sample_targets(rows, p.anchors, r.horizon)
     classes = None
-    if target.kind != "regression":
-        classes, y_all = _encode_classes(y_all, dev_idx, t.type, target)
+    if rows.target.kind != "regression":
+        classes, y_all = _encode_classes(y_all, dev_idx, config.task.type, rows.target)
+    dev, dev_table = _panel_dev(config, rows, r, p, dev_idx, y_all[dev_idx], classes)
+    # the test part: per series, the rows its windows read, and the past baselines read
+    bounds, labels = rows.bounds, rows.frame[series].to_numpy()
+    test_anchors, test_code = p.anchors[test_idx], p.code[test_idx]
+    test_table, test_local = _series_rows(test_anchors, test_code, bounds, r.window, 0)
+    test_rows = rows.row_feats.iloc[test_table].reset_index(drop=True)
+    hist_table, hist_anchors = _series_rows(test_anchors, test_code, bounds, None, r.horizon)
+    y_hist = _class_codes(rows.y_row.to_numpy(), classes)
+    ret = rows.returns
+    object.__setattr__(dev, "history", _panel_history(rows, y_hist, ret, labels, dev_table))
+    holdout = Holdout(test_rows, test_local, y_all[test_idx], p.date[test_idx], r.window,
+                      history=_panel_history(rows, y_hist, ret, labels, hist_table),
+                      table_anchors=hist_anchors, series=labels[test_anchors])
+    counts = tuple((int(b - a), int((p.code[dev_idx] == i).sum()),
+                    int((p.code[test_idx] == i).sum()))
+                   for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])))
+    return Prepared(config, dev, holdout, rows.origin, len(rows.frame) + rows.rows_dropped,
+                    rows.rows_dropped, time, tuple(rows.features), rows.target, r.first,
+                    dev.splitter.embargo, config.split.scheme or "holdout",
+                    time_span=(rows.time.min(), rows.time.max()),
+                    test_range=(int(test_idx[0]), int(test_idx[-1])), series_name=series,
+                    series_names=rows.series_names, series_counts=counts,
+                    warnings=rows.warnings)
 
-    labels = df[series].to_numpy()
-    dev_anchors = anchors_all[dev_idx]
-    dev_table, dev_local = _series_rows(dev_anchors, code[dev_idx], bounds, None, horizon)
-    row_feats = rows.row_feats
-    dev_rows = row_feats.iloc[dev_table].reset_index(drop=True)
-    numeric = tuple(f.name for f in features if not f.categorical)
-    categorical = tuple(f.name for f in features if f.categorical)
-    splitter = DateSplit(_splitter(config, True, lookback, horizon), date[dev_idx],
-                         reads_from[dev_idx], label_date[dev_idx], code[dev_idx])
-    dev_series = labels[dev_anchors]
-    dev = DevData(dev_rows, dev_local, y_all[dev_idx], date[dev_idx], window, horizon,
-                  lookback, Preprocessor(numeric, categorical, series=series), splitter,
-                  classes, series=dev_series, series_names=tuple(pd.unique(dev_series)))
+
+def _panel_split(config: Config, rows: Rows, r: _Reach, p: _PanelSamples
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A panel's development and test samples: every series cut at the same dates."""
+    s = config.split
+    dev_idx, test_idx = split_test_dates(p.date, p.reads_from, p.label_date, s.test,
+                                         lookback=r.lookback, horizon=r.horizon,
+                                         embargo=s.embargo)
+    # a series with no development samples cannot be scaled by its own training rows
+    test_idx = test_idx[np.isin(p.code[test_idx], p.code[dev_idx])]
+    if len(test_idx) < MIN_EVAL:
+        raise _panel_too_few(config, rows, r, p,
+                             f"the test part would have {len(test_idx)} samples")
+    if len(dev_idx) < MIN_TRAIN + MIN_EVAL:
+        raise _panel_too_few(config, rows, r, p,
+                             f"the development part would have {len(dev_idx)} samples")
+    return dev_idx, test_idx
+
+
+def _panel_dev(config: Config, rows: Rows, r: _Reach, p: _PanelSamples, dev_idx: np.ndarray,
+               y: np.ndarray, classes: tuple[object, ...] | None
+               ) -> tuple[DevData, np.ndarray]:
+    """A panel's development part, with its folds (each checked for size), and the table rows
+    it copies: per series, from the series' first row to its last label."""
+    series, bounds = rows.series, rows.bounds
+    assert series is not None and bounds is not None
+    dev_anchors = p.anchors[dev_idx]
+    dev_table, dev_local = _series_rows(dev_anchors, p.code[dev_idx], bounds, None, r.horizon)
+    dev_rows = rows.row_feats.iloc[dev_table].reset_index(drop=True)
+    splitter = DateSplit(_splitter(config, True, r.lookback, r.horizon), p.date[dev_idx],
+                         p.reads_from[dev_idx], p.label_date[dev_idx], p.code[dev_idx])
+    dev_series = rows.frame[series].to_numpy()[dev_anchors]
+    dev = DevData(dev_rows, dev_local, y, p.date[dev_idx], r.window, r.horizon, r.lookback,
+                  _preprocessor(rows.features, series), splitter, classes, series=dev_series,
+                  series_names=tuple(pd.unique(dev_series)))
     folds = tuple(Fold(i, tr, va) for i, (tr, va) in enumerate(splitter.split(dev.n)))
     for f in folds:
         if len(f.train) < MIN_TRAIN:
-            raise too_few(f"fold {f.index + 1}'s training part would have {len(f.train)} "
-                          "samples")
+            raise _panel_too_few(config, rows, r, p, f"fold {f.index + 1}'s training part "
+                                 f"would have {len(f.train)} samples")
         if len(f.valid) < MIN_EVAL:
-            raise too_few(f"fold {f.index + 1}'s validation part would have {len(f.valid)} "
-                          "samples")
+            raise _panel_too_few(config, rows, r, p, f"fold {f.index + 1}'s validation part "
+                                 f"would have {len(f.valid)} samples")
     object.__setattr__(dev, "folds", folds)
+    return dev, dev_table
 
-    # the test part: per series, the rows its windows read, and the past baselines read
-    test_anchors = anchors_all[test_idx]
-    test_table, test_local = _series_rows(test_anchors, code[test_idx], bounds, window, 0)
-    test_rows = row_feats.iloc[test_table].reset_index(drop=True)
-    hist_table, hist_anchors = _series_rows(test_anchors, code[test_idx], bounds, None,
-                                            horizon)
-    y_hist = rows.y_row.to_numpy()
-    if classes is not None:
-        lookup = {c: float(i) for i, c in enumerate(classes)}
-        y_hist = np.array([lookup.get(v, np.nan) for v in y_hist])
-    ret = rows.returns
 
-    def history(table: np.ndarray) -> pd.DataFrame:
-        columns = {"target": y_hist[table].astype(np.float64), "time": times[table]}
-        if ret is not None:
-            columns["returns"] = ret[table]
-        columns["series"] = labels[table]
-        return pd.DataFrame(columns)
-
-    object.__setattr__(dev, "history", history(dev_table))
-    holdout = Holdout(test_rows, test_local, y_all[test_idx], date[test_idx], window,
-                      history=history(hist_table), table_anchors=hist_anchors,
-                      series=labels[test_anchors])
-    counts = tuple((int(b - a), int((code[dev_idx] == i).sum()), int((code[test_idx] == i).sum()))
-                   for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])))
-    return Prepared(config, dev, holdout, rows.origin, len(df) + rows.rows_dropped,
-                    rows.rows_dropped, time, tuple(features), target, first, splitter.embargo,
-                    s.scheme or "holdout", time_span=(times.min(), times.max()),
-                    test_range=(int(test_idx[0]), int(test_idx[-1])), series_name=series,
-                    series_names=names, series_counts=counts, warnings=rows.warnings)
+def _panel_history(rows: Rows, y_hist: np.ndarray, ret: np.ndarray | None,
+                   labels: np.ndarray, table: np.ndarray) -> pd.DataFrame:
+    """What the baselines read at these table rows: the target's own row value (``y_hist``),
+    the time, the close's log return (``ret``, with prices) and the series."""
+    assert rows.time is not None
+    columns = {"target": y_hist[table].astype(np.float64), "time": rows.time[table]}
+    if ret is not None:
+        columns["returns"] = ret[table]
+    columns["series"] = labels[table]
+    return pd.DataFrame(columns)
 
 
 def _series_rows(anchors: np.ndarray, code: np.ndarray, bounds: np.ndarray,
