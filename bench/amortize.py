@@ -115,7 +115,6 @@ def replay_held_out(sample: list) -> None:
     from bench.curves import _summary_row
     from netrace.curves import HyperbandRule, LCRule, MedianRule
     from netrace.curves._replay import lc_with_precomputed_forecasts, simulate
-    from netrace.curves._rules import _Memory
 
     by: dict[str, list] = {}
     for _, workload, y in sample:
@@ -124,8 +123,8 @@ def replay_held_out(sample: list) -> None:
     for method in ("sampler", "amortized"):
         base = {w: lc_with_precomputed_forecasts(ys, LCRule(method=method)) for w, ys in by.items()}
         for eps, weight in ((0.05, float("inf")), (0.05, 10.0), (0.1, 10.0), (0.2, 10.0)):
-            res = {w: [simulate(ys, dataclasses.replace(base[w], epsilon=eps, prior_weight=weight,
-                                                        memory=_Memory()), workers=4, seed=k)
+            res = {w: [simulate(ys, dataclasses.replace(base[w], epsilon=eps, prior_weight=weight),
+                                workers=4, seed=k)
                        for k in range(5)] for w, ys in by.items()}
             print(_summary_row(f"lc {method}, eps {eps}, prior weight {weight:g}", res), flush=True)
     for name, rule in (("median 10th pct", MedianRule(percentile=10.0)), ("median", MedianRule()),

@@ -40,7 +40,6 @@ from netrace.curves import CALIBRATED, PAPER, RAW, Calibration, LCRule, extrapol
 from netrace.curves._fit import prepare
 from netrace.curves._replay import lc_with_precomputed_forecasts, replay_many, simulate
 from netrace.curves._rules import (
-    Decision,
     HyperbandRule,
     MedianRule,
     NoRule,
@@ -379,18 +378,21 @@ def part_replay(args) -> None:
 
 
 class _Watch(Rule):
-    """Passes ``rule``'s decisions through and keeps, by row (the replay's row r is the r-th
-    curve started), the fraction of its budget a curve had run when it was stopped."""
+    """Passes ``rule``'s verdicts (and state) through and keeps, by row (the replay's row r is
+    the r-th curve started), the fraction of its budget a curve had run when it was stopped."""
 
     def __init__(self, rule: Rule) -> None:
         self.rule, self.stopped = rule, {}
 
-    def decide(self, curves):
-        out = self.rule.decide(curves)
-        for j, d in enumerate(out):
-            if d is Decision.STOP:
+    def initial_state(self):
+        return self.rule.initial_state()
+
+    def decide(self, curves, state=None):
+        out, state = self.rule.decide(curves, state)
+        for j, v in enumerate(out):
+            if v.stop:
                 self.stopped[j] = curves.observed[j] / curves.budget[j]
-        return out
+        return out, state
 
 
 class _WatchP(_Watch):
@@ -402,14 +404,16 @@ class _WatchP(_Watch):
         super().__init__(rule)
         self.finals, self.recs = finals, []
 
-    def decide(self, curves):
-        out = super().decide(curves)
-        for j, pred in self.rule.memory.last.items():
+    def decide(self, curves, state=None):
+        out, state = super().decide(curves, state)
+        for j, v in enumerate(out):
+            if v.forecast is None:
+                continue
             thr = np.nanmax(np.delete(curves.values, j, axis=0))
-            self.recs.append((pred["p"], self.finals[j] >= thr, out[j] is Decision.STOP,
+            self.recs.append((v.forecast.p, self.finals[j] >= thr, v.stop,
                               int(curves.observed[j]), np.nanmax(curves.values[j]) - thr,
-                              pred["mean"] - thr))
-        return out
+                              v.forecast.mean - thr))
+        return out, state
 
 
 def part_reliability(args) -> None:
@@ -420,11 +424,7 @@ def part_reliability(args) -> None:
     the reached frequency by bins of p, and how well p, the curve's current gap to the
     threshold and the forecast mean's gap rank the curves that reach it (AUC), by how many
     evaluations had been observed."""
-    import dataclasses
-
     from scipy.stats import mannwhitneyu
-
-    from netrace.curves._rules import _Memory
 
     eps, m_obs = args.lc_eps[0], args.lc_min_observed
     recs = []  # (p, reached, stopped, observed, current gap, forecast-mean gap)
@@ -433,7 +433,7 @@ def part_reliability(args) -> None:
         finals = np.array([float(np.nanmax(y)) for y in ys])
         for k in range(5):
             order = np.random.default_rng(args.orders_seed + k).permutation(len(ys))
-            watch = _WatchP(dataclasses.replace(base, memory=_Memory()), finals[order])
+            watch = _WatchP(base, finals[order])
             simulate(ys, watch, workers=args.workers, seed=args.orders_seed + k)
             recs += watch.recs
     r = np.array(recs, dtype=float)

@@ -79,6 +79,19 @@ def test_rule_options_reach_the_race_rule() -> None:
     assert race_rule(cfg(), "r2") == LCRule(bounds=(-float("inf"), 1.0))  # the defaults
 
 
+def test_rule_patience_makes_the_race_rule_patient() -> None:
+    from netrace.curves import MedianRule, PatientRule, patient
+    from netrace.race import race_rule
+
+    rule = race_rule(cfg(race={"rule": "median", "rule_patience": 3}), "r2")
+    assert rule == patient(MedianRule(), 3) and isinstance(rule, PatientRule)
+    assert rule.name == "median"  # its decisions are stored as the median rule's
+    with pytest.raises(UserError, match=r"\[race\] rule_patience must be >= 0, got -1"):
+        cfg(race={"rule_patience": -1})
+    with pytest.raises(UserError, match=r'rule = "none" stops none; remove rule_patience'):
+        cfg(race={"rule": "none", "rule_patience": 2})
+
+
 def test_rule_options_from_a_toml_file(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
     p.write_text('[data]\nsource = "sp500"\n[task]\ntarget = "vol_next"\n'

@@ -16,9 +16,14 @@ from netrace.curves import (
     HyperbandRule,
     LCRule,
     MedianRule,
+    FinalForecast,
+    LCState,
     NoRule,
+    PatientRule,
     TopKRule,
+    Verdict,
     make_rule,
+    patient,
 )
 from netrace.curves._forecast import extrapolate_many
 from netrace.errors import UserError
@@ -43,16 +48,17 @@ def _race(extra: np.ndarray, n_good: int = 8, seed: int = 0) -> np.ndarray:
 def _decide_each_step(rule, full: np.ndarray, goal: Goal = Goal.MAX, first: bool = False) -> list[int]:
     """Feed the running curve one evaluation at a time; return the steps at which it is stopped
     (only the first one with ``first``)."""
-    stops = []
+    stops, state = [], None
     for n in range(1, LEN):
         values = _race(full[:n])
         if goal is Goal.MIN:
             values = -values
         running = np.zeros(len(values), dtype=bool)
         running[-1] = True
-        d = rule.decide(Curves(values, budget=np.full(len(values), LEN), running=running, goal=goal))
-        assert all(x is Decision.CONTINUE for x in d[:-1])
-        if d[-1] is Decision.STOP:
+        d, state = rule.decide(Curves(values, budget=np.full(len(values), LEN), running=running,
+                                      goal=goal), state)
+        assert all(x.decision is Decision.CONTINUE for x in d[:-1])
+        if d[-1].stop:
             stops.append(n)
             if first:
                 break
@@ -101,11 +107,17 @@ def test_lc_improvement_weighs_how_much_a_curve_could_win():
     long_shot = [0.5] * 97 + [1.0] * 3          # p = 0.03, gain 0.03 * 0.2 = 0.006
     rules = {c: LCRule(criterion=c, prior_weight=math.inf, forecast=_given([hair, long_shot]))
              for c in ("probability", "improvement")}
-    got = {c: [d.value for d in r.decide(curves)[3:]] for c, r in rules.items()}
+    verdicts = {c: r.decide(curves)[0] for c, r in rules.items()}
+    got = {c: [v.value for v in vs[3:]] for c, vs in verdicts.items()}
     assert got == {"probability": ["continue", "stop"], "improvement": ["stop", "continue"]}
-    last = rules["improvement"].memory.last
-    assert (last[3]["gain"], last[4]["gain"]) == pytest.approx((0.4 * 0.001, 0.03 * 0.2))
-    assert (last[3]["p"], last[4]["p"]) == pytest.approx((0.4, 0.03))
+    hair_f, long_f = (v.forecast for v in verdicts["improvement"][3:])
+    assert (hair_f.gain, long_f.gain) == pytest.approx((0.4 * 0.001, 0.03 * 0.2))
+    assert (hair_f.p, long_f.p) == pytest.approx((0.4, 0.03))
+    # each verdict says why, in the rule's own terms
+    assert verdicts["improvement"][3].reason == ("an expected gain of 0.0004 over the best seen "
+                                                 "by its end (below delta 0.002)")
+    assert verdicts["probability"][4].reason == ("a 3.0% chance of reaching the best seen by its "
+                                                 "end (below epsilon 0.05)")
 
 
 def test_none_never_stops():
@@ -128,8 +140,11 @@ def test_rules_use_the_running_best_of_an_overfitting_curve():
 def test_hyperband_keeps_the_top_fraction_at_a_rung():
     values = np.array([[0.9, 0.9, 0.9], [0.5, 0.5, 0.5], [0.1, 0.1, 0.1], [0.7, 0.7, 0.7]])
     curves = Curves(values, budget=np.full(4, 10), running=np.array([True, True, True, True]))
-    d = HyperbandRule(rungs=(3,), keep=0.5).decide(curves)
+    d, state = HyperbandRule(rungs=(3,), keep=0.5).decide(curves)
     assert [x.value for x in d] == ["continue", "stop", "stop", "continue"]
+    assert state is None  # hyperband learns nothing
+    assert d[1].reason == "not among the best 2 of 4 curves at the rung of 3 evaluations"
+    assert d[0] == Verdict() and d[0].forecast is None
 
 
 def test_lc_with_a_race_target_below_the_best():
@@ -139,9 +154,9 @@ def test_lc_with_a_race_target_below_the_best():
     running = np.zeros(len(values), dtype=bool)
     running[-1] = True
     curves = Curves(values, budget=np.full(len(values), LEN), running=running)
-    assert LCRule().decide(curves)[-1] is Decision.STOP
+    assert LCRule().decide(curves)[0][-1].stop
     with_target = Curves(values, budget=np.full(len(values), LEN), running=running, target=0.5)
-    assert LCRule().decide(with_target)[-1] is Decision.CONTINUE
+    assert not LCRule().decide(with_target)[0][-1].stop
 
 
 def _finished_then_running(late: float, running: np.ndarray, n_done: int = 12) -> Curves:
@@ -163,8 +178,8 @@ LOW_RISER = 0.6 - 0.6 * x[:AT] ** -0.6  # at a checkpoint, below every finished 
 def test_lc_probability_is_the_finished_curves_errors_and_the_calibrated_forecast():
     curves = _finished_then_running(0.05, 0.81 - 0.6 * x[:AT] ** -0.6)
     rule = LCRule()
-    rule.decide(curves)
-    got = rule.memory.last[12]
+    verdicts, state = rule.decide(curves)
+    got = verdicts[12].forecast.as_dict()
     # by hand, one curve at a time: how far above its model forecast made at AT evaluations
     # each finished curve ended, in units of its observed range times log(40 / AT), and the
     # running curve's two forecasts
@@ -188,32 +203,33 @@ def test_lc_probability_is_the_finished_curves_errors_and_the_calibrated_forecas
     assert got["gain"] == pytest.approx(gain, rel=1e-9)
     assert got["learned_from"] == 12
     assert (got["mean"], got["q05"]) == pytest.approx((cal.mean[0], np.quantile(cal.samples[0], 0.05)))
-    plain = LCRule(prior_weight=math.inf)
-    plain.decide(curves)
-    assert plain.memory.last[12]["p"] == pytest.approx(p_cal, abs=1e-12)
-    assert plain.memory.last[12]["gain"] == pytest.approx(gain_cal, rel=1e-9)
+    plain = LCRule(prior_weight=math.inf).decide(curves)[0][12].forecast
+    assert plain.p == pytest.approx(p_cal, abs=1e-12)
+    assert plain.gain == pytest.approx(gain_cal, rel=1e-9)
     # a curve judged while no other has finished: the calibrated forecast alone
     values = curves.values[[0, 12]]
     values[0, 20:] = np.nan  # stopped at 20 evaluations
-    rule.decide(Curves(values, budget=np.full(2, LEN), running=np.array([False, True])))
-    assert rule.memory.last[1]["learned_from"] == 0
+    verdicts, _ = rule.decide(Curves(values, budget=np.full(2, LEN),
+                                     running=np.array([False, True])), state)
+    assert verdicts[1].forecast.learned_from == 0
 
 
 def test_lc_learns_from_how_finished_curves_ended():
     # Finished curves that ended as the model forecast them: the rule becomes sharper than
     # the calibrated forecast alone, and stops a low riser that the forecast alone keeps.
     honest = _finished_then_running(0.0, LOW_RISER)
-    alone, learning = LCRule(prior_weight=math.inf), LCRule()
-    assert (alone.decide(honest)[-1], learning.decide(honest)[-1]) == (Decision.CONTINUE, Decision.STOP)
-    assert learning.memory.last[12]["p"] < 0.6 * alone.memory.last[12]["p"]
+    alone, learning = (r.decide(honest)[0][-1] for r in (LCRule(prior_weight=math.inf), LCRule()))
+    assert (alone.decision, learning.decision) == (Decision.CONTINUE, Decision.STOP)
+    assert learning.forecast.p < 0.6 * alone.forecast.p
     # Finished curves that all gained late (no family of the model foresees it): a riser on
     # their track (near their top, not ahead of them all), which the paper's model alone gives
     # no chance of reaching the best, is kept once the race has shown what such curves gain.
     late = _finished_then_running(0.1, 0.795 - 0.6 * x[:AT] ** -0.6)
-    alone, learning = LCRule(calibration=PAPER, prior_weight=math.inf), LCRule(calibration=PAPER)
-    assert (alone.decide(late)[-1], learning.decide(late)[-1]) == (Decision.STOP, Decision.CONTINUE)
-    assert not learning.memory.last[12]["leading"]
-    assert alone.memory.last[12]["p"] == 0.0 and learning.memory.last[12]["p"] > 0.1
+    alone, learning = (r.decide(late)[0][-1] for r in (LCRule(calibration=PAPER, prior_weight=math.inf),
+                                                       LCRule(calibration=PAPER)))
+    assert (alone.decision, learning.decision) == (Decision.STOP, Decision.CONTINUE)
+    assert not learning.forecast.leading
+    assert alone.forecast.p == 0.0 and learning.forecast.p > 0.1
 
 
 def test_lc_never_stops_the_leader_of_its_age():
@@ -227,8 +243,10 @@ def test_lc_never_stops_the_leader_of_its_age():
         values[-1, :AT] = at + shift  # flat: the model forecasts no further gain
         running = np.arange(len(values)) == len(values) - 1
         rule = LCRule(prior_weight=math.inf)
-        assert rule.decide(Curves(values, np.full(len(values), LEN), running))[-1] is want
-        assert rule.memory.last[len(values) - 1]["leading"] is (shift > 0)
+        verdict = rule.decide(Curves(values, np.full(len(values), LEN), running))[0][-1]
+        assert verdict.decision is want
+        assert verdict.forecast.leading is (shift > 0)
+        assert ("leads every curve" in verdict.reason) is (shift > 0)
 
 
 def test_make_rule_and_errors():
@@ -249,3 +267,138 @@ def test_the_judging_point_of_these_tests_is_a_checkpoint_of_lcs_defaults():
     rule = LCRule()
     assert checkpoints(rule.min_observed, rule.growth, LEN) == [3, 4, 7, 10, 15, 23, 34]
     assert rule.is_checkpoint(AT, LEN) and not rule.is_checkpoint(AT + 1, LEN)
+
+
+# -- verdicts, explicit state -------------------------------------------------------------------
+
+def _counting(rule: LCRule) -> tuple[LCRule, list[int]]:
+    """``rule`` with a forecaster that counts the curves it is asked to forecast."""
+    import dataclasses
+
+    asked: list[int] = []
+
+    def forecast(xs, ys, x_target):
+        asked.append(len(xs))
+        return extrapolate_many(xs, ys, x_target, (CALIBRATED, PAPER), method=rule.method)
+
+    return dataclasses.replace(rule, forecast=forecast), asked
+
+
+def test_a_rule_holds_nothing_its_state_is_passed_in_and_out():
+    curves = _finished_then_running(0.05, LOW_RISER)
+    rule, asked = _counting(LCRule())
+    assert not hasattr(rule, "memory")
+    frozen = repr(rule)
+    first, state = rule.decide(curves)
+    # the running curve and the 12 finished ones at its evaluation count (to learn from them)
+    assert asked == [1, 12] and isinstance(state, LCState) and len(state) == 13
+    # with the state it returned, the rule learns from the finished curves without
+    # forecasting them again; with a fresh state (None), it must forecast them all again
+    kept = state.copy()
+    again, state = rule.decide(curves, state)
+    assert asked[2:] == [1] and again == first
+    fresh, _ = rule.decide(curves)
+    assert asked[3:] == [1, 12] and fresh == first
+    # a copy is a branch point: deciding from it does not touch the state it was taken from
+    assert len(kept.errors) == 12 and kept.model.keys() <= state.model.keys()
+    assert repr(rule) == frozen  # the rule itself did not change
+    # every verdict is a record: the decision, why, and the forecast behind it (lc's)
+    v = first[12]
+    assert isinstance(v, Verdict) and isinstance(v.forecast, FinalForecast)
+    assert v.reason.startswith(f"a {v.forecast.p:.1%} chance of reaching the best seen")
+    assert all(u == Verdict() for u in first[:12])  # finished curves: continue, nothing said
+
+
+def test_a_rule_learns_forecasts_made_elsewhere():
+    # what worker A's rule forecast for curve 0 at AT evaluations, taught to worker B's state,
+    # spares B that forecast once curve 0 has finished and B learns from it
+    curves = _finished_then_running(0.0, LOW_RISER, n_done=2)
+    seen_by_a = curves.values[:2].copy()
+    seen_by_a[0, AT:] = np.nan
+    a_verdicts, _ = LCRule().decide(Curves(seen_by_a, np.full(2, LEN), np.array([True, False])))
+    told = a_verdicts[0].forecast
+    assert told is not None
+    for teach, want in ((False, [1, 2]), (True, [1, 1])):
+        rule, asked = _counting(LCRule())
+        state = rule.initial_state()
+        if teach:
+            state = rule.learn(state, LEN, curves.running_best()[0, :AT], told)
+        verdicts, _ = rule.decide(curves, state)
+        assert asked == want and verdicts[-1].forecast.learned_from == 2
+    # rules that learn nothing take nothing in
+    assert not MedianRule.learns and MedianRule().learn(None, LEN, np.zeros(3), told) is None
+
+
+def test_a_forecast_in_metric_units_and_back():
+    f = FinalForecast(p=0.2, gain=0.01, learned_from=3, mean=-0.5, std=0.1, q05=-0.7, q95=-0.3,
+                      model_mean=-0.6, unit=0.05, leading=False)
+    stored = f.in_metric_units(Goal.MIN)
+    assert list(stored) == ["p", "gain", "learned_from", "mean", "std", "q05", "q95",
+                            "model_mean", "unit", "leading"]
+    assert (stored["mean"], stored["q05"], stored["q95"], stored["model_mean"]) == (0.5, 0.3, 0.7, 0.6)
+    assert FinalForecast.from_metric_units(stored, Goal.MIN) == f
+    assert FinalForecast.from_metric_units(f.in_metric_units(Goal.MAX), Goal.MAX) == f
+
+
+# -- the patient wrapper ------------------------------------------------------------------------
+
+class _AlwaysStop(MedianRule):
+    """Stops every running curve (as a pruner that always says prune)."""
+
+    name = "always"
+
+    def _stop(self, best, curves):
+        return curves.running.copy()
+
+
+@pytest.mark.parametrize("goal", [Goal.MAX, Goal.MIN])
+@pytest.mark.parametrize(("patience", "min_delta"), [(0, 0.0), (1, 0.0), (3, 0.0), (2, 0.05)])
+def test_patient_stops_as_optunas_patient_pruner(goal, patience, min_delta):
+    import optuna
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction = "maximize" if goal is Goal.MAX else "minimize"
+    study = optuna.create_study(direction=direction)
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        pruner = optuna.pruners.PatientPruner(AlwaysPrune(), patience, min_delta)
+    rule = patient(_AlwaysStop(), patience, min_delta)
+    rng = np.random.default_rng(patience)
+    values = np.cumsum(rng.normal(0.0, 0.05, (200, 12)), axis=1)  # noisy curves ...
+    values[np.arange(12) >= rng.integers(1, 13, (200, 1))] = np.nan  # ... of 1 to 12 values
+    budget = np.full(len(values), 12)
+    got = rule.decide(Curves(values, budget, np.ones(len(values), dtype=bool), goal))[0]
+    want = [pruner.prune(study, optuna.trial.create_trial(
+                state=optuna.trial.TrialState.RUNNING,
+                intermediate_values={s: float(v) for s, v in enumerate(row) if not np.isnan(v)}))
+            for row in values]
+    assert [v.stop for v in got] == want
+    assert 20 < sum(want) < 180  # both kinds of answer occur
+
+
+def test_patient_wraps_a_rule_with_its_state_forecasts_and_name():
+    # a low riser that the lc rule stops at a checkpoint, still improving at every evaluation:
+    # the patient rule keeps it, with the lc rule's forecast and state; once it has stalled
+    # for the patience's evaluations, it lets the stop stand
+    curves = _finished_then_running(0.0, LOW_RISER)
+    lc = LCRule()
+    wrapped = patient(lc, 2)
+    assert isinstance(wrapped, PatientRule) and wrapped.name == "lc" and wrapped.learns
+    assert isinstance(wrapped.initial_state(), LCState)
+    plain, _ = lc.decide(curves)
+    kept, state = wrapped.decide(curves)
+    assert plain[-1].stop and not kept[-1].stop
+    assert kept[-1].forecast == plain[-1].forecast and len(state) == 13
+    assert kept[-1].reason == plain[-1].reason + (
+        "; but it improved within its last 3 evaluations (patience 2)")
+    stalled = curves.values.copy()
+    stalled[-1, AT - 3:AT] = stalled[-1, AT - 4] - 0.01  # worse than before, 3 times
+    stalled = Curves(stalled, curves.budget, curves.running)
+    assert lc.decide(stalled)[0][-1].stop and wrapped.decide(stalled)[0][-1].stop
+    with pytest.raises(UserError, match="lc patience must be at least 0"):
+        patient(lc, -1)
+    with pytest.raises(UserError, match="patient\\(\\) wraps a rule"):
+        patient("lc", 2)

@@ -251,7 +251,7 @@ def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> N
 
     from netrace.curves import CALIBRATED, PAPER, Curves, Goal
     from netrace.curves._forecast import extrapolate_many
-    from netrace.race._worker import _metric_units, teach
+    from netrace.race._worker import teach
     from netrace.storage import DecisionRecord
 
     # six finished MSE curves (lower is better) that worker A judged as they ran
@@ -261,13 +261,14 @@ def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> N
     finished = {100 + j: 0.2 + 0.1 * rng.uniform() + 0.5 * x ** -0.7 + rng.normal(0, 0.005, n_ep)
                 for j in range(6)}
     rows = np.stack(list(finished.values()))
-    a, decisions = LCRule(), {t: [] for t in finished}
+    a, decisions, a_state = LCRule(), {t: [] for t in finished}, None
     for n in checkpoints(a.min_observed, a.growth, n_ep):
         values = np.where(np.arange(n_ep) < n, rows, np.nan)
-        d = a.decide(Curves(values, np.full(6, n_ep), np.ones(6, dtype=bool), Goal.MIN))
+        d, a_state = a.decide(Curves(values, np.full(6, n_ep), np.ones(6, dtype=bool), Goal.MIN),
+                              a_state)
         for r, t in enumerate(finished):  # as worker A stores them
             decisions[t].append(DecisionRecord(t, n - 1, "lc", d[r].value, {
-                "observed": n, **_metric_units(a.memory.last[r], Goal.MIN)}))
+                "observed": n, **d[r].forecast.in_metric_units(Goal.MIN)}))
     # worker B judges a new network against them: it forecasts that network alone
     asked = []
 
@@ -276,15 +277,16 @@ def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> N
         return extrapolate_many(xs, ys, x_target, (CALIBRATED, PAPER), method=a.method)
 
     b, c = LCRule(forecast=forecast), LCRule()
-    teach(b, finished, decisions, Goal.MIN, n_ep)
+    b_state = teach(b, b.initial_state(), finished, decisions, Goal.MIN, n_ep)
     values = np.full((7, n_ep), np.nan)
     values[:6] = rows
     values[6, :7] = 0.35 + 0.5 * x[:7] ** -0.7  # 7 evaluations: a checkpoint
     curves = Curves(values, np.full(7, n_ep), np.arange(7) == 6, Goal.MIN)
-    assert b.decide(curves) == c.decide(curves)
+    (b_verdicts, _), (c_verdicts, _) = b.decide(curves, b_state), c.decide(curves)
+    assert [v.value for v in b_verdicts] == [v.value for v in c_verdicts]
     assert asked == [1]
-    assert b.memory.last[6]["learned_from"] == 6
-    assert b.memory.last[6]["p"] == c.memory.last[6]["p"]
+    assert b_verdicts[6].forecast.learned_from == 6
+    assert b_verdicts[6].forecast.p == c_verdicts[6].forecast.p
 
 
 def test_target_stops_every_worker(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -159,7 +158,7 @@ def test_the_rule_sees_finished_curves_in_trial_order() -> None:
     it (its own as they ended, all of them by id at a refresh, which comes every 5 s): the lc
     rule's learned gain sums over them, and a float sum depends on its order."""
     from netrace.curves import Goal, make_rule
-    from netrace.race._worker import _Worker
+    from netrace.race._judge import Judge
 
     rng = np.random.default_rng(0)
     budget = 12
@@ -170,15 +169,12 @@ def test_the_rule_sees_finished_curves_in_trial_order() -> None:
     running = [list(leader[:n] + rng.normal(0, 0.01, n)) for n in (3, 5, 7, 3, 5)]
 
     def judge(order: list[int]) -> list:
-        w = object.__new__(_Worker)  # only what _judge reads
-        w.rule = make_rule("lc", bounds=(-math.inf, 1.0))
-        w.goal, w.max_epochs = Goal.MAX, budget
-        w.plan = SimpleNamespace(config=SimpleNamespace(race=SimpleNamespace(target=None)))
-        w._curves_at = math.inf  # no refresh from storage
-        w._finished_curves = {100 + i: finished[i] for i in order}
-        return w._judge(list(range(len(running))), running)
+        j = Judge(make_rule("lc", bounds=(-math.inf, 1.0)), Goal.MAX, budget)  # no storage
+        for i in order:  # as they end, in this order
+            j.ended(100 + i, finished[i])
+        return [(v.value, pred) for v, pred in j.verdicts(running)]
 
     first = judge(list(range(60)))
-    assert any(pred.get("gain", 0) > 0 for _, _, pred in first)  # a sum of several terms
+    assert any(pred.get("gain", 0) > 0 for _, pred in first)  # a sum of several terms
     assert judge(list(rng.permutation(60))) == first
     assert judge(list(range(59, -1, -1))) == first

@@ -125,6 +125,9 @@ class RaceConfig:
         "rule", doc="[race.hyperband]: rungs, keep"))
     topk: dict[str, Any] | None = field(default=None, metadata=_spec(
         "rule", doc="[race.topk]: keep, at, min_observed"))
+    rule_patience: int | None = field(default=None, metadata=_spec(
+        "int", low=0, doc="the rule stops a network only once it has stopped improving "
+        "(Optuna's PatientPruner)"))
     metric: str | None = field(default=None, metadata=_spec(
         "str", choices=METRICS, doc="default: r2 (regression), auc (binary), accuracy"))
     storage: str | None = field(default=None, metadata=_spec("str"))
@@ -326,6 +329,10 @@ def _check_whole(cfg: Config) -> None:
             raise UserError(f"{o}: [race.{name}] sets options of the {name} rule, but the race "
                             f"uses rule = \"{r.rule}\"; set [race] rule = \"{name}\" or remove "
                             f"[race.{name}]")
+    if r.rule_patience is not None and r.rule == "none":
+        raise UserError(f"{o}: [race] rule_patience makes the rule wait before it stops a "
+                        "network, but rule = \"none\" stops none; remove rule_patience or "
+                        "choose a rule")
     if s.train_size is not None and s.mode != "rolling":
         raise UserError(f"{o}: [split] train_size only applies to mode = \"rolling\"; set "
                         "mode = \"rolling\" or remove train_size")

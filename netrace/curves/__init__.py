@@ -2,7 +2,8 @@
 
 ``extrapolate`` predicts where each validation curve will end (Domhan, Springenberg & Hutter,
 IJCAI 2015), with an ensemble sampler or (``method="amortized"``) a network trained on that
-sampler's forecasts; rules decide, over a batch of running curves, which networks to stop.
+sampler's forecasts; rules decide, over a batch of running curves, which networks to stop: a
+verdict per curve, with the rule's learned state passed in and out by the caller.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from netrace.curves._rules import (
     RULES,
     Curves,
     Decision,
+    FinalForecast,
     Goal,
     HyperbandRule,
     LCRule,
+    LCState,
     MedianRule,
     NoRule,
+    PatientRule,
     Rule,
     TopKRule,
+    Verdict,
     make_rule,
+    patient,
     rule_options,
 )
 from netrace.curves._sampler import SamplerSettings
@@ -43,16 +49,21 @@ __all__ = [
     "Curves",
     "Decision",
     "Family",
+    "FinalForecast",
     "Forecast",
     "Goal",
     "HyperbandRule",
     "LCRule",
+    "LCState",
     "MedianRule",
     "NoRule",
+    "PatientRule",
     "Rule",
     "SamplerSettings",
     "TopKRule",
+    "Verdict",
     "extrapolate",
     "make_rule",
+    "patient",
     "rule_options",
 ]

@@ -4,7 +4,9 @@ The simulation of ``../shared/data/learning-curves/README.md``: configurations (
 values already oriented so that higher is better) arrive in a seeded random order; W workers
 each train one configuration at a time, all advancing one evaluation per tick; after each
 tick the rule decides, for every running configuration, whether to stop it, seeing only what
-has been observed so far; a freed worker starts the next configuration on the next tick.
+has been observed so far (and learning as it goes: each replay keeps the rule's state from one
+decision to the next, starting from the rule's initial state); a freed worker starts the next
+configuration on the next tick.
 cost = evaluations consumed; found = the best value observed at any evaluation;
 regret = best value of all points - found.
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netrace.curves._forecast import CALIBRATED, PAPER, Forecast, extrapolate_many
-from netrace.curves._rules import Curves, Decision, LCRule, Rule, _Memory, checkpoints
+from netrace.curves._rules import Curves, LCRule, Rule, checkpoints
 from netrace.errors import UserError
 
 __all__ = ["ReplayResult", "lc_with_precomputed_forecasts", "replay_many", "simulate"]
@@ -65,6 +67,7 @@ def simulate(curves: Sequence[np.ndarray], rule: Rule, *, workers: int = 4, seed
     running: list[int] = []
     started: list[int] = []
     cost = 0
+    state = rule.initial_state()
     while queue or running:
         while len(running) < workers and queue:
             c = queue.popleft()
@@ -79,8 +82,9 @@ def simulate(curves: Sequence[np.ndarray], rule: Rule, *, workers: int = 4, seed
             continue
         idx = np.array(started)
         mask = np.isin(idx, running)
-        decisions = rule.decide(Curves(values[idx], budget=lengths[idx], running=mask))
-        stopped = {int(c) for c, d in zip(idx, decisions) if d is Decision.STOP}
+        verdicts, state = rule.decide(Curves(values[idx], budget=lengths[idx], running=mask),
+                                      state)
+        stopped = {int(c) for c, v in zip(idx, verdicts) if v.stop}
         running = [c for c in running if c not in stopped]
     found = float(np.nanmax(values))
     best = float(max(np.nanmax(y) for y in ys))
@@ -121,7 +125,7 @@ def lc_with_precomputed_forecasts(curves: Sequence[np.ndarray], rule: LCRule, *,
             fill([xs_[i] for i in missing], [ys_[i] for i in missing], np.asarray(x_target)[missing])
         return tuple(Forecast(np.stack([cache[k][m] for k in keys])) for m in (0, 1))
 
-    return dataclasses.replace(rule, forecast=forecast, memory=_Memory())
+    return dataclasses.replace(rule, forecast=forecast)
 
 
 def replay_many(curves: Sequence[np.ndarray], rule: Rule, *, workers: int = 4, seed: int = 0,

@@ -2,16 +2,24 @@
 
 A rule sees every curve of the race so far (running, finished or stopped), as a
 (curves x evaluations) array with NaN where nothing was observed yet, and answers, for each
-running curve, whether to stop it. Rules work on the running best of each curve (the network
-keeps its best checkpoint), oriented so that higher is better whatever the goal.
+curve, with a :class:`Verdict`: continue or stop, why, and (the lc rule) the forecast behind
+it. Rules work on the running best of each curve (the network keeps its best checkpoint),
+oriented so that higher is better whatever the goal.
+
+A rule holds nothing between decisions: what it learns (the lc rule's forecasts and their
+errors) is a state that the caller keeps and passes in, ``decide(curves, state) ->
+(verdicts, state)``; ``None`` stands for the rule's initial state.
 
 >>> import numpy as np
 >>> values = np.array([[0.1, 0.1, 0.1, 0.1, 0.1, 0.1],
 ...                    [0.2, 0.4, 0.5, 0.6, 0.7, 0.8],
 ...                    [0.2, 0.3, 0.5, 0.6, 0.7, np.nan]])
 >>> curves = Curves(values, budget=np.array([6, 6, 20]), running=np.array([True, False, True]))
->>> [d.value for d in MedianRule(min_observed=5, min_curves=1).decide(curves)]
+>>> verdicts, state = MedianRule(min_observed=5, min_curves=1).decide(curves)
+>>> [v.value for v in verdicts]
 ['stop', 'continue', 'continue']
+>>> verdicts[0].reason
+'its best after 6 evaluations, 0.1, is below the 50th percentile, 0.8, of 1 other curve at 6'
 """
 
 from __future__ import annotations
@@ -34,14 +42,19 @@ __all__ = [
     "RULES",
     "Curves",
     "Decision",
+    "FinalForecast",
     "Goal",
     "HyperbandRule",
     "LCRule",
+    "LCState",
     "MedianRule",
     "NoRule",
+    "PatientRule",
     "Rule",
     "TopKRule",
+    "Verdict",
     "make_rule",
+    "patient",
     "rule_options",
 ]
 
@@ -58,6 +71,85 @@ class Decision(Enum):
 
     CONTINUE = "continue"
     STOP = "stop"
+
+
+@dataclass(frozen=True)
+class FinalForecast:
+    """Where a curve's running best will be at the end of its budget, as the lc rule forecast
+    it when it judged the curve, in oriented units (higher is better): the probability ``p``
+    of reaching the threshold (the best value of the other curves, or the target when lower)
+    and the expected ``gain`` over it, both learned from ``learned_from`` finished curves; the
+    calibrated forecast's ``mean``, ``std`` and 90% interval ``q05``-``q95``; the model's
+    forecast alone, ``model_mean``, and the curve's ``unit`` of forecast error (what another
+    rule learns from, :meth:`Rule.learn`); ``leading``: the curve led every other at its
+    evaluation count."""
+
+    p: float
+    gain: float
+    learned_from: int
+    mean: float
+    std: float
+    q05: float
+    q95: float
+    model_mean: float
+    unit: float
+    leading: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def in_metric_units(self, goal: Goal) -> dict[str, Any]:
+        """The forecast as a dict in the metric's units (a minimized metric's values negated
+        back, the interval's ends swapped), as the race stores it with a decision.
+
+        >>> f = FinalForecast(0.2, 0.01, 3, -0.5, 0.1, -0.7, -0.3, -0.6, 0.05, False)
+        >>> f.in_metric_units(Goal.MIN)["q05"], f.in_metric_units(Goal.MAX)["q05"]
+        (0.3, -0.7)
+        """
+        out = self.as_dict()
+        if goal is Goal.MIN:
+            out.update(mean=-self.mean, q05=-self.q95, q95=-self.q05, model_mean=-self.model_mean)
+        return out
+
+    @classmethod
+    def from_metric_units(cls, values: Mapping[str, Any], goal: Goal) -> FinalForecast:
+        """The inverse of :meth:`in_metric_units` (e.g. a forecast stored by another worker)."""
+        s = 1.0 if goal is Goal.MAX else -1.0
+        get = values.get
+        lo, hi = (get("q05", math.nan), get("q95", math.nan))[::int(s)]
+        return cls(p=get("p", math.nan), gain=get("gain", math.nan),
+                   learned_from=get("learned_from", 0), mean=s * get("mean", math.nan),
+                   std=get("std", math.nan), q05=s * lo, q95=s * hi,
+                   model_mean=s * values["model_mean"], unit=values["unit"],
+                   leading=bool(get("leading", False)))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A rule's answer for one curve: continue or stop, why (empty where the rule did not weigh
+    the curve this time, e.g. between the lc rule's checkpoints), and the forecast behind it
+    where the rule made one (the lc rule at its checkpoints).
+
+    >>> v = Verdict(Decision.STOP, "fell behind")
+    >>> v.stop, v.value
+    (True, 'stop')
+    """
+
+    decision: Decision = Decision.CONTINUE
+    reason: str = ""
+    forecast: FinalForecast | None = None
+
+    @property
+    def stop(self) -> bool:
+        return self.decision is Decision.STOP
+
+    @property
+    def value(self) -> str:
+        """``"continue"`` or ``"stop"``."""
+        return self.decision.value
+
+
+_GO_ON = Verdict()
 
 
 @dataclass(frozen=True)
@@ -104,11 +196,14 @@ class Curves:
 
 
 class Rule:
-    """A termination rule: ``decide(curves)`` returns one Decision per curve.
+    """A termination rule: ``decide(curves, state) -> (verdicts, state)``, one
+    :class:`Verdict` per curve and what the rule has learned, to pass to its next decision.
 
-    The base class checks the input and orients the curves; subclasses implement
-    ``_stop(best, curves) -> bool array`` (True = stop) on running bests, higher is better.
-    Curves that are not running always get CONTINUE.
+    The base class checks the input and orients the curves; a rule that learns nothing
+    implements ``_stop(best, curves) -> bool array`` (True = stop) on running bests, higher is
+    better, and ``_why(best, curves, c)``, the reason it stops curve c; one that learns
+    overrides ``_judge(best, curves, state) -> (verdicts, state)``, ``initial_state`` and
+    ``learn``. Curves that are not running always continue.
     """
 
     name = "rule"
@@ -116,17 +211,45 @@ class Rule:
     options: ClassVar[tuple[str, ...]] = ()
     #: options that apply only when another option has a value: option -> (other, value)
     applies: ClassVar[dict[str, tuple[str, Any]]] = {}
+    #: whether :meth:`learn` takes anything in (else the race need not offer it forecasts)
+    learns: ClassVar[bool] = False
 
-    def decide(self, curves: Curves) -> tuple[Decision, ...]:
+    def initial_state(self) -> Any:
+        """What the rule knows before its first decision (None: a rule that learns nothing)."""
+        return None
+
+    def decide(self, curves: Curves, state: Any = None) -> tuple[tuple[Verdict, ...], Any]:
+        """One verdict per curve of ``curves``, and the rule's state after them. ``state`` is
+        what the previous decision returned (None: :meth:`initial_state`); the rule may update
+        it in place rather than copy it, so pass on the returned one and keep a copy of the
+        older one to branch from it."""
         if not isinstance(curves, Curves):
             raise UserError(f"decide() takes a Curves record; got {type(curves).__name__}.")
+        if state is None:
+            state = self.initial_state()
         if not curves.running.any():
-            return tuple(Decision.CONTINUE for _ in range(len(curves.running)))
-        stop = np.asarray(self._stop(curves.running_best(), curves), dtype=bool) & curves.running
-        return tuple(Decision.STOP if s else Decision.CONTINUE for s in stop)
+            return tuple(_GO_ON for _ in range(len(curves.running))), state
+        verdicts, state = self._judge(curves.running_best(), curves, state)
+        return tuple(v if r else _GO_ON for v, r in zip(verdicts, curves.running, strict=True)), state
+
+    def learn(self, state: Any, budget: float, best: np.ndarray, forecast: FinalForecast) -> Any:
+        """``state`` told of a forecast made elsewhere (by the same rule in another worker) of
+        the curve whose running best (oriented) starts with ``best``, with ``budget``
+        evaluations; a rule that learns from finished curves then need not forecast that
+        curve again. Rules that learn nothing return ``state``."""
+        return state
+
+    def _judge(self, best: np.ndarray, curves: Curves, state: Any) -> tuple[tuple[Verdict, ...], Any]:
+        stop = np.asarray(self._stop(best, curves), dtype=bool) & curves.running
+        return tuple(Verdict(Decision.STOP, self._why(best, curves, c)) if s else _GO_ON
+                     for c, s in enumerate(stop)), state
 
     def _stop(self, best: np.ndarray, curves: Curves) -> np.ndarray:
         raise NotImplementedError
+
+    def _why(self, best: np.ndarray, curves: Curves, c: int) -> str:
+        """Why the rule stops curve ``c`` (called for the curves it stops)."""
+        return f"the {self.name} rule stopped it after {int(curves.observed[c])} evaluations"
 
 
 @dataclass(frozen=True)
@@ -137,6 +260,10 @@ class NoRule(Rule):
 
     def _stop(self, best: np.ndarray, curves: Curves) -> np.ndarray:
         return np.zeros(len(best), dtype=bool)
+
+
+def _curves(n: int, what: str = "curve") -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def _at(best: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -183,6 +310,17 @@ class MedianRule(Rule):
                 stop[c] = best[c, n - 1] < np.percentile(others, self.percentile)
         return stop
 
+    def _why(self, best: np.ndarray, curves: Curves, c: int) -> str:
+        n = int(curves.observed[c])
+        pool = best if not self.finished_only else \
+            np.where((curves.observed >= curves.budget)[:, None], best, np.nan)
+        col = np.delete(pool[:, n - 1], c)
+        others = col[~np.isnan(col)]
+        s = 1.0 if curves.goal is Goal.MAX else -1.0
+        return (f"its best after {n} evaluations, {s * best[c, n - 1]:.4g}, is below the "
+                f"{self.percentile:g}th percentile, {s * np.percentile(others, self.percentile):.4g}"
+                f", of {_curves(len(others), 'other curve')} at {n}")
+
 
 @dataclass(frozen=True)
 class HyperbandRule(Rule):
@@ -213,6 +351,12 @@ class HyperbandRule(Rule):
             k = max(int(len(values) * self.keep), 1)
             stop[c] = best[c, n - 1] < values[k - 1]
         return stop
+
+    def _why(self, best: np.ndarray, curves: Curves, c: int) -> str:
+        n = int(curves.observed[c])
+        reached = int(np.sum(~np.isnan(best[:, n - 1])))
+        return (f"not among the best {max(int(reached * self.keep), 1)} of "
+                f"{_curves(reached)} at the rung of {n} evaluations")
 
 
 @dataclass(frozen=True)
@@ -246,6 +390,13 @@ class TopKRule(Rule):
         k = max(int(len(values) * self.keep), 1)
         stop[due] = vals[due] < values[k - 1]
         return stop
+
+    def _why(self, best: np.ndarray, curves: Curves, c: int) -> str:
+        point = self._checkpoint(curves.budget)
+        vals = _at(best, np.where(curves.observed >= point, point, 0))
+        reached = int(np.sum(~np.isnan(vals)))
+        return (f"not among the best {max(int(reached * self.keep), 1)} of "
+                f"{_curves(reached)} after {int(point[c])} evaluations")
 
 
 Forecaster = Callable[[list, list, np.ndarray], tuple]
@@ -296,18 +447,26 @@ def _units(budgets: np.ndarray, ys: list) -> np.ndarray:
     return np.array([y_range(y) * np.log(t / len(y)) for t, y in zip(budgets, ys)])
 
 
-class _Memory:
-    """What an lc rule keeps between decisions: the mean of its recent model forecasts and
-    their unit of error (by budget and observed prefix; a curve that finishes finds its own
-    there), the errors of finished curves' forecasts, and what lay behind the last decision,
-    by row."""
+class LCState:
+    """What an lc rule has learned, kept by its caller between decisions: the mean of its
+    recent model forecasts and their unit of error (by budget and observed prefix; a curve that
+    finishes finds its own there), and the errors of finished curves' forecasts (by budget,
+    evaluation count and whole curve). :meth:`LCRule.decide` updates it in place and returns
+    it; :meth:`copy` to keep one as it was."""
 
     SIZE = 65536  # forecasts kept
 
     def __init__(self) -> None:
         self.model: OrderedDict[tuple[float, bytes], tuple[float, float]] = OrderedDict()
         self.errors: dict[tuple[float, int, bytes], float] = {}
-        self.last: dict[int, dict[str, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.model)
+
+    def copy(self) -> LCState:
+        out = LCState()
+        out.model, out.errors = OrderedDict(self.model), dict(self.errors)
+        return out
 
     def keep(self, budgets, ys: list, means, units) -> None:
         for t, y, m, u in zip(budgets, ys, means, units):
@@ -354,9 +513,10 @@ class LCRule(Rule):
     the network that gives the sampler's forecasts at a twelfth of the CPU) and ``bounds``,
     the metric's range in oriented units (higher is better; e.g. (-inf, 1) for R², (-inf, 0)
     for an MSE), unless given (replay passes a cache of precomputed forecasts; the decisions
-    are the same). ``memory.last`` holds, by row, what
-    lay behind the last decision: the probability, the expected gain, the calibrated
-    forecast, and the model forecast's mean and unit of error (for :meth:`remember`).
+    are the same). Each curve judged at a checkpoint gets a verdict with what lay behind it, a
+    :class:`FinalForecast`: the probability, the expected gain, the calibrated forecast, and
+    the model forecast's mean and unit of error. What the rule learns lives in an
+    :class:`LCState` that the caller keeps (``decide(curves, state) -> (verdicts, state)``).
     """
 
     epsilon: float = 0.05
@@ -369,11 +529,11 @@ class LCRule(Rule):
     delta: float = 0.002
     bounds: tuple[float, float] | None = None
     forecast: Forecaster | None = field(default=None, compare=False)
-    memory: _Memory = field(default_factory=_Memory, compare=False, repr=False)
     name = "lc"
     options = ("epsilon", "min_observed", "growth", "prior_weight", "method", "criterion",
                "delta")
     applies = {"epsilon": ("criterion", "probability"), "delta": ("criterion", "improvement")}
+    learns = True
 
     def __post_init__(self) -> None:
         from netrace.curves._forecast import METHODS
@@ -390,22 +550,31 @@ class LCRule(Rule):
     def is_checkpoint(self, observed: int, budget: int) -> bool:
         return observed in checkpoints(self.min_observed, self.growth, budget)
 
-    def _forecasts(self, xs: list, ys: list, budgets: np.ndarray) -> tuple:
+    def initial_state(self) -> LCState:
+        return LCState()
+
+    def learn(self, state: LCState, budget: float, best: np.ndarray,
+              forecast: FinalForecast) -> LCState:
+        """``state`` with the model forecast that another worker's rule made of the curve whose
+        running best starts with ``best``: learning from that curve once it has finished then
+        needs no forecast here."""
+        state.keep([budget], [best], [forecast.model_mean], [forecast.unit])
+        return state
+
+    def _forecasts(self, xs: list, ys: list, budgets: np.ndarray, state: LCState) -> tuple:
         """(calibrated, model) forecasts and each curve's unit of error; the model forecast's
-        mean and unit go to the memory."""
+        mean and unit go to the state."""
         forecast = self.forecast or _default_forecaster(self.calibration, self.method, self.bounds)
         calibrated, model = forecast(xs, ys, budgets)
         units = _units(budgets, ys)
-        self.memory.keep(budgets, ys, model.mean, units)
+        state.keep(budgets, ys, model.mean, units)
         return calibrated, model, units
 
-    def _stop(self, best: np.ndarray, curves: Curves) -> np.ndarray:
-        stop = np.zeros(len(best), dtype=bool)
-        self.memory.last = {}
+    def _judge(self, best: np.ndarray, curves: Curves, state: LCState
+               ) -> tuple[tuple[Verdict, ...], LCState]:
+        verdicts = [_GO_ON] * len(best)
         due = [c for c in np.nonzero(curves.running)[0]
                if self.is_checkpoint(int(curves.observed[c]), int(curves.budget[c]))]
-        if not due:
-            return stop
         target = curves.oriented_target()
         thresholds = []
         for c in due:
@@ -413,21 +582,27 @@ class LCRule(Rule):
             seen = np.nanmax(others) if np.isfinite(others).any() else np.nan
             thr = seen if target is None else np.nanmin([seen, target])
             thresholds.append(thr)
-        thresholds = np.array(thresholds)
         ask = [i for i, t in enumerate(thresholds) if np.isfinite(t)]
-        if not ask:
-            return stop
-        cs = [due[i] for i in ask]
-        thr = thresholds[ask]
+        for i in (i for i in range(len(due)) if i not in ask):
+            verdicts[due[i]] = Verdict(reason="no other curve to measure it against yet")
+        if ask:
+            cs = [int(due[i]) for i in ask]
+            for c, v in zip(cs, self._weigh(best, curves, cs, np.array(thresholds)[ask], state)):
+                verdicts[c] = v
+        return tuple(verdicts), state
+
+    def _weigh(self, best: np.ndarray, curves: Curves, cs: list[int], thr: np.ndarray,
+               state: LCState) -> list[Verdict]:
+        """The verdicts on curves ``cs`` at their checkpoints, against thresholds ``thr``."""
         ys = [best[c, : curves.observed[c]] for c in cs]
         xs = [np.arange(1.0, len(y) + 1) for y in ys]
-        calibrated, model, units = self._forecasts(xs, ys, curves.budget[cs])
+        calibrated, model, units = self._forecasts(xs, ys, curves.budget[cs], state)
         p = calibrated.prob_above(thr)
         gain = np.maximum(calibrated.samples - thr[:, None], 0.0).mean(axis=1)
         learned = np.zeros(len(cs), dtype=int)
         if np.isfinite(self.prior_weight):
             d, w = (thr - model.mean) / units, self.prior_weight
-            for i, e in enumerate(self._errors(cs, best, curves)):
+            for i, e in enumerate(self._errors(cs, best, curves, state)):
                 learned[i] = len(e)
                 p[i] = ((e > d[i]).sum() + w * p[i]) / (len(e) + w)
                 gain[i] = (units[i] * np.maximum(e - d[i], 0.0).sum() + w * gain[i]) / (len(e) + w)
@@ -435,24 +610,31 @@ class LCRule(Rule):
         # the running best can also already be at the threshold: then it is not hopeless
         reached = np.array([y[-1] >= t for y, t in zip(ys, thr)])
         leading = _leading(best, curves.observed, cs)
-        stop[cs] = hopeless & ~reached & ~leading
+        stop = hopeless & ~reached & ~leading
         q05, q95 = calibrated.quantile([0.05, 0.95])
-        for j, c in enumerate(cs):
-            self.memory.last[int(c)] = {
-                "p": float(p[j]), "gain": float(gain[j]),
-                "learned_from": int(learned[j]), "mean": float(calibrated.mean[j]),
-                "std": float(calibrated.std[j]), "q05": float(q05[j]), "q95": float(q95[j]),
-                "model_mean": float(model.mean[j]), "unit": float(units[j]),
-                "leading": bool(leading[j])}
-        return stop
+        out = []
+        for j in range(len(cs)):
+            f = FinalForecast(
+                p=float(p[j]), gain=float(gain[j]), learned_from=int(learned[j]),
+                mean=float(calibrated.mean[j]), std=float(calibrated.std[j]), q05=float(q05[j]),
+                q95=float(q95[j]), model_mean=float(model.mean[j]), unit=float(units[j]),
+                leading=bool(leading[j]))
+            why = ("it is already at the best seen" if reached[j] else
+                   "it leads every curve at its evaluation count" if leading[j] else
+                   self._odds(f, bool(hopeless[j])))
+            out.append(Verdict(Decision.STOP if stop[j] else Decision.CONTINUE, why, f))
+        return out
 
-    def remember(self, budget: float, best: np.ndarray, model_mean: float, unit: float) -> None:
-        """A model forecast made elsewhere (``memory.last`` of another worker's rule) of the
-        curve whose running best starts with ``best``: learning from that curve once it has
-        finished then needs no forecast here."""
-        self.memory.keep([budget], [best], [model_mean], [unit])
+    def _odds(self, f: FinalForecast, hopeless: bool) -> str:
+        below = "below" if hopeless else "at least"
+        if self.criterion == "probability":
+            return (f"a {f.p:.1%} chance of reaching the best seen by its end ({below} epsilon "
+                    f"{self.epsilon:g})")
+        return (f"an expected gain of {f.gain:.3g} over the best seen by its end ({below} "
+                f"delta {self.delta:g})")
 
-    def _errors(self, cs: list, best: np.ndarray, curves: Curves) -> list[np.ndarray]:
+    def _errors(self, cs: list, best: np.ndarray, curves: Curves, state: LCState
+                ) -> list[np.ndarray]:
         """For each curve of ``cs``, the errors of the model forecasts made for the finished
         curves at as many evaluations as it has (in their units)."""
         finished = np.nonzero((curves.observed >= curves.budget) & ~curves.running)[0]
@@ -462,25 +644,95 @@ class LCRule(Rule):
         keys = {n: {j: (float(budget[j]), n, whole[j]) for j in finished if budget[j] > n}
                 for n in set(ns)}
         missing = [(j, n) for n, ks in keys.items() for j, k in ks.items()
-                   if k not in self.memory.errors]
+                   if k not in state.errors]
         unseen = []
         for j, n in missing:  # those forecast before first: new forecasts may push them out
-            if (float(budget[j]), best[j, :n].tobytes()) in self.memory.model:
-                self._error(best, budget, keys[n][j], j, n)
+            if (float(budget[j]), best[j, :n].tobytes()) in state.model:
+                _error(state, best, budget, keys[n][j], j, n)
             else:
                 unseen.append((j, n))
         for i in range(0, len(unseen), 1024):  # finished curves this rule never forecast
-            chunk = unseen[i : i + 1024]  # (another worker's), in batches the memory holds
+            chunk = unseen[i : i + 1024]  # (another worker's), in batches the state holds
             self._forecasts([np.arange(1.0, n + 1) for _, n in chunk],
                             [best[j, :n] for j, n in chunk],
-                            np.array([float(budget[j]) for j, _ in chunk]))
+                            np.array([float(budget[j]) for j, _ in chunk]), state)
             for j, n in chunk:
-                self._error(best, budget, keys[n][j], j, n)
-        return [np.array([self.memory.errors[k] for k in keys[n].values()]) for n in ns]
+                _error(state, best, budget, keys[n][j], j, n)
+        return [np.array([state.errors[k] for k in keys[n].values()]) for n in ns]
 
-    def _error(self, best: np.ndarray, budget: np.ndarray, key: tuple, j: int, n: int) -> None:
-        mean, unit = self.memory.model[(float(budget[j]), best[j, :n].tobytes())]
-        self.memory.errors[key] = float((best[j, budget[j] - 1] - mean) / unit)
+
+def _error(state: LCState, best: np.ndarray, budget: np.ndarray, key: tuple, j: int,
+           n: int) -> None:
+    mean, unit = state.model[(float(budget[j]), best[j, :n].tobytes())]
+    state.errors[key] = float((best[j, budget[j] - 1] - mean) / unit)
+
+
+@dataclass(frozen=True)
+class PatientRule(Rule):
+    """``rule`` with patience, as Optuna's PatientPruner wraps another pruner: a curve that
+    ``rule`` stops goes on while it is still improving, that is unless its best value over its
+    last ``patience`` + 1 evaluations is below its best before them by more than
+    ``min_delta`` (on the curve's own values, not its running best; a curve with at most
+    ``patience`` + 1 evaluations is not stopped). ``rule`` judges every time, so its state and
+    forecasts are those it has alone; its name is the wrapper's.
+
+    >>> values = np.array([[0.9, 0.9, 0.9, 0.9], [0.1, 0.2, 0.3, 0.4], [0.4, 0.1, 0.1, 0.1]])
+    >>> curves = Curves(values, budget=np.full(3, 10), running=np.array([False, True, True]))
+    >>> rule = TopKRule(keep=0.1, at=0.4, min_observed=4)
+    >>> [v.value for v in rule.decide(curves)[0]]
+    ['continue', 'stop', 'stop']
+    >>> [v.value for v in patient(rule, 2).decide(curves)[0]]
+    ['continue', 'continue', 'stop']
+    """
+
+    rule: Rule
+    patience: int = 1
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rule, Rule):
+            raise UserError(f"patient() wraps a rule; got {type(self.rule).__name__}.")
+        _check(self, self.patience >= 0, "patience", "be at least 0")
+        _check(self, self.min_delta >= 0.0, "min_delta", "be at least 0")
+
+    @property  # type: ignore[override]
+    def name(self) -> str:  # the decisions stored are the wrapped rule's kind
+        return self.rule.name
+
+    @property  # type: ignore[override]
+    def learns(self) -> bool:
+        return self.rule.learns
+
+    def initial_state(self) -> Any:
+        return self.rule.initial_state()
+
+    def learn(self, state: Any, budget: float, best: np.ndarray, forecast: FinalForecast) -> Any:
+        return self.rule.learn(state, budget, best, forecast)
+
+    def _judge(self, best: np.ndarray, curves: Curves, state: Any
+               ) -> tuple[tuple[Verdict, ...], Any]:
+        verdicts, state = self.rule.decide(curves, state)
+        out = tuple(dataclasses.replace(v, decision=Decision.CONTINUE, reason=(
+                        f"{v.reason}; but it improved within its last {self.patience + 1} "
+                        f"evaluations (patience {self.patience})"))
+                    if v.stop and self._improving(curves, c) else v
+                    for c, v in enumerate(verdicts))
+        return out, state
+
+    def _improving(self, curves: Curves, c: int) -> bool:
+        """Optuna's test: not (best before the window - min_delta > best within it)."""
+        s = 1.0 if curves.goal is Goal.MAX else -1.0
+        v = s * curves.values[c, : int(curves.observed[c])]
+        w = self.patience + 1
+        before, after = v[:-w], v[-w:]
+        if len(v) <= w or np.isnan(before).all() or np.isnan(after).all():
+            return True
+        return not np.nanmax(before) - self.min_delta > np.nanmax(after)
+
+
+def patient(rule: Rule, patience: int, min_delta: float = 0.0) -> PatientRule:
+    """``rule`` that stops a curve only once it has stopped improving (:class:`PatientRule`)."""
+    return PatientRule(rule, patience, min_delta)
 
 
 def _check(rule: Rule, ok: bool, option: str, must: str) -> None:
