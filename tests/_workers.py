@@ -19,6 +19,14 @@ def fail(ctx, folder: str) -> None:
     report(ctx, folder)
 
 
+def user_mistake(ctx, folder: str) -> None:
+    from netrace.errors import UserError
+
+    if ctx.index == 1:
+        raise UserError("narrow [search.space]: nothing in it can be built")
+    report(ctx, folder)
+
+
 def loop_until_stopped(ctx, folder: str) -> None:
     Path(folder, f"{ctx.index}.pid").write_text(str(os.getpid()))
     while not ctx.should_stop():

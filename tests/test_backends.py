@@ -49,6 +49,18 @@ def test_error_is_reported_and_others_go_on(tmp_path: Path) -> None:
     assert exits[1].exitcode == 1 and exits[1].signal is None
     assert "ValueError: bad hyperparameter in worker 1" in exits[1].error
     assert "failed (exit code 1)" in exits[1].describe()
+    assert exits[1].user_message is None  # not the user's to fix
+
+
+def test_a_user_error_is_reported_as_one(tmp_path: Path) -> None:
+    """A UserError in a worker reaches the coordinator as a value (its message), which ends
+    the run with it; no text is parsed for it."""
+    b = LocalBackend()
+    b.start(_workers.user_mistake, (str(tmp_path),), [0, 1], threads=1)
+    exits = {e.index: e for e in _all_exits(b)}
+    assert exits[0].ok and exits[0].user_message is None
+    assert exits[1].user_message == "narrow [search.space]: nothing in it can be built"
+    assert exits[1].error == "UserError: narrow [search.space]: nothing in it can be built"
 
 
 def test_sigkill_is_reported(tmp_path: Path) -> None:

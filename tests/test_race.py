@@ -19,7 +19,16 @@ from netrace.curves import LCRule
 from netrace.curves._rules import checkpoints
 from netrace.race import NetworkCheckpoint, Proposer, load_checkpoint
 from netrace.race._worker import search_space, stop_forecasts
-from netrace.storage import RACE_ENDED, Storage, TrialRecord, TrialState
+from netrace.storage import (
+    RACE_ENDED,
+    RaceEndReason,
+    Storage,
+    TrialEndReason,
+    TrialRecord,
+    TrialState,
+    WorkerRecord,
+    WorkerState,
+)
 
 EXE = str(Path(sys.executable).parent / "netrace")
 
@@ -135,7 +144,7 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     st = s.get_study("race")
     trials = s.trials(st.id)
     assert all(settled(t) for t in trials)
-    assert {w["state"] for w in s.workers(st.id)} == {"done"} and len(s.workers(st.id)) == 2
+    assert [w.state for w in s.workers(st.id)] == [WorkerState.DONE] * 2
     assert len({t.worker_id for t in trials if t.epochs > 0}) == 2  # both workers trained networks
     check_books(s, "race")
     best = s.best_trial(st.id)
@@ -169,6 +178,13 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     assert all(t.note == f"median rule stopped it after epoch {t.epochs}" for t in by_rule)
     assert all(t.note in (f"early stopping after epoch {t.epochs}", "trained 10 epochs")
                for t in trials if t.state is TrialState.COMPLETE)
+    # why each ended is kept as a value too; so is why the race ended
+    assert all(t.reason is TrialEndReason.RACE_ENDED for t in at_end)
+    assert all(t.reason is TrialEndReason.RULE_STOP for t in by_rule)
+    assert all(t.reason is (TrialEndReason.EPOCH_CAP if t.note == "trained 10 epochs" else
+                            TrialEndReason.EARLY_STOPPING)
+               for t in trials if t.state is TrialState.COMPLETE)
+    assert s.study_status(st.id).reason is RaceEndReason.BUDGET_SPENT
     assert snap["best_epoch"] == best.best_epoch + 1
     assert f"(trial {best.number}, epoch {best.best_epoch + 1}; higher is better)" in proc.stdout
     # the curves of the networks that ran to their end, exported for netrace replay
@@ -298,6 +314,7 @@ def test_target_stops_every_worker(tmp_path: Path) -> None:
     st = s.get_study("race")
     # every network passes -100 after its first epoch: epoch 1, counted as users count
     reason = s.study_state(st.id)[1]
+    assert s.study_status(st.id).reason is RaceEndReason.TARGET_REACHED
     assert re.fullmatch(r"target -100 reached by trial (\d+) \(r2 = \S+ at epoch 1\)", reason)
     assert reason in proc.stdout
     # the race's end cut off the networks still training, each named by its number
@@ -351,27 +368,27 @@ def _running(s: Storage, study_id: int, worker_id: int) -> dict[int, list[float]
 
 
 def _freeze_victim(s: Storage, study: str, min_epochs: int, timeout: float = 200
-                   ) -> tuple[dict, dict[int, list[float]]]:
+                   ) -> tuple[WorkerRecord, dict[int, list[float]]]:
     """SIGSTOP an alive worker whose running networks have all recorded ``min_epochs`` epochs
     or more; returns it and their curves, which stay as they are until it is killed."""
     st = s.get_study(study)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for w in s.workers(st.id):
-            mine = _running(s, st.id, w["id"])
-            if w["state"] != "alive" or not mine or min(map(len, mine.values())) < min_epochs:
+            mine = _running(s, st.id, w.id)
+            if w.state is not WorkerState.ALIVE or not mine or min(map(len, mine.values())) < min_epochs:
                 continue
-            os.kill(w["pid"], signal.SIGSTOP)
-            mine = _running(s, st.id, w["id"])  # what it had committed when it stopped
+            os.kill(w.pid, signal.SIGSTOP)
+            mine = _running(s, st.id, w.id)  # what it had committed when it stopped
             if mine and min(map(len, mine.values())) >= min_epochs:
                 return w, mine
-            os.kill(w["pid"], signal.SIGCONT)
+            os.kill(w.pid, signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError(f"no worker ran networks {min_epochs} epochs in")
 
 
 def check_continued_elsewhere(s: Storage, before: dict, running: dict[int, list[float]],
-                              victim: dict, killed_at: float, max_epochs: int) -> None:
+                              victim: WorkerRecord, killed_at: float, max_epochs: int) -> None:
     """After a worker (``victim``) was killed at ``killed_at`` with ``running`` networks: nothing
     finished ``before`` changed, each of them continued its curve on another worker from its
     saved state, a new worker took the dead one's place, and the race ended."""
@@ -391,14 +408,14 @@ def check_continued_elsewhere(s: Storage, before: dict, running: dict[int, list[
         kept = len(curve) - 1  # the state saved after the last epoch, or the one before
         assert values[:kept] == curve[:kept]  # not retrained: the same values, kept
         assert since[tid] and min(since[tid]) >= kept  # it went on from there, elsewhere
-        assert t.worker_id != victim["id"]
+        assert t.worker_id != victim.id
         assert t.state in (TrialState.COMPLETE, TrialState.DIVERGED), t
         if t.state is TrialState.COMPLETE:
             assert len(epochs) == max_epochs > len(since[tid])
     workers = s.workers(st.id)
     assert len(workers) == 3  # a new worker took the dead one's place
-    dead = [w for w in workers if w["id"] == victim["id"]][0]
-    assert dead["state"] == "dead"
+    dead = [w for w in workers if w.id == victim.id][0]
+    assert dead.state is WorkerState.DEAD
     check_books(s, "race")  # every curve whole, every epoch counted once
     assert s.study_state(st.id)[0] == "done"
 
@@ -419,7 +436,7 @@ def test_sigkill_of_a_worker_resumes_its_networks(tmp_path: Path) -> None:
     # the killed networks need at most 2 populations of epochs per worker: budget enough
     assert s.epochs_spent(st.id) + 2 * 2 * 4 * max_epochs < budget
     killed_at = time.time()
-    os.kill(victim["pid"], signal.SIGKILL)
+    os.kill(victim.pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "was killed by SIGKILL" in err and f"re-queued {len(running)} trial(s)" in err
@@ -432,7 +449,7 @@ def test_kill_whole_run_then_resume(tmp_path: Path) -> None:
     proc = start(cfg, 2)
     s = _wait_epochs(tmp_path / "netrace.db", "race", 30)
     before = _finished_before(s, "race")
-    pids = [w["pid"] for w in s.workers(s.get_study("race").id)]
+    pids = [w.pid for w in s.workers(s.get_study("race").id)]
     proc.kill()  # SIGKILL the coordinator: its workers die with it
     proc.wait(30)
     deadline = time.monotonic() + 30
@@ -465,7 +482,7 @@ def test_ctrl_c_stops_gracefully_and_resumes(tmp_path: Path) -> None:
     assert s.study_state(st.id)[0] == "running"
     trials = s.trials(st.id)
     assert not any(t.state is TrialState.RUNNING for t in trials)
-    assert {w["state"] for w in s.workers(st.id)} == {"done"}
+    assert {w.state for w in s.workers(st.id)} == {WorkerState.DONE}
     # resume with a budget that ends the race: the interrupted networks finish first
     budget = s.epochs_spent(st.id) + 60
     cfg = write(tmp_path, rule="none", budget=budget, epochs=8)

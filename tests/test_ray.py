@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netrace.storage import Storage, TrialState
+from netrace.storage import Storage, TrialState, WorkerState
 from tests.servers import RAY_ENV, RayHead, free_port, listening
 from tests.test_race import (
     EXE,
@@ -66,9 +66,9 @@ def test_race_on_ray_actors_stays_on_loopback(head: RayHead, tmp_path: Path) -> 
     assert all(_loopback(a) for a, _ in seen), [x for x in seen if not _loopback(x[0])]
     # the workers were Ray's processes, not children of the netrace command
     for w in workers:
-        assert w["pid"] != proc.pid
+        assert w.pid != proc.pid
     trials = s.trials(st.id)
-    assert len(s.workers(st.id)) == 2 and {w["state"] for w in s.workers(st.id)} == {"done"}
+    assert [w.state for w in s.workers(st.id)] == [WorkerState.DONE] * 2
     # both actors trained networks (a slot refilled as the race ended is back in the queue)
     assert len({t.worker_id for t in trials if t.epochs > 0}) == 2
     assert all(settled(t) for t in trials)
@@ -86,7 +86,7 @@ def test_sigkill_of_a_ray_actor_resumes_its_networks(head: RayHead, tmp_path: Pa
     before = _finished_before(s, "race")
     assert s.epochs_spent(st.id) + 2 * 2 * 4 * max_epochs < budget
     killed_at = time.time()
-    os.kill(victim["pid"], signal.SIGKILL)
+    os.kill(victim.pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "worker" in err and "died" in err and f"re-queued {len(running)} trial(s)" in err
@@ -138,7 +138,7 @@ def test_ctrl_c_stops_ray_actors_gracefully(head: RayHead, tmp_path: Path) -> No
     st = s.get_study("race")
     assert s.study_state(st.id)[0] == "running"
     assert not any(t.state is TrialState.RUNNING for t in s.trials(st.id))
-    assert {w["state"] for w in s.workers(st.id)} == {"done"}
+    assert {w.state for w in s.workers(st.id)} == {WorkerState.DONE}
     # the two actors handed back up to 8 networks of at most 8 epochs: budget for all of them
     cfg = write(tmp_path, rule="none", budget=s.epochs_spent(st.id) + 150, epochs=8)
     again = subprocess.run([EXE, "run", str(cfg), "--quiet", "--workers", "1"], cwd=tmp_path,

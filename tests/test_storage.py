@@ -23,6 +23,7 @@ from netrace.storage import (
     ResumeState,
     Storage,
     TrialEnd,
+    TrialEndReason,
     TrialState,
 )
 
@@ -120,15 +121,21 @@ def test_record_epoch_keeps_books(storage_url: str, direction: str) -> None:
 
 
 def test_several_epochs_of_one_trial_in_one_write(storage_url: str) -> None:
-    """The array path (PostgreSQL) takes one value per trial; several go the row path."""
+    """Several epochs of one trial in one write keep their order (PostgreSQL's arrays take one
+    value per trial: it writes them in rounds)."""
     s = Storage(storage_url)
     st = s.create_study("x", direction="maximize", config={})
     w = s.register_worker(st.id)
-    (a,) = s.add_trials(st.id, [{}], [1], worker_id=w)
-    s.record_epoch(w, [EpochValue(a.id, 0, 0.2), EpochValue(a.id, 1, 0.6), EpochValue(a.id, 2, 0.4)])
+    a, b = s.add_trials(st.id, [{}, {}], [1, 2], worker_id=w)
+    s.record_epoch(w, [EpochValue(a.id, 0, 0.2), EpochValue(b.id, 0, 0.1),
+                       EpochValue(a.id, 1, 0.6), EpochValue(b.id, 1, 0.3),
+                       EpochValue(a.id, 2, 0.4)])
     r = s.trial(a.id)
     assert (r.epochs, r.best_value, r.best_epoch) == (3, 0.6, 1)
     assert s.curve(a.id) == ([0, 1, 2], [0.2, 0.6, 0.4])
+    r = s.trial(b.id)
+    assert (r.epochs, r.best_value, r.best_epoch) == (2, 0.3, 1)
+    assert s.curve(b.id) == ([0, 1], [0.1, 0.3])
 
 
 def test_ends_and_checkpoints(storage_url: str) -> None:
@@ -194,10 +201,9 @@ def test_trials_and_checkpoints_by_number(storage_url: str) -> None:
 
 
 def test_cut_trials_apart_from_stopped_ones(storage_url: str) -> None:
-    """A network the rule stopped and one cut off by the race's end are different states; an
-    older netrace recorded the second as STOPPED with a RACE_ENDED note, read here as CUT."""
-    import sqlalchemy as sa
-
+    """A network the rule stopped and one cut off by the race's end are different states, and
+    each end keeps its reason as a value; the notes are for people. (An older netrace's cut
+    trials, STOPPED with a RACE_ENDED note: tests/test_storage_contract.py.)"""
     s = Storage(storage_url)
     st = s.create_study("x", direction="maximize", config={})
     w = s.register_worker(st.id)
@@ -205,14 +211,15 @@ def test_cut_trials_apart_from_stopped_ones(storage_url: str) -> None:
     s.record_epoch(w, [EpochValue(x.id, 0, 0.1 * (i + 1)) for i, x in enumerate(t)], ends=[
         TrialEnd(t[0].id, TrialState.STOPPED, "median rule stopped it after epoch 1"),
         TrialEnd(t[1].id, TrialState.CUT, f"{RACE_ENDED}: budget spent (4 network-epochs)"),
-        TrialEnd(t[2].id, TrialState.STOPPED, f"{RACE_ENDED}: budget spent (4 network-epochs)"),
+        TrialEnd(t[2].id, TrialState.CUT, "any words at all"),
         TrialEnd(t[3].id, TrialState.COMPLETE)])
-    with s._write.begin() as c:  # as an older netrace stored it
-        assert c.execute(sa.text("SELECT state FROM trials WHERE id = :i"),
-                         {"i": t[2].id}).scalar_one() == "stopped"
     assert TrialState.CUT.finished
-    assert [x.state for x in s.trials(st.id)] == [TrialState.STOPPED, TrialState.CUT,
-                                                  TrialState.CUT, TrialState.COMPLETE]
+    trials = s.trials(st.id)
+    assert [x.state for x in trials] == [TrialState.STOPPED, TrialState.CUT, TrialState.CUT,
+                                         TrialState.COMPLETE]
+    assert [x.reason for x in trials] == [TrialEndReason.RULE_STOP, TrialEndReason.RACE_ENDED,
+                                          TrialEndReason.RACE_ENDED, TrialEndReason.EPOCH_CAP]
+    assert trials[2].note == "any words at all"
     counts = s.counts(st.id)
     assert (counts[TrialState.STOPPED], counts[TrialState.CUT]) == (1, 2)
     assert s.ended_with_race(st.id) == 2

@@ -43,12 +43,15 @@ class WorkerContext:
 
 @dataclass(frozen=True)
 class WorkerExit:
-    """A worker ended: ``exitcode`` 0 is a clean finish; ``signal`` names a kill."""
+    """A worker ended: ``exitcode`` 0 is a clean finish; ``signal`` names a kill. ``error``
+    describes a failure for people; ``user_message`` is set when the worker failed on a
+    :class:`~netrace.errors.UserError` (something the user can fix): its message."""
 
     index: int
     exitcode: int | None
     signal: int | None = None
     error: str = ""
+    user_message: str | None = None
 
     @property
     def ok(self) -> bool:

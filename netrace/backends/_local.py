@@ -13,6 +13,7 @@ from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
 from netrace.backends._base import Backend, WorkerContext, WorkerExit, set_threads
+from netrace.errors import UserError
 
 __all__ = ["LocalBackend"]
 
@@ -50,7 +51,8 @@ def _worker_main(fn: Callable[..., Any], index: int, threads: int, stop: Any,
     try:
         fn(WorkerContext(index, threads, _StopOrOrphaned(stop, parent)), *args)
     except BaseException as exc:
-        errors.put((index, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        errors.put((index, f"{type(exc).__name__}: {exc}", traceback.format_exc(),
+                    str(exc) if isinstance(exc, UserError) else None))
         raise SystemExit(1) from None
 
 
@@ -67,7 +69,7 @@ class LocalBackend(Backend):
         self._stop = self._ctx.Event()
         self._errors = self._ctx.Queue()
         self._procs: dict[int, Any] = {}
-        self._messages: dict[int, str] = {}
+        self._messages: dict[int, tuple[str, str | None]] = {}
         self._where: dict[int, tuple[str, int]] = {}
 
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...], indices: list[int],
@@ -92,10 +94,10 @@ class LocalBackend(Backend):
     def _drain_errors(self) -> None:
         while True:
             try:
-                index, message, _tb = self._errors.get_nowait()
+                index, message, _tb, user_message = self._errors.get_nowait()
             except Exception:
                 return
-            self._messages[index] = message
+            self._messages[index] = (message, user_message)
 
     def wait(self, timeout: float) -> list[WorkerExit]:
         alive = [p.sentinel for p in self._procs.values() if p.exitcode is None]
@@ -107,8 +109,9 @@ class LocalBackend(Backend):
                 p.join()
                 self._drain_errors()
                 code = p.exitcode
+                message, user_message = self._messages.pop(i, ("", None))
                 exits.append(WorkerExit(i, code if code >= 0 else None,
-                                        -code if code < 0 else None, self._messages.pop(i, "")))
+                                        -code if code < 0 else None, message, user_message))
                 del self._procs[i]
         return exits
 

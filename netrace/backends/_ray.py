@@ -93,13 +93,15 @@ class _Worker:
         return socket.gethostname(), os.getpid()
 
     def run(self, fn: Callable[..., Any], index: int, threads: int, flag: Any,
-            args: tuple[Any, ...]) -> str:
+            args: tuple[Any, ...]) -> tuple[str, str | None]:
+        """The error ("" if none) and, for a UserError, its message."""
         try:
             set_threads(threads)
             fn(WorkerContext(index, threads, _PolledFlag(flag)), *args)
         except BaseException as exc:  # reported to the coordinator, as a local worker's
-            return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        return ""
+            return (f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                    str(exc) if isinstance(exc, UserError) else None)
+        return "", None
 
 
 class RayBackend(Backend):
@@ -176,14 +178,14 @@ class RayBackend(Backend):
             if ref.hex() not in done_ids:
                 continue
             try:
-                error = ray.get(ref)
+                error, user_message = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
                 exits.append(WorkerExit(i, None, None, f"its Ray actor died ({_first_line(exc)})"))
             except ray.exceptions.RayError as exc:  # pragma: no cover - run() catches its own
                 exits.append(WorkerExit(i, 1, None, _first_line(exc)))
             else:
                 exits.append(WorkerExit(i, 1 if error else 0, None,
-                                        error.split("\n", 1)[0] if error else ""))
+                                        error.split("\n", 1)[0] if error else "", user_message))
             del self._refs[i]
             self._actors.pop(i, None)
         return exits

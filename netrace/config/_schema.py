@@ -115,6 +115,9 @@ class RaceConfig:
     max_epochs: int = field(default=100, metadata=_spec("int", low=1))
     population: int = field(default=64, metadata=_spec("int", low=1))
     workers: int | None = field(default=None, metadata=_spec("int", low=1))
+    heartbeat_timeout: float = field(default=60.0, metadata=_spec(
+        "float", low=0.0, low_open=True,
+        doc="seconds without a worker's heartbeat before a run re-queues its networks"))
     rule: str = field(default="lc", metadata=_spec("str", choices=RULES))
     # each rule's options, as a table [race.<rule>] (only the chosen rule's)
     lc: dict[str, Any] | None = field(default=None, metadata=_spec(

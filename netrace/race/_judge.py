@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from netrace.curves import Curves, FinalForecast, Goal, Rule, Verdict
-from netrace.storage import DecisionRecord, Storage, TrialEnd, TrialState
+from netrace.storage import DecisionRecord, Storage, TrialEnd, TrialEndReason, TrialState
 from netrace.train import MemberState
 
 __all__ = ["FINISHED", "Judge", "natural_end", "stop_forecasts", "teach"]
@@ -34,7 +34,7 @@ def natural_end(trial_id: int, curve: Sequence[float], states: Sequence[MemberSt
     in every fold, or trained ``max_epochs``; None if it goes on.
 
     >>> natural_end(7, [0.1, 0.2], [MemberState.RUNNING], 2)
-    TrialEnd(trial_id=7, state=<TrialState.COMPLETE: 'complete'>, note='trained 2 epochs')
+    TrialEnd(trial_id=7, state=<TrialState.COMPLETE: 'complete'>, note='trained 2 epochs', reason=<TrialEndReason.EPOCH_CAP: 'epoch_cap'>)
     >>> natural_end(7, [0.1, 0.2], [MemberState.RUNNING, MemberState.FROZEN], 3) is None
     True
     """
@@ -43,7 +43,8 @@ def natural_end(trial_id: int, curve: Sequence[float], states: Sequence[MemberSt
         return TrialEnd(trial_id, TrialState.DIVERGED,
                         f"loss became NaN or infinite in epoch {epoch + 1}")
     if all(s is not MemberState.RUNNING for s in states):
-        return TrialEnd(trial_id, TrialState.COMPLETE, f"early stopping after epoch {epoch + 1}")
+        return TrialEnd(trial_id, TrialState.COMPLETE, f"early stopping after epoch {epoch + 1}",
+                        TrialEndReason.EARLY_STOPPING)
     if epoch + 1 >= max_epochs:
         return TrialEnd(trial_id, TrialState.COMPLETE, f"trained {max_epochs} epochs")
     return None

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
-from netrace.storage import Storage, TrialState
+from netrace.storage import Storage, TrialState, WorkerState
 
 __all__ = ["Snapshot", "snapshot", "summary_lines", "top_rows", "top_lines", "Progress"]
 
@@ -52,11 +52,12 @@ def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot
 
             budget = race.get("budget") or (DEFAULT_BUDGET_FACTOR * race["population"]
                                             * race["max_epochs"])
-    counts = storage.counts(study.id)  # an older netrace's cut trials are CUT here too
+    counts = storage.counts(study.id)
     best = storage.best_trial(study.id)
-    state, reason = storage.study_state(study.id)
-    alive = sum(1 for w in storage.workers(study.id) if w["state"] == "alive")
-    return Snapshot(name, state, reason, study.direction, counts[TrialState.RUNNING],
+    status = storage.study_status(study.id)
+    alive = sum(1 for w in storage.workers(study.id) if w.state is WorkerState.ALIVE)
+    return Snapshot(name, status.state.value, status.note, study.direction,
+                    counts[TrialState.RUNNING],
                     counts[TrialState.QUEUED], counts[TrialState.COMPLETE],
                     counts[TrialState.STOPPED], counts[TrialState.DIVERGED],
                     counts[TrialState.FAILED], None if best is None else best.best_value,

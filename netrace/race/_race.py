@@ -2,9 +2,11 @@
 
 The coordinator trains nothing. It creates (or resumes) the study, starts one worker per core
 on the backend, and every second: reports progress from storage, re-queues the trials of any
-worker that died (and starts a new worker in its place), and stops when the race is over (the
-target reached or the budget spent). Ctrl-C asks the workers to stop after their epoch and
-leaves a study that the same command resumes; a second Ctrl-C kills them.
+worker that died (and starts a new worker in its place), and every few seconds those of any
+worker of the study whose heartbeat stopped, on whatever machine it ran (``_recovery.py``); it
+stops when the race is over (the target reached or the budget spent). Ctrl-C asks the workers
+to stop after their epoch and leaves a study that the same command resumes; a second Ctrl-C
+kills them.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from typing import Any
 
-from netrace.backends import Backend, LocalBackend
+from netrace.backends import Backend, LocalBackend, WorkerExit
 from netrace.config import Config
 from netrace.errors import UserError
 from netrace.race._progress import Progress, Snapshot, snapshot
+from netrace.race._recovery import recover_exited, recover_silent, release_vanished
 from netrace.race._target import check_target_space
 from netrace.race._worker import (
     RacePlan,
@@ -30,11 +33,13 @@ from netrace.race._worker import (
     search_space,
     worker_main,
 )
-from netrace.storage import Storage
+from netrace.storage import RaceEndReason, Storage, StudyRecord
 
 __all__ = ["config_record", "study_config", "run_race"]
 
 MAX_RESTARTS = 10
+#: at most this many seconds between two looks for workers whose heartbeat stopped
+HEARTBEAT_CHECK = 5.0
 
 
 def config_record(config: Config) -> dict[str, Any]:
@@ -80,16 +85,6 @@ def study_config(record: dict[str, Any], origin: str = "<study>") -> Config:
     return Config(**sections, base_dir=Path.cwd(), origin=origin)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_race(config: Config, *, storage_url: str, study: str, workers: int | None = None,
              backend: str = "local", seed: int = 0, progress: Progress | None = None,
              device: str = "auto", warn: Callable[[str], None] | None = None) -> Snapshot:
@@ -99,6 +94,26 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
         raise UserError(f"workers must be at least 1 (worker processes to start); got "
                         f"{workers}; pass None for one per core")
     progress = progress or Progress("quiet")
+    prepared, direction = _check(config, warn)
+    storage, st = _open_study(config, storage_url, study, prepared, direction)
+    budget = budget_of(config)
+    # an earlier run's workers on this machine, and silent ones anywhere
+    recover_silent(storage, st.id, config.race.heartbeat_timeout, progress.message,
+                   local_pids=True)
+    if _race_goes_on(storage, st.id, study, budget, progress):
+        be = _backend(backend)
+        n = workers or config.race.workers or be.workers_for()
+        _check_shared_storage(be, storage)
+        plan = RacePlan(config, _absolute(storage.url), study, seed=seed, device=device)
+        _Coordinator(be, storage, st.id, plan, be.threads_for(n), progress, budget).run(n)
+    final = snapshot(storage, study, budget)
+    progress.finish(final)
+    return final
+
+
+def _check(config: Config, warn: Callable[[str], None] | None) -> tuple[Any, str]:
+    """The config's race and data, checked before any process starts: the prepared data and
+    the metric's direction."""
     _, direction = race_metric(config)
     search_space(config)  # a bad space fails here, before any process starts
     from netrace.data import prepare
@@ -107,7 +122,13 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
     check_target_space(search_space(config), prepared)  # a log of a target that can be <= 0
     for w in prepared.warnings if warn is not None else ():
         warn(w)
-    storage = Storage(storage_url)
+    return prepared, direction
+
+
+def _open_study(config: Config, url: str, study: str, prepared: Any,
+                direction: str) -> tuple[Storage, StudyRecord]:
+    """The study, created or resumed under this config."""
+    storage = Storage(url)
     record = config_record(config)
     # what the race was run on, so that the verdict can check the data did not change since
     # (new rows would move the test part onto rows the networks trained on)
@@ -117,31 +138,29 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
                               target=config.race.target)
     if json.loads(json.dumps(record, sort_keys=True)) != st.config:  # resumed, config changed
         storage.set_study_config(st.id, record, config.race.target)
-    budget = budget_of(config)
-    _recover_local_orphans(storage, st.id, progress)
-    state, reason = storage.study_state(st.id)
-    if state == "done":
-        if "budget spent" in reason and storage.epochs_spent(st.id) < budget:
-            storage.reopen_study(st.id)  # a larger budget: go on
-            progress.message(f"resuming study '{study}' with a budget of {budget}")
-        else:
-            progress.message(f"study '{study}' is already over: {reason}")
-            final = snapshot(storage, study, budget)
-            progress.finish(final)
-            return final
-    be = _backend(backend)
-    n = workers or config.race.workers or be.workers_for()
-    _check_shared_storage(be, storage)
-    plan = RacePlan(config, _absolute(storage.url), study, seed=seed, device=device)
-    threads = be.threads_for(n)
-    be.start(worker_main, (plan,), list(range(n)), threads)
-    restarts = 0
-    interrupted = 0
-    # The first Ctrl-C only sets a flag, read at the top of every loop: a KeyboardInterrupt
-    # raised deep inside a library call can be swallowed there, and then the stop request
-    # would be lost. A second Ctrl-C raises KeyboardInterrupt and kills the workers.
-    requests: list[float] = []
+    return storage, st
 
+
+def _race_goes_on(storage: Storage, study_id: int, study: str, budget: int,
+                  progress: Progress) -> bool:
+    """False if the study's race is over; a race that ended with its budget spent goes on
+    under a larger budget."""
+    status = storage.study_status(study_id)
+    if not status.over:
+        return True
+    if status.reason is RaceEndReason.BUDGET_SPENT and storage.epochs_spent(study_id) < budget:
+        storage.reopen_study(study_id)  # a larger budget: go on
+        progress.message(f"resuming study '{study}' with a budget of {budget}")
+        return True
+    progress.message(f"study '{study}' is already over: {status.note}")
+    return False
+
+
+@contextmanager
+def _ctrl_c(requests: list[float]) -> Iterator[None]:
+    """The first Ctrl-C only adds to ``requests``, read at the top of every loop: a
+    KeyboardInterrupt raised deep inside a library call can be swallowed there, and then the
+    stop request would be lost. A second Ctrl-C raises KeyboardInterrupt."""
     def on_sigint(signum: int, frame: Any) -> None:
         requests.append(time.monotonic())
         if len(requests) > 1:
@@ -152,53 +171,80 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
     except ValueError:  # not the main thread: Ctrl-C stays a KeyboardInterrupt
         previous = None
     try:
-        while True:
-            try:
-                if len(requests) > interrupted:  # a Ctrl-C not acted on yet
-                    raise KeyboardInterrupt
-                exits = be.wait(1.0)
-                for e in exits:
-                    if e.ok:
-                        continue
-                    progress.message(e.describe() + (f": {e.error}" if e.error else ""))
-                    requeued = _recover_exited(storage, st.id, be.where(e.index))
-                    if requeued:
-                        progress.message(f"re-queued {len(requeued)} trial(s) of worker "
-                                         f"{e.index}")
-                    if e.signal is None and e.exitcode not in (0, None) and e.error:
-                        if "UserError" in e.error:
-                            be.kill()
-                            raise UserError(e.error.split(": ", 1)[1])
-                    if storage.study_state(st.id)[0] != "done" and not interrupted:
-                        restarts += 1
-                        if restarts > MAX_RESTARTS:
-                            be.kill()
-                            raise RuntimeError(f"workers died {restarts} times; giving up "
-                                               "(the study can be resumed)")
-                        be.start(worker_main, (plan,), [e.index], threads)
-                progress.update(snapshot(storage, study, budget))
-                if not be.running():
-                    break
-            except KeyboardInterrupt:
-                interrupted += 1
-                if interrupted == 1:
-                    progress.message("stopping after the current epoch (Ctrl-C again to kill)")
-                    be.request_stop()
-                else:
-                    be.kill()
-                    for w in storage.workers(st.id):
-                        if w["state"] == "alive" and not _pid_alive(w["pid"]):
-                            storage.release_worker(w["id"])
-                    break
+        yield
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-        if be.running():
-            be.kill()
-        be.close()
-    final = snapshot(storage, study, budget)
-    progress.finish(final)
-    return final
+
+
+class _Coordinator:
+    """Starts the workers and watches them every second: reports progress, re-queues the
+    networks of workers that ended badly (starting new ones in their place) or whose heartbeat
+    stopped (on any machine), until every worker has ended. Ctrl-C asks them to stop after
+    their epoch; a second Ctrl-C kills them."""
+
+    def __init__(self, be: Backend, storage: Storage, study_id: int, plan: RacePlan,
+                 threads: int, progress: Progress, budget: int) -> None:
+        self.be, self.storage, self.study_id, self.plan = be, storage, study_id, plan
+        self.threads, self.progress, self.budget = threads, progress, budget
+        self.timeout = plan.config.race.heartbeat_timeout
+        self.check_every = min(HEARTBEAT_CHECK, self.timeout / 4)
+        self.checked = time.monotonic()
+        self.restarts = self.interrupted = 0
+        self.requests: list[float] = []
+
+    def run(self, n: int) -> None:
+        self.be.start(worker_main, (self.plan,), list(range(n)), self.threads)
+        try:
+            with _ctrl_c(self.requests):
+                while self._watch():
+                    pass
+        finally:
+            if self.be.running():
+                self.be.kill()
+            self.be.close()
+
+    def _watch(self) -> bool:
+        """One look at the workers; False once every one has ended."""
+        try:
+            if len(self.requests) > self.interrupted:  # a Ctrl-C not acted on yet
+                raise KeyboardInterrupt
+            for e in self.be.wait(1.0):
+                if not e.ok:
+                    self._ended_badly(e)
+            if time.monotonic() - self.checked >= self.check_every:
+                self.checked = time.monotonic()
+                recover_silent(self.storage, self.study_id, self.timeout,
+                               self.progress.message)
+            self.progress.update(snapshot(self.storage, self.plan.study, self.budget))
+            return bool(self.be.running())
+        except KeyboardInterrupt:
+            self.interrupted += 1
+            if self.interrupted == 1:
+                self.progress.message("stopping after the current epoch (Ctrl-C again to kill)")
+                self.be.request_stop()
+                return True
+            self.be.kill()
+            release_vanished(self.storage, self.study_id)
+            return False
+
+    def _ended_badly(self, e: WorkerExit) -> None:
+        """A worker failed or died: its networks back to the queue, and a new worker in its
+        place while the race goes on; a mistake of the user's ends the run with its message."""
+        self.progress.message(e.describe() + (f": {e.error}" if e.error else ""))
+        requeued = recover_exited(self.storage, self.study_id, self.be.where(e.index))
+        if requeued:
+            self.progress.message(f"re-queued {len(requeued)} trial(s) of worker {e.index}")
+        if e.user_message is not None:
+            self.be.kill()
+            raise UserError(e.user_message)
+        if not self.storage.study_status(self.study_id).over and not self.interrupted:
+            self.restarts += 1
+            if self.restarts > MAX_RESTARTS:
+                self.be.kill()
+                raise RuntimeError(f"workers died {self.restarts} times; giving up (the study "
+                                   "can be resumed)")
+            self.be.start(worker_main, (self.plan,), [e.index], self.threads)
 
 
 def _absolute(url: str) -> str:
@@ -212,7 +258,7 @@ def _absolute(url: str) -> str:
 
 def _check_shared_storage(be: Backend, storage: Storage) -> None:
     nodes = be.nodes()
-    if nodes > 1 and storage.dialect == "sqlite":
+    if nodes > 1 and storage.local_only:
         be.close()
         raise UserError(f"the Ray cluster has {nodes} machines, but the study is a SQLite file "
                         "only this machine can open; pass --storage postgresql://user@host/db "
@@ -227,28 +273,3 @@ def _backend(name: str) -> Backend:
 
         return RayBackend()
     raise UserError(f"unknown backend '{name}'; choose local or ray")
-
-
-def _recover_exited(storage: Storage, study_id: int, where: tuple[str, int] | None) -> list[int]:
-    """Re-queue the trials of the worker that ran as ``where`` (host, pid); without it, of
-    every worker of this machine whose process is gone."""
-    host = socket.gethostname()
-    out: list[int] = []
-    for w in storage.workers(study_id):
-        if w["state"] != "alive":
-            continue
-        mine = ((w["host"], w["pid"]) == tuple(where) if where is not None
-                else w["host"] == host and not _pid_alive(w["pid"]))
-        if mine:
-            out += storage.recover_worker(w["id"])
-    return out
-
-
-def _recover_local_orphans(storage: Storage, study_id: int, progress: Progress) -> None:
-    """Workers of an earlier run on this machine that are gone: re-queue their trials."""
-    host = socket.gethostname()
-    for w in storage.workers(study_id):
-        if w["state"] == "alive" and w["host"] == host and not _pid_alive(w["pid"]):
-            ids = storage.recover_worker(w["id"])
-            if ids:
-                progress.message(f"re-queued {len(ids)} trial(s) left running by an earlier run")

@@ -51,6 +51,7 @@ from netrace.storage import (
     Checkpoint,
     DecisionRecord,
     EpochValue,
+    RaceEndReason,
     ResumeState,
     Storage,
     TrialEnd,
@@ -176,7 +177,8 @@ class _Worker:
         self.ctx, self.plan, cfg = ctx, plan, plan.config
         self.storage = Storage(plan.storage_url)
         self.study = self.storage.get_study(plan.study)
-        self.wid = self.storage.register_worker(self.study.id)
+        self.wid = self.storage.register_worker(self.study.id,
+                                                heartbeat_timeout=cfg.race.heartbeat_timeout)
         self.metric, self.direction = race_metric(cfg)
         self.goal = Goal.MAX if self.direction == "maximize" else Goal.MIN
         self.space = search_space(cfg)
@@ -201,7 +203,7 @@ class _Worker:
 
     def _spend_check(self) -> None:
         if self.storage.epochs_spent(self.study.id) >= self.budget:
-            self.storage.finish_study(self.study.id,
+            self.storage.finish_study(self.study.id, RaceEndReason.BUDGET_SPENT,
                                       f"budget spent ({self.budget} network-epochs)")
 
     def run(self) -> None:
@@ -447,7 +449,8 @@ class _Worker:
             hit = v.value >= target if self.goal is Goal.MAX else v.value <= target
             if math.isfinite(v.value) and hit:
                 t = self.storage.trial(v.trial_id)
-                self.storage.finish_study(self.study.id, f"target {target:g} reached by trial "
+                self.storage.finish_study(self.study.id, RaceEndReason.TARGET_REACHED,
+                                          f"target {target:g} reached by trial "
                                           f"{t.number} ({self.metric} = {v.value:.6g} at "
                                           f"epoch {v.epoch + 1})")
                 return

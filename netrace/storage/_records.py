@@ -1,4 +1,5 @@
-"""Immutable records that cross the storage boundary."""
+"""Immutable records and enums that cross the storage boundary: what callers hand the storage
+and what it hands back (see :mod:`netrace.storage._contract`). Nothing here knows SQL."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "HEARTBEAT_TIMEOUT",
+    "RACE_ENDED",
     "TrialState",
+    "StudyState",
+    "WorkerState",
+    "RaceEndReason",
+    "TrialEndReason",
     "StudyRecord",
+    "StudyStatus",
+    "WorkerRecord",
     "TrialRecord",
     "EpochValue",
     "DecisionRecord",
@@ -16,7 +25,12 @@ __all__ = [
     "Checkpoint",
     "ResumeState",
     "EvaluationRecord",
+    "WorkerLost",
 ]
+
+#: Seconds without a heartbeat after which a worker counts as dead, whatever machine it ran
+#: on, unless a caller says otherwise (``[race] heartbeat_timeout``).
+HEARTBEAT_TIMEOUT = 60.0
 
 
 class TrialState(enum.StrEnum):
@@ -35,11 +49,98 @@ class TrialState(enum.StrEnum):
         return self not in (TrialState.QUEUED, TrialState.RUNNING)
 
 
-#: How the note of a trial cut off by the end of the race (not stopped by the termination
-#: rule) begins; the race's end reason follows. Studies of netraces before
-#: :attr:`TrialState.CUT` recorded such trials as STOPPED with this note: the storage reads
-#: those as CUT.
+class StudyState(enum.StrEnum):
+    """A study's race: still running (or resumable), or over."""
+
+    RUNNING = "running"
+    DONE = "done"
+
+
+class WorkerState(enum.StrEnum):
+    """A worker as the storage knows it."""
+
+    ALIVE = "alive"  # registered and not finished: its heartbeat says whether it still runs
+    DONE = "done"    # finished, or released its networks on request
+    DEAD = "dead"    # declared dead (its process gone or its heartbeat stopped): its networks
+                     # went back to the queue
+
+
+class _Reason(enum.StrEnum):
+    @property
+    def label(self) -> str:
+        """The reason in words (``budget spent``)."""
+        return self.value.replace("_", " ")
+
+
+class RaceEndReason(_Reason):
+    """Why a race (a study) ended; the study keeps a note for people beside it.
+
+    >>> RaceEndReason.BUDGET_SPENT.label
+    'budget spent'
+    """
+
+    BUDGET_SPENT = "budget_spent"      # the network-epochs of the budget are spent
+    TARGET_REACHED = "target_reached"  # a network reached ``[race] target``
+
+
+class TrialEndReason(_Reason):
+    """Why a trial ended. Each reason belongs to one final :class:`TrialState`
+    (:attr:`state`); COMPLETE has two.
+
+    >>> TrialEndReason.EARLY_STOPPING.state
+    <TrialState.COMPLETE: 'complete'>
+    >>> TrialEndReason.of(TrialState.CUT)
+    <TrialEndReason.RACE_ENDED: 'race_ended'>
+    """
+
+    RULE_STOP = "rule_stop"            # the termination rule stopped it (STOPPED)
+    EARLY_STOPPING = "early_stopping"  # its own early stopping ended it (COMPLETE)
+    EPOCH_CAP = "epoch_cap"            # it trained ``max_epochs`` epochs (COMPLETE)
+    DIVERGED = "diverged"              # its loss became NaN or infinite (DIVERGED)
+    RACE_ENDED = "race_ended"          # still training when the race ended (CUT)
+    FAILED = "failed"                  # it could not be built or resumed, or its workers
+                                       # died too often (FAILED)
+
+    @property
+    def state(self) -> TrialState:
+        return _REASON_STATE[self]
+
+    @classmethod
+    def of(cls, state: TrialState) -> TrialEndReason:
+        """The reason of a trial ended in ``state`` when none is given (COMPLETE: its epoch
+        cap)."""
+        if not state.finished:
+            raise ValueError(f"a trial ends in a finished state, not {state}")
+        return _DEFAULT_REASON[state]
+
+
+_REASON_STATE = {
+    TrialEndReason.RULE_STOP: TrialState.STOPPED,
+    TrialEndReason.EARLY_STOPPING: TrialState.COMPLETE,
+    TrialEndReason.EPOCH_CAP: TrialState.COMPLETE,
+    TrialEndReason.DIVERGED: TrialState.DIVERGED,
+    TrialEndReason.RACE_ENDED: TrialState.CUT,
+    TrialEndReason.FAILED: TrialState.FAILED,
+}
+_DEFAULT_REASON = {
+    TrialState.STOPPED: TrialEndReason.RULE_STOP,
+    TrialState.COMPLETE: TrialEndReason.EPOCH_CAP,
+    TrialState.DIVERGED: TrialEndReason.DIVERGED,
+    TrialState.CUT: TrialEndReason.RACE_ENDED,
+    TrialState.FAILED: TrialEndReason.FAILED,
+}
+
+#: How the note of a trial cut off by the end of the race begins; the race's end note follows.
+#: For people only: the storage keeps why a trial ended as :class:`TrialEndReason`. (Studies of
+#: netraces before :attr:`TrialState.CUT` recorded such trials as STOPPED with this note; the
+#: storage migrates them once, see ``_compat.py``.)
 RACE_ENDED = "race ended"
+
+
+class WorkerLost(RuntimeError):
+    """A worker wrote after it had been declared dead (its heartbeat stopped for longer than
+    the timeout, or its process looked gone) and its networks were re-queued: nothing of the
+    write was stored, and the worker must stop."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +153,40 @@ class StudyRecord:
     target: float | None
     config: dict[str, Any]
     created: float
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """Whether a study's race is over, why (``None`` while it runs) and a note for people
+    (for example ``budget spent (600 network-epochs)``)."""
+
+    state: StudyState
+    reason: RaceEndReason | None = None
+    note: str = ""
+
+    @property
+    def over(self) -> bool:
+        return self.state is StudyState.DONE
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A worker as registered: where it runs (``host``, ``pid``), its state, and when it
+    started and last gave a heartbeat (Unix time by the storage's clock: the database server's
+    for PostgreSQL, so machines whose clocks differ still agree on how old a heartbeat is)."""
+
+    id: int
+    study_id: int
+    host: str
+    pid: int
+    state: WorkerState
+    started: float
+    heartbeat: float
+
+    def __getitem__(self, key: str) -> Any:
+        """Compatibility: ``w["pid"]`` as when :meth:`Storage.workers` returned dicts; new code
+        reads the attributes."""
+        return getattr(self, key)
 
 
 @dataclass(frozen=True)
@@ -76,6 +211,7 @@ class TrialRecord:
     created: float
     ended: float | None
     note: str = ""
+    reason: TrialEndReason | None = None  # why it ended (None while it has not)
 
 
 @dataclass(frozen=True)
@@ -102,11 +238,27 @@ class DecisionRecord:
 
 @dataclass(frozen=True)
 class TrialEnd:
-    """A trial's final state, with a note (why it stopped, failed or diverged)."""
+    """A trial's final state, why it ended (by default the usual reason of that state, see
+    :meth:`TrialEndReason.of`) and a note for people.
+
+    >>> TrialEnd(3, TrialState.COMPLETE, "early stopping after epoch 4",
+    ...          TrialEndReason.EARLY_STOPPING).reason.label
+    'early stopping'
+    >>> TrialEnd(3, TrialState.STOPPED).reason
+    <TrialEndReason.RULE_STOP: 'rule_stop'>
+    """
 
     trial_id: int
     state: TrialState
     note: str = ""
+    reason: TrialEndReason | None = None
+
+    def __post_init__(self) -> None:
+        reason = self.reason or TrialEndReason.of(self.state)
+        if reason.state is not self.state:
+            raise ValueError(f"a trial that ends for {reason} ends {reason.state}, "
+                             f"not {self.state}")
+        object.__setattr__(self, "reason", reason)
 
 
 @dataclass(frozen=True)
