@@ -16,7 +16,7 @@ from netrace.curves import Goal, HyperbandRule, LCRule, patient
 from netrace.race._judge import Judge, natural_end
 from netrace.race._race import config_record
 from netrace.race._worker import Judgement, RacePlan, _Worker
-from netrace.storage import DecisionRecord, Storage, TrialEnd, TrialState
+from netrace.storage import DecisionRecord, Storage, TrialEnd, TrialEndReason, TrialState
 from netrace.train import MemberState
 from tests.conftest import make_prices
 
@@ -82,12 +82,13 @@ def test_networks_end_on_their_own() -> None:
     assert natural_end(3, [0.1, 0.2], [run, run], 5) is None
     assert natural_end(3, [0.1, 0.2], [run, frozen], 5) is None  # one fold still learns
     assert natural_end(3, [0.1, 0.2], [frozen, frozen], 5) == TrialEnd(
-        3, TrialState.COMPLETE, "early stopping after epoch 2")
+        3, TrialState.COMPLETE, "early stopping after epoch 2", TrialEndReason.EARLY_STOPPING)
     assert natural_end(3, [0.1, 0.2], [run, diverged], 5) == TrialEnd(
         3, TrialState.DIVERGED, "loss became NaN or infinite in epoch 2")
     assert natural_end(3, [0.1, math.inf], [run, run], 5).state is TrialState.DIVERGED
     assert natural_end(3, [0.1] * 5, [run, run], 5) == TrialEnd(
         3, TrialState.COMPLETE, "trained 5 epochs")
+    assert natural_end(3, [0.1] * 5, [run, run], 5).reason is TrialEndReason.EPOCH_CAP
 
 
 def test_judge_gives_the_rules_verdicts_on_given_curves() -> None:
