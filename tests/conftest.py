@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic price data made here (tests never read ../shared)."""
+"""Shared fixtures: synthetic price data made here (tests never read ../shared); the servers
+(PostgreSQL, a Ray head), whose tests are marked slow here."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def prices() -> pd.DataFrame:
     return make_prices()
 
 
+#: Fixtures that start a server: a test using one is slow (``pytest -m "not slow"`` skips it).
+SERVERS = ("postgres", "ray_head")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(name in SERVERS for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def postgres():
     from tests.servers import Postgres
@@ -34,10 +45,21 @@ def postgres():
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def ray_head(request: pytest.FixtureRequest):
+    """``ray start --head`` on 127.0.0.1 for the tests of one module: two CPUs, or the module's
+    ``RAY_HEAD_CPUS``."""
+    from tests.servers import RayHead
+
+    server = RayHead(cpus=getattr(request.module, "RAY_HEAD_CPUS", 2))
+    yield server
+    server.stop()
+
+
 _db_counter = iter(range(10**6))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def storage_url(request: pytest.FixtureRequest, tmp_path) -> str:
     """Every storage test runs on both implementations (one contract)."""
     if request.param == "sqlite":

@@ -79,6 +79,14 @@ RAY_ENV = {
 }
 
 
+def ray_env(address: str) -> dict[str, str]:
+    """The environment of a ``netrace run --backend ray`` on the head at ``address``, as a
+    user's: RAY_ADDRESS set, and netrace left to set the loopback variable itself."""
+    env = {**os.environ, "RAY_ADDRESS": address, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # netrace sets it for a loopback head
+    return env
+
+
 class RayHead:
     """``ray start --head`` on 127.0.0.1:<free port>, its files in a temp folder; ``stop``
     ends its processes, and only its: not a cluster of the user's own (``ray stop`` would end

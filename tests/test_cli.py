@@ -20,6 +20,7 @@ def test_help_lists_the_commands() -> None:
         assert f"\n    {cmd} " in out.stdout
 
 
+@pytest.mark.slow  # two netrace commands
 def test_replay_through_the_cli(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rows = []
@@ -121,6 +122,7 @@ def test_run_refuses_fewer_than_one_worker_in_the_config(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["race.toml"]
 
 
+@pytest.mark.slow  # two netrace commands
 def test_status_of_a_database_that_does_not_exist(tmp_path: Path) -> None:
     """netrace status reads; a mistyped path must not leave a new empty database behind."""
     for args in (["--storage", str(tmp_path / "runs.db")], []):  # [] : netrace.db, the default

@@ -161,6 +161,7 @@ def test_adj_close_spellings(name: str) -> None:
     assert data_warnings(make_prices(50).assign(**{name: 1.0}), "Date") == []
 
 
+@pytest.mark.slow
 def test_adj_close_warning_at_run(tmp_path: Path) -> None:
     frame = make_prices(300).rename(columns={"Close": "Adj Close"})
     cfg = write(tmp_path, frame, target="return_next",

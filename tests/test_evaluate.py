@@ -20,6 +20,7 @@ from netrace.storage import Storage
 from tests.conftest import make_prices
 
 EXE = str(Path(sys.executable).parent / "netrace")
+pytestmark = pytest.mark.slow  # every test races, then evaluates
 
 LEVEL = """
 [data]

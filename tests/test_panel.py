@@ -303,6 +303,7 @@ def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_tiny_race_on_a_panel_csv(tmp_path: Path) -> None:
     long_frame(make_panel()).to_csv(tmp_path / "panel.csv", index=False)
     (tmp_path / "panel.toml").write_text(

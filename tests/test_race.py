@@ -72,16 +72,18 @@ def write(tmp: Path, name: str = "race", rule: str = "median", population: int =
     return p
 
 
-def run(cfg: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(cfg: Path, *args: str, timeout: float = 300,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([EXE, "run", str(cfg), "--quiet", *args], cwd=cfg.parent,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def start(cfg: Path, workers: int) -> subprocess.Popen:
+def start(cfg: Path, workers: int, *args: str,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     """`netrace run` in the background, as a user starts it."""
-    return subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--workers", str(workers)],
+    return subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--workers", str(workers), *args],
                             cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env=env)
 
 
 def settled(t: TrialRecord, storage: Storage | None = None) -> bool:
@@ -133,6 +135,7 @@ def best_r2(cfg: Path, ck: NetworkCheckpoint) -> float:
     return float(1 - np.sum((y - pred) ** 2) / np.sum(y ** 2))
 
 
+@pytest.mark.slow
 def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     # long enough that the second worker has started (imports, data) well before the end
     cfg = write(tmp_path, rule="median", population=8, epochs=10, budget=600,
@@ -216,6 +219,7 @@ def test_race_two_workers_end_to_end(tmp_path: Path) -> None:
     assert table[header + 1].split()[0] == str(best.number)
 
 
+@pytest.mark.slow
 def test_lc_race_keeps_the_forecast_behind_each_decision(tmp_path: Path) -> None:
     # the default rule on a metric to minimize, two workers: decisions at lc's checkpoints
     # (3, 4, 7, 10 of 12 epochs) keep the probability, how many finished networks it learned
@@ -305,9 +309,9 @@ def test_lc_learns_from_other_workers_forecasts_without_making_them_again() -> N
     assert b_verdicts[6].forecast.p == c_verdicts[6].forecast.p
 
 
+@pytest.mark.slow
 def test_target_stops_every_worker(tmp_path: Path) -> None:
     cfg = write(tmp_path, rule="none", budget=10_000, epochs=50, extra="target = -100.0")
-    t0 = time.monotonic()
     proc = run(cfg, "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     s = Storage(tmp_path / "netrace.db")
@@ -325,9 +329,9 @@ def test_target_stops_every_worker(tmp_path: Path) -> None:
     assert s.trial_number(st.id, number).epochs >= 1
     assert s.epochs_spent(st.id) < 100  # ended long before the budget
     assert all(settled(t) for t in s.trials(st.id))
-    assert time.monotonic() - t0 < 200
 
 
+@pytest.mark.slow
 def test_diverging_networks_end_alone(tmp_path: Path) -> None:
     cfg = write(tmp_path, rule="none", budget=40, epochs=5, optimizer="sgd", lr="10.0")
     proc = run(cfg, "--workers", "1")
@@ -420,30 +424,7 @@ def check_continued_elsewhere(s: Storage, before: dict, running: dict[int, list[
     assert s.study_state(st.id)[0] == "done"
 
 
-def test_sigkill_of_a_worker_resumes_its_networks(tmp_path: Path) -> None:
-    """What the race guarantees, whatever the speeds and start order of the processes: a worker
-    killed with SIGKILL loses at most the epoch it was training; its running networks go back to
-    the queue with their states and curves and are claimed before any new proposal, so with
-    budget left each one continues its curve where it was, on another worker; nothing completed
-    is lost and nothing is counted twice."""
-    budget, max_epochs = 800, 10  # room to spare however fast the engine trains
-    cfg = write(tmp_path, rule="none", budget=budget, epochs=max_epochs)
-    proc = start(cfg, 2)
-    s = _wait_epochs(tmp_path / "netrace.db", "race", 1)
-    st = s.get_study("race")
-    victim, running = _freeze_victim(s, "race", min_epochs=3)
-    before = _finished_before(s, "race")
-    # the killed networks need at most 2 populations of epochs per worker: budget enough
-    assert s.epochs_spent(st.id) + 2 * 2 * 4 * max_epochs < budget
-    killed_at = time.time()
-    os.kill(victim.pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "was killed by SIGKILL" in err and f"re-queued {len(running)} trial(s)" in err
-    check_continued_elsewhere(s, before, running, victim, killed_at, max_epochs)
-    assert not list((tmp_path / "netrace.db-states").glob("*.bin"))  # no state left behind
-
-
+@pytest.mark.slow
 def test_kill_whole_run_then_resume(tmp_path: Path) -> None:
     cfg = write(tmp_path, rule="none", budget=120, epochs=8)
     proc = start(cfg, 2)
@@ -469,6 +450,7 @@ def test_kill_whole_run_then_resume(tmp_path: Path) -> None:
     check_books(s, "race")
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_gracefully_and_resumes(tmp_path: Path) -> None:
     # a budget the race cannot spend before the Ctrl-C arrives, however fast the engine
     cfg = write(tmp_path, rule="none", budget=1_000_000, epochs=8)
@@ -519,6 +501,7 @@ def test_bad_race_config(tmp_path: Path, extra: str, message: str) -> None:
     assert re.search(message, proc.stderr) and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_unbuildable_networks_fail_alone(tmp_path: Path) -> None:
     """A CNN whose blocks would shrink the window to nothing fails as a trial, not the race."""
     cfg = tmp_path / "cnn.toml"

@@ -1,49 +1,27 @@
-"""The race on a real Ray head on 127.0.0.1 (``--backend ray``): workers are Ray actors; a
-SIGKILLed actor's networks continue on another; nothing of Ray listens beyond loopback."""
+"""The race on a real Ray head on 127.0.0.1 (``--backend ray``): workers are Ray actors; nothing
+of Ray listens beyond loopback. (The backend contract, a SIGKILLed worker's networks continuing
+on another included, runs on Ray and on local processes alike: tests/test_backends.py.)"""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from netrace.storage import Storage, TrialState, WorkerState
-from tests.servers import RAY_ENV, RayHead, free_port, listening
-from tests.test_race import (
-    EXE,
-    _finished_before,
-    _freeze_victim,
-    _wait_epochs,
-    check_books,
-    check_continued_elsewhere,
-    settled,
-    write,
-)
+from tests.servers import RAY_ENV, RayHead, free_port, listening, ray_env
+from tests.test_race import EXE, _wait_epochs, check_books, settled, write
 
 RAY_PROCESSES = ("gcs_server", "raylet", "ray::", "netrace")
-
-
-@pytest.fixture(scope="module")
-def head():
-    server = RayHead(cpus=2)
-    yield server
-    server.stop()
-
-
-def _env(address: str) -> dict[str, str]:
-    env = {**os.environ, "RAY_ADDRESS": address, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # netrace sets it for a loopback head
-    return env
+pytestmark = pytest.mark.slow  # a Ray head, races on it
 
 
 def _start(cfg: Path, address: str, workers: int = 2) -> subprocess.Popen:
     return subprocess.Popen([EXE, "run", str(cfg), "--quiet", "--backend", "ray", "--workers",
                              str(workers)], cwd=cfg.parent, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(address))
+                            stderr=subprocess.PIPE, text=True, env=ray_env(address))
 
 
 def _loopback(address: str) -> bool:
@@ -51,10 +29,10 @@ def _loopback(address: str) -> bool:
     return host == "::1" or host.startswith(("127.", "::ffff:127."))
 
 
-def test_race_on_ray_actors_stays_on_loopback(head: RayHead, tmp_path: Path) -> None:
+def test_race_on_ray_actors_stays_on_loopback(ray_head: RayHead, tmp_path: Path) -> None:
     # long enough that both actors train (each imports torch and prepares the data first)
     cfg = write(tmp_path, rule="median", population=8, epochs=10, budget=1200)
-    proc = _start(cfg, head.address)
+    proc = _start(cfg, ray_head.address)
     s = _wait_epochs(tmp_path / "netrace.db", "race", 1)
     st = s.get_study("race")
     seen = listening(RAY_PROCESSES)  # the head, its raylet, and the running actors
@@ -76,43 +54,29 @@ def test_race_on_ray_actors_stays_on_loopback(head: RayHead, tmp_path: Path) -> 
     assert s.best_trial(st.id).best_value > 0
 
 
-def test_sigkill_of_a_ray_actor_resumes_its_networks(head: RayHead, tmp_path: Path) -> None:
-    budget, max_epochs = 800, 10
-    cfg = write(tmp_path, rule="none", budget=budget, epochs=max_epochs)
-    proc = _start(cfg, head.address)
-    s = _wait_epochs(tmp_path / "netrace.db", "race", 1)
-    st = s.get_study("race")
-    victim, running = _freeze_victim(s, "race", min_epochs=3)
-    before = _finished_before(s, "race")
-    assert s.epochs_spent(st.id) + 2 * 2 * 4 * max_epochs < budget
-    killed_at = time.time()
-    os.kill(victim.pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "worker" in err and "died" in err and f"re-queued {len(running)} trial(s)" in err
-    check_continued_elsewhere(s, before, running, victim, killed_at, max_epochs)
-
-
 def test_no_ray_head_is_one_clear_error(tmp_path: Path) -> None:
     cfg = write(tmp_path, rule="none", budget=20, epochs=2)
-    env = {**_env(f"127.0.0.1:{free_port()}"), **RAY_ENV}
-    t0 = time.monotonic()
+    env = {**ray_env(f"127.0.0.1:{free_port()}"), **RAY_ENV}
     proc = subprocess.run([EXE, "run", str(cfg), "--quiet", "--backend", "ray"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, env=env, check=False)
     assert proc.returncode == 2
+    # the answer is netrace's own probe of the address, before ray.init (which would wait for a
+    # head that never answers): the probe's message, not ray.init's "found no Ray cluster"
     assert "no Ray cluster answers at 127.0.0.1:" in proc.stderr and "ray start --head" in proc.stderr
-    assert "Traceback" not in proc.stderr and time.monotonic() - t0 < 60
+    assert "found no Ray cluster" not in proc.stderr
+    assert "Traceback" not in proc.stderr
     # nothing was lost: the study was created and can run on local workers
     assert Storage(tmp_path / "netrace.db").find_study("race") is not None
 
 
-def test_ray_workers_share_a_postgresql_study(head: RayHead, postgres, tmp_path: Path) -> None:
+def test_ray_workers_share_a_postgresql_study(ray_head: RayHead, postgres,  # noqa: ANN001
+                                              tmp_path: Path) -> None:
     """The several-machines layout on one machine: Ray actors, one PostgreSQL study."""
     url = postgres.new_database("ray_race")
     cfg = write(tmp_path, rule="hyperband", population=8, epochs=9, budget=400)
     proc = subprocess.run([EXE, "run", str(cfg), "--quiet", "--backend", "ray", "--workers", "2",
                            "--storage", url], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env=_env(head.address), check=False)
+                          timeout=300, env=ray_env(ray_head.address), check=False)
     assert proc.returncode == 0, proc.stderr
     assert "budget spent" in proc.stdout
     s = Storage(url)
@@ -125,11 +89,11 @@ def test_ray_workers_share_a_postgresql_study(head: RayHead, postgres, tmp_path:
     assert not (tmp_path / "netrace.db").exists()  # nothing went to a local file
 
 
-def test_ctrl_c_stops_ray_actors_gracefully(head: RayHead, tmp_path: Path) -> None:
+def test_ctrl_c_stops_ray_actors_gracefully(ray_head: RayHead, tmp_path: Path) -> None:
     """Ctrl-C reaches the actors through the stop flag: they end after their epoch and hand
     their networks back to the queue; the study resumes on local workers."""
     cfg = write(tmp_path, rule="none", budget=1_000_000, epochs=8)
-    proc = _start(cfg, head.address)
+    proc = _start(cfg, ray_head.address)
     s = _wait_epochs(tmp_path / "netrace.db", "race", 12)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -154,7 +118,7 @@ def test_backend_ray_without_ray_installed_is_one_clear_error(tmp_path: Path) ->
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
     cfg = write(tmp_path, rule="none", budget=20, epochs=2)
-    env = {**_env("127.0.0.1:1"), "PYTHONPATH": str(shadow.parent)}
+    env = {**ray_env("127.0.0.1:1"), "PYTHONPATH": str(shadow.parent)}
     proc = subprocess.run([EXE, "run", str(cfg), "--quiet", "--backend", "ray"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, env=env, check=False)
     assert proc.returncode == 2

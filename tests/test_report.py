@@ -24,6 +24,8 @@ from netrace.report import build_report
 from netrace.storage import Storage, TrialState
 from tests.conftest import make_prices
 
+pytestmark = pytest.mark.slow  # a race (or more) behind every report
+
 ROOT = Path(__file__).resolve().parents[1]
 
 VOL = """

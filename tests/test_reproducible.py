@@ -102,6 +102,7 @@ def study(path: Path) -> dict[str, Any]:
     return {"state": s.study_state(st.id), "spent": s.epochs_spent(st.id), "trials": trials}
 
 
+@pytest.mark.slow
 def test_one_worker_and_a_seed_reproduce_the_race_exactly(races: Path) -> None:
     a, b = study(races / "a.db"), study(races / "b.db")
     assert [t["number"] for t in a["trials"]] == [t["number"] for t in b["trials"]]
@@ -118,6 +119,7 @@ def test_one_worker_and_a_seed_reproduce_the_race_exactly(races: Path) -> None:
     assert sum(t["checkpoint"] is not None for t in trials) >= 3
 
 
+@pytest.mark.slow
 def test_another_seed_gives_another_race(races: Path) -> None:
     """The comparison above can fail: another seed seeds the networks otherwise, and their
     curves (then all that follows from them) differ."""
@@ -127,6 +129,7 @@ def test_another_seed_gives_another_race(races: Path) -> None:
     assert a["trials"][0]["curve"] != c["trials"][0]["curve"]
 
 
+@pytest.mark.slow
 def test_the_verdicts_are_identical(races: Path) -> None:
     verdicts = []
     for name in ("a", "b"):

@@ -522,20 +522,66 @@ def test_timeline_in_recording_order(storage_url: str) -> None:
     assert tl[0][0] < tl[1][0] == tl[2][0]
 
 
-def test_an_epoch_states_are_stored_before_the_next_epoch(storage_url: str) -> None:
+def test_an_epoch_states_are_stored_before_the_next_epoch(storage_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """PostgreSQL stores an epoch's states in the background; the next epoch's write waits for
     them, so a trial that ends in it is left without a state, not with a stale one stored late;
-    a worker stopping on request leaves the newest states."""
+    a worker stopping on request leaves the newest states.
+
+    Checked by order, not by speed: the background write of epoch 1's states is held until the
+    writer waits for it (a ``Future.result``), or until epoch 2's first statement (which then
+    finds it not stored: the failure), or for at most 5 seconds if the writer waits otherwise."""
+    import concurrent.futures
+    import threading
+
+    import sqlalchemy as sa
+
     s = Storage(storage_url)
     st = s.create_study("x", direction="minimize", config={})
     w = s.register_worker(st.id)
     a, b = s.add_trials(st.id, [{}, {}], [1, 2], worker_id=w)
-    big = bytes(8_000_000)  # slow enough to store that an unordered write would land last
-    s.record_epoch(w, [EpochValue(a.id, 0, 1.0), EpochValue(b.id, 0, 1.0)],
-                   states=[ResumeState(a.id, 1, big), ResumeState(b.id, 1, big)])
-    s.record_epoch(w, [EpochValue(a.id, 1, 0.5), EpochValue(b.id, 1, 0.5)],
-                   ends=[TrialEnd(a.id, TrialState.COMPLETE)],
-                   states=[ResumeState(b.id, 2, b"b2")])
+    me = threading.get_ident()
+    release, stored = threading.Event(), threading.Event()
+    held: list[str] = []  # background writes of states, held back
+    in_second = threading.Event()  # epoch 2 is being recorded
+    second: list[bool] = []  # at epoch 2's first statement: were epoch 1's states stored?
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if threading.get_ident() != me:
+            if "INSERT INTO resume_states" in statement and not held:
+                held.append(statement)
+                release.wait(5)
+        elif in_second.is_set() and not second:
+            second.append(stored.is_set())
+            release.set()
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        if threading.get_ident() != me and "INSERT INTO resume_states" in statement:
+            stored.set()
+
+    result = concurrent.futures.Future.result
+
+    def waited(self, timeout=None):
+        release.set()  # the writer waits for the background write: let it go on
+        return result(self, timeout)
+
+    monkeypatch.setattr(concurrent.futures.Future, "result", waited)
+    sa.event.listen(sa.Engine, "before_cursor_execute", before)
+    sa.event.listen(sa.Engine, "after_cursor_execute", after)
+    try:
+        s.record_epoch(w, [EpochValue(a.id, 0, 1.0), EpochValue(b.id, 0, 1.0)],
+                       states=[ResumeState(a.id, 1, b"a1"), ResumeState(b.id, 1, b"b1")])
+        in_second.set()
+        s.record_epoch(w, [EpochValue(a.id, 1, 0.5), EpochValue(b.id, 1, 0.5)],
+                       ends=[TrialEnd(a.id, TrialState.COMPLETE)],
+                       states=[ResumeState(b.id, 2, b"b2")])
+    finally:
+        release.set()
+        sa.event.remove(sa.Engine, "before_cursor_execute", before)
+        sa.event.remove(sa.Engine, "after_cursor_execute", after)
+    if storage_url.startswith("postgresql"):  # SQLite writes states before record_epoch returns
+        assert held  # epoch 1's states went to the background, and were held there
+        assert second == [True]  # and were stored before anything of epoch 2 was written
     assert s.release_worker(w) == [b.id]
     other = Storage(storage_url)
     assert other.resume_state(a.id) is None

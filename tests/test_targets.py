@@ -345,6 +345,7 @@ def _verdict_and_forecasts(tmp: Path, study: str, data_file: str) -> tuple[dict,
     return r, pred
 
 
+@pytest.mark.slow
 def test_a_race_on_the_log_target_evaluates_and_predicts(tmp_path: Path) -> None:
     make_prices(700).to_csv(tmp_path / "prices.csv", index=False)
     raced(tmp_path, VOL.format(features='["log_return", "range", "parkinson"]',
@@ -369,6 +370,7 @@ def test_a_race_on_the_log_target_evaluates_and_predicts(tmp_path: Path) -> None
     assert kinds <= {"residual", "gaussian"} and kinds
 
 
+@pytest.mark.slow
 def test_a_race_with_revin_and_qlike_evaluates_predicts_and_scales(tmp_path: Path) -> None:
     frame = positive_series()
     frame.to_csv(tmp_path / "series.csv", index=False)

@@ -1,13 +1,18 @@
-"""netrace's cached TPE sampler against Optuna's own: the same proposals, to the bit."""
+"""netrace's cached TPE sampler against Optuna's own: the same proposals, to the bit; and
+Optuna's own, with one notice, wherever the cached one's private hooks are missing or wrong."""
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 
+from netrace.race import _tpe
 from netrace.race._tpe import CachedTPESampler, tpe_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,6 +118,121 @@ def test_tpe_sampler_is_cached_on_the_checked_optuna() -> None:
     s = tpe_sampler(seed=0, n_startup_trials=4, multivariate=True, group=True,
                     constant_liar=True)
     assert isinstance(s, CachedTPESampler) == optuna.__version__.startswith("5.0.")
+    assert (_tpe.speedup_problem() is None) == optuna.__version__.startswith("5.0.")
+
+
+@pytest.fixture
+def recheck():
+    """The speed-up checked anew in this test (its verdict is kept per process), and again
+    after it, with Optuna as it was."""
+    def clear():
+        for f in (_tpe.speedup_problem, _tpe._hooks, _tpe._incremental_groups):
+            f.cache_clear()
+
+    clear()
+    yield
+    clear()
+
+
+def _one_notice(caplog: pytest.LogCaptureFixture) -> str:
+    notices = [r for r in caplog.records if r.name == "netrace"]
+    assert len(notices) == 1 and notices[0].levelno == logging.WARNING
+    line = notices[0].getMessage()
+    assert "\n" not in line and line.startswith("netrace: notice: ")
+    assert line.endswith("; using Optuna's own TPESampler (the same proposals, slower asks "
+                         "among many trials)")
+    return line
+
+
+def _stock_tpe_proposes(factory=tpe_sampler) -> None:
+    """A sampler from ``factory`` (tpe_sampler) is Optuna's own, twice (one notice in all),
+    and proposes as Optuna's own, past its startup trials."""
+    kw = dict(seed=3, n_startup_trials=8, multivariate=True, group=True, constant_liar=True)
+    for _ in range(2):
+        s = factory(**kw)
+        assert type(s) is optuna.samplers.TPESampler
+    assert _race(s, "minimize", 30) == _race(optuna.samplers.TPESampler(**kw), "minimize", 30)
+
+
+@pytest.mark.parametrize("how", ["attribute", "module"])
+def test_a_missing_private_hook_falls_back_to_stock_tpe_with_one_notice(
+        how: str, recheck, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An Optuna release that moves a private class the speed-up subclasses (simulated: the
+    attribute gone from its module, or the module gone): the stock TPE, one notice naming what
+    is missing; importing netrace's module still works."""
+    caplog.set_level(logging.WARNING, logger="netrace")
+    if how == "attribute":
+        import optuna.search_space.group_decomposed as gd
+
+        monkeypatch.delattr(gd, "_GroupDecomposedSearchSpace")
+    else:
+        monkeypatch.setitem(sys.modules, "optuna.search_space.group_decomposed", None)
+    import netrace.race
+
+    monkeypatch.delitem(sys.modules, "netrace.race._tpe")  # imported afresh, then restored
+    monkeypatch.setattr(netrace.race, "_tpe", _tpe)
+    import netrace.race._tpe as fresh
+
+    assert fresh is not _tpe
+    _stock_tpe_proposes(fresh.tpe_sampler)
+    line = _one_notice(caplog)
+    assert f"Optuna {optuna.__version__} lacks a private hook of netrace's TPE speed-up" in line
+    assert ("_GroupDecomposedSearchSpace" if how == "attribute" else "group_decomposed") in line
+    assert fresh.speedup_problem() is not None
+
+
+def test_a_speedup_that_fails_its_self_check_is_not_used(
+        recheck, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Hooks that exist but no longer mean what they did (simulated: the cached rows lose the
+    newest trial): the self-check sees other proposals; the stock TPE, one notice."""
+    caplog.set_level(logging.WARNING, logger="netrace")
+    rows = CachedTPESampler._get_internal_repr
+    monkeypatch.setattr(CachedTPESampler, "_get_internal_repr",
+                        lambda self, trials, space, study: rows(self, trials[:-1], space, study))
+    _stock_tpe_proposes()
+    assert "proposes otherwise than Optuna" in _one_notice(caplog)
+
+
+def test_another_optuna_release_gets_stock_tpe(recheck, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="netrace")
+    monkeypatch.setattr(optuna, "__version__", "5.1.0")
+    _stock_tpe_proposes()
+    assert "checked against Optuna 5.0.x, not 5.1.0" in _one_notice(caplog)
+
+
+_BREAK_OPTUNA = """\
+# this test's stand-in for an Optuna release that moved the class the TPE speed-up subclasses
+import optuna.search_space.group_decomposed as _gd
+del _gd._GroupDecomposedSearchSpace
+"""
+
+
+@pytest.mark.slow
+def test_a_race_runs_on_stock_tpe_when_a_hook_is_missing(tmp_path: Path) -> None:
+    """The whole race, its worker in a process whose Optuna lacks the hook (a sitecustomize on
+    the path removes it at start-up): it runs to its end on the stock TPE, and says so in one
+    line."""
+    import os
+
+    from netrace.storage import Storage, TrialState
+    from tests.test_race import run, write
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_BREAK_OPTUNA)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    cfg = write(tmp_path, rule="none", population=4, epochs=2, budget=24)
+    proc = run(cfg, "--workers", "1", env={**os.environ, "PYTHONPATH": path})
+    assert proc.returncode == 0, proc.stderr
+    assert "budget spent" in proc.stdout
+    notices = [line for line in proc.stderr.splitlines() if "TPESampler" in line]
+    assert len(notices) == 1, proc.stderr
+    assert "lacks a private hook of netrace's TPE speed-up" in notices[0]
+    s = Storage(tmp_path / "netrace.db")
+    trials = s.trials(s.get_study("race").id)
+    assert sum(t.state is TrialState.COMPLETE for t in trials) > 4  # past TPE's startup
 
 
 def test_an_ask_among_many_trials_does_not_redo_every_trial() -> None:

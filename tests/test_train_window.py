@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from netrace.evaluate._refit import RefitJob, refit
 from netrace.race._build import DataShape, population_settings
@@ -68,6 +69,7 @@ def test_refit_on_a_rolling_window_is_a_refit_on_the_last_samples() -> None:
     assert not np.allclose(a["params"], c["params"])
 
 
+@pytest.mark.slow
 def test_a_race_finds_that_only_recent_samples_hold_the_law(tmp_path: Path) -> None:
     """y = x up to sample 100, y = -x after: networks that train on the last 60 samples
     (after the break, in both folds) validate well; those on every sample do not."""

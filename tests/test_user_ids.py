@@ -57,6 +57,7 @@ def status(db: Path, *args: str) -> subprocess.CompletedProcess:
     return out
 
 
+@pytest.mark.slow  # three netrace commands
 def test_status_json_names_trials_by_number_and_lists_the_top(db: Path) -> None:
     snap = json.loads(status(db, "--json", "--top", "3").stdout)
     assert (snap["best_trial"], snap["best_value"], snap["best_epoch"]) == (1, 0.7, 2)
