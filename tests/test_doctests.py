@@ -12,6 +12,7 @@ torch.set_num_threads(1)
 
 MODULES = [
     "netrace.errors",
+    "netrace.vocabulary",
     "netrace.config._schema",
     "netrace.config._space",
     "netrace.data._checks",
