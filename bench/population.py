@@ -29,8 +29,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from netrace.backends import set_worker_threads  # noqa: E402
 from netrace.models import CNNSpec, MLPSpec, RNNSpec  # noqa: E402
-from netrace.train import MemberSpec, Population, set_worker_threads  # noqa: E402
+from netrace.train import MemberSpec, Population  # noqa: E402
 from netrace.train._reference import train_reference  # noqa: E402
 
 N, BATCH, EPOCHS, WINDOW = 2000, 128, 5, 20

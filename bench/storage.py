@@ -158,7 +158,7 @@ def main() -> None:
                     help="--loop: this process on CPU 0, the PostgreSQL server on CPU 1 (as a "
                          "server on another machine would be)")
     a = ap.parse_args()
-    from netrace.train import set_worker_threads
+    from netrace.backends import set_worker_threads
 
     set_worker_threads(1)  # one worker's share of this 2-core machine
     if a.loop:

@@ -185,7 +185,7 @@ def test_restart_same_index_after_death(backend: Backend, tmp_path: Path) -> Non
 
 _FAULTS = """
 import resource, sys, torch
-from netrace.train import set_worker_threads
+from netrace.backends import set_worker_threads
 if sys.argv[1] == "worker":
     set_worker_threads(1)
 def faults():

@@ -14,6 +14,7 @@ from netrace.backends._base import (
     threads_per_worker,
 )
 from netrace.backends._local import LocalBackend
+from netrace.backends._process import keep_freed_memory, set_worker_threads
 
 __all__ = [
     "Backend",
@@ -21,5 +22,7 @@ __all__ = [
     "WorkerContext",
     "WorkerExit",
     "default_workers",
+    "keep_freed_memory",
+    "set_worker_threads",
     "threads_per_worker",
 ]

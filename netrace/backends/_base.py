@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from netrace.backends._process import set_worker_threads
+
 __all__ = [
     "Backend",
     "StopFlag",
@@ -71,8 +73,6 @@ class WorkerExit:
 def set_threads(threads: int) -> None:
     """In a worker process: torch uses ``threads`` threads (and one inter-op thread)."""
     import torch
-
-    from netrace.train import set_worker_threads
 
     set_worker_threads(threads)
     try:

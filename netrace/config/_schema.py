@@ -16,6 +16,15 @@ from typing import Any
 
 from netrace.config._space import SearchSpace, parse_space
 from netrace.errors import UserError, did_you_mean
+from netrace.vocabulary import (
+    METRICS,
+    PRICE_SOURCES,
+    RULE_OPTIONS,
+    RULES,
+    SOURCES,
+    TASKS,
+    rule_options,
+)
 
 __all__ = [
     "PRICE_SOURCES",
@@ -32,17 +41,11 @@ __all__ = [
     "config_from_dict",
 ]
 
-TASK_TYPES = ("regression", "binary", "multiclass")
+TASK_TYPES = TASKS
 SCHEMES = ("holdout", "walk_forward", "purged_kfold", "kfold")
 FILLS = ("none", "ffill", "drop")
 MODES = ("expanding", "rolling")
-RULES = ("lc", "median", "hyperband", "topk", "none")
-METRICS = ("r2", "mse", "mae", "loss", "qlike", "log_loss", "accuracy", "auc")
-#: Built-in data (loaded offline from packages that ship it): daily OHLCV prices, then
-#: scikit-learn's bundled i.i.d. tabular sets.
-PRICE_SOURCES = ("sp500", "nasdaq")
-TABULAR_SOURCES = ("iris", "wine", "breast_cancer", "diabetes", "digits")
-SOURCES = PRICE_SOURCES + TABULAR_SOURCES
+# RULES, METRICS, TASKS and the built-in sources are netrace.vocabulary's
 
 
 def _spec(kind: str, *, choices: tuple[str, ...] = (), low: float | None = None,
@@ -50,6 +53,10 @@ def _spec(kind: str, *, choices: tuple[str, ...] = (), low: float | None = None,
           doc: str = "") -> dict[str, Any]:
     return {"kind": kind, "choices": choices, "low": low, "high": high,
             "low_open": low_open, "high_open": high_open, "doc": doc}
+
+
+def _rule_doc(rule: str) -> str:
+    return f"[race.{rule}]: {', '.join(RULE_OPTIONS[rule])}"
 
 
 @dataclass(frozen=True)
@@ -121,13 +128,13 @@ class RaceConfig:
     rule: str = field(default="lc", metadata=_spec("str", choices=RULES))
     # each rule's options, as a table [race.<rule>] (only the chosen rule's)
     lc: dict[str, Any] | None = field(default=None, metadata=_spec(
-        "rule", doc="[race.lc]: epsilon, min_observed, growth, prior_weight, method"))
+        "rule", doc=_rule_doc("lc")))
     median: dict[str, Any] | None = field(default=None, metadata=_spec(
-        "rule", doc="[race.median]: percentile, min_observed, min_curves, finished_only"))
+        "rule", doc=_rule_doc("median")))
     hyperband: dict[str, Any] | None = field(default=None, metadata=_spec(
-        "rule", doc="[race.hyperband]: rungs, keep"))
+        "rule", doc=_rule_doc("hyperband")))
     topk: dict[str, Any] | None = field(default=None, metadata=_spec(
-        "rule", doc="[race.topk]: keep, at, min_observed"))
+        "rule", doc=_rule_doc("topk")))
     rule_patience: int | None = field(default=None, metadata=_spec(
         "int", low=0, doc="the rule stops a network only once it has stopped improving "
         "(Optuna's PatientPruner)"))
@@ -254,8 +261,6 @@ def _value(origin: str, section: str, key: str, value: Any, spec: Any) -> Any:
     if kind == "space":
         return parse_space(value, origin=origin)
     if kind == "rule":
-        from netrace.curves import rule_options
-
         if not isinstance(value, dict):
             raise UserError(f"{origin}: '{key}' in [{section}] must be a table of the {key} "
                             f"rule's options, [{section}.{key}], got {_show(value)}")

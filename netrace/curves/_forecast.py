@@ -12,6 +12,7 @@ from netrace.curves._amortized import amortized_draws
 from netrace.curves._fit import N_BINS, prepare
 from netrace.curves._sampler import SamplerSettings, sample_predictive
 from netrace.errors import UserError
+from netrace.vocabulary import FORECAST_METHODS
 
 __all__ = ["CALIBRATED", "PAPER", "RAW", "Calibration", "Forecast", "extrapolate", "extrapolate_many"]
 
@@ -43,7 +44,7 @@ class Calibration:
 
 
 DEFAULT_SETTINGS = SamplerSettings()
-METHODS = ("sampler", "amortized")
+METHODS = FORECAST_METHODS  # the vocabulary's
 RAW = Calibration(inflate=1.0)
 PAPER = Calibration()
 CALIBRATED = Calibration(inflate=2.5, drift=0.1, spread=0.1, nu=2.5)

@@ -25,7 +25,6 @@ errors) is a state that the caller keeps and passes in, ``decide(curves, state) 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -36,7 +35,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from netrace.curves._fit import y_range
-from netrace.errors import UserError, did_you_mean
+from netrace.errors import UserError
+from netrace.vocabulary import (
+    PATIENCE_OPTIONS,
+    RULE_OPTIONS,
+    check_option,
+    no_option,
+    rule_options,  # re-exported: it lives in the vocabulary
+    unknown_rule,
+)
 
 __all__ = [
     "RULES",
@@ -57,6 +64,11 @@ __all__ = [
     "patient",
     "rule_options",
 ]
+
+
+def _default(rule: str, option: str) -> Any:
+    """The option's default, as the vocabulary gives it."""
+    return RULE_OPTIONS[rule][option].default
 
 
 class Goal(Enum):
@@ -207,12 +219,29 @@ class Rule:
     """
 
     name = "rule"
-    #: what a user may set (``[race.<name>]`` in a config, ``netrace replay --option``)
+    #: what a user may set (``[race.<name>]`` in a config, ``netrace replay --option``), from
+    #: :data:`netrace.vocabulary.RULE_OPTIONS`
     options: ClassVar[tuple[str, ...]] = ()
     #: options that apply only when another option has a value: option -> (other, value)
     applies: ClassVar[dict[str, tuple[str, Any]]] = {}
     #: whether :meth:`learn` takes anything in (else the race need not offer it forecasts)
     learns: ClassVar[bool] = False
+    #: the rule of the vocabulary whose options this one has (a subclass keeps its parent's)
+    _vocabulary_name: ClassVar[str] = "none"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name", "")
+        specs = RULE_OPTIONS.get(name)
+        if specs is not None:  # a rule of the vocabulary: its options are the vocabulary's
+            cls.options = tuple(specs)
+            cls.applies = {k: o.applies for k, o in specs.items() if o.applies is not None}
+            cls._vocabulary_name = name
+
+    def __post_init__(self) -> None:
+        """Each option's value checked as the vocabulary says (in the options' order)."""
+        for option in self.options:
+            check_option(self._vocabulary_name, option, getattr(self, option))
 
     def initial_state(self) -> Any:
         """What the rule knows before its first decision (None: a rule that learns nothing)."""
@@ -282,17 +311,11 @@ class MedianRule(Rule):
     evaluations, once n >= min_observed and at least min_curves others reached n (with
     ``finished_only``, only curves trained to their full budget count, as Optuna's)."""
 
-    percentile: float = 50.0
-    min_observed: int = 5
-    min_curves: int = 5
-    finished_only: bool = False
+    percentile: float = _default("median", "percentile")
+    min_observed: int = _default("median", "min_observed")
+    min_curves: int = _default("median", "min_curves")
+    finished_only: bool = _default("median", "finished_only")
     name = "median"
-    options = ("percentile", "min_observed", "min_curves", "finished_only")
-
-    def __post_init__(self) -> None:
-        _check(self, 0.0 <= self.percentile <= 100.0, "percentile", "lie in [0, 100]")
-        _check(self, self.min_observed >= 1, "min_observed", "be at least 1")
-        _check(self, self.min_curves >= 1, "min_curves", "be at least 1")
 
     def _stop(self, best: np.ndarray, curves: Curves) -> np.ndarray:
         stop = np.zeros(len(best), dtype=bool)
@@ -329,16 +352,9 @@ class HyperbandRule(Rule):
     is within the top ``keep`` fraction of every curve's running best at that rung (at least
     the best one is kept)."""
 
-    rungs: tuple[int, ...] = (3, 9, 27, 81, 243)
-    keep: float = 1.0 / 3.0
+    rungs: tuple[int, ...] = _default("hyperband", "rungs")
+    keep: float = _default("hyperband", "keep")
     name = "hyperband"
-    options = ("rungs", "keep")
-
-    def __post_init__(self) -> None:
-        r = self.rungs
-        _check(self, len(r) > 0 and r[0] >= 1 and all(a < b for a, b in zip(r, r[1:])), "rungs",
-               "be increasing evaluation counts >= 1, e.g. [3, 9, 27]")
-        _check(self, 0.0 < self.keep <= 1.0, "keep", "lie in (0, 1] (the fraction kept)")
 
     def _stop(self, best: np.ndarray, curves: Curves) -> np.ndarray:
         stop = np.zeros(len(best), dtype=bool)
@@ -365,16 +381,10 @@ class TopKRule(Rule):
     at least ``min_observed`` evaluations) a curve continues only if its running best is within
     the top ``keep`` fraction of all curves' running bests at their own such point."""
 
-    keep: float = 1.0 / 3.0
-    at: float = 0.1
-    min_observed: int = 2
+    keep: float = _default("topk", "keep")
+    at: float = _default("topk", "at")
+    min_observed: int = _default("topk", "min_observed")
     name = "topk"
-    options = ("keep", "at", "min_observed")
-
-    def __post_init__(self) -> None:
-        _check(self, 0.0 < self.keep <= 1.0, "keep", "lie in (0, 1] (the fraction kept)")
-        _check(self, 0.0 < self.at <= 1.0, "at", "lie in (0, 1] (a fraction of the budget)")
-        _check(self, self.min_observed >= 1, "min_observed", "be at least 1")
 
     def _checkpoint(self, budget: np.ndarray) -> np.ndarray:
         return np.maximum(np.ceil(self.at * budget), self.min_observed)
@@ -434,11 +444,6 @@ def checkpoints(min_observed: int, growth: float, budget: int) -> list[int]:
             out.append(round(n))
         n *= growth
     return out
-
-
-#: What makes the lc rule call a curve hopeless: a low chance of reaching the threshold, or
-#: a small expected gain over it.
-CRITERIA = ("probability", "improvement")
 
 
 def _units(budgets: np.ndarray, ys: list) -> np.ndarray:
@@ -519,33 +524,18 @@ class LCRule(Rule):
     :class:`LCState` that the caller keeps (``decide(curves, state) -> (verdicts, state)``).
     """
 
-    epsilon: float = 0.05
-    min_observed: int = 3
-    growth: float = 1.5
+    epsilon: float = _default("lc", "epsilon")
+    min_observed: int = _default("lc", "min_observed")
+    growth: float = _default("lc", "growth")
     calibration: object = None
-    prior_weight: float = 10.0
-    method: str = "amortized"
-    criterion: str = "probability"
-    delta: float = 0.002
+    prior_weight: float = _default("lc", "prior_weight")
+    method: str = _default("lc", "method")
+    criterion: str = _default("lc", "criterion")
+    delta: float = _default("lc", "delta")
     bounds: tuple[float, float] | None = None
     forecast: Forecaster | None = field(default=None, compare=False)
     name = "lc"
-    options = ("epsilon", "min_observed", "growth", "prior_weight", "method", "criterion",
-               "delta")
-    applies = {"epsilon": ("criterion", "probability"), "delta": ("criterion", "improvement")}
     learns = True
-
-    def __post_init__(self) -> None:
-        from netrace.curves._forecast import METHODS
-
-        _check(self, 0.0 < self.epsilon < 1.0, "epsilon", "lie in (0, 1)")
-        _check(self, self.min_observed >= 1, "min_observed", "be at least 1")
-        _check(self, 1.0 < self.growth < math.inf, "growth", "be a finite number > 1")
-        _check(self, self.prior_weight > 0, "prior_weight",
-               "be > 0 (inf: do not learn from the race)")
-        _check(self, self.method in METHODS, "method", f"be one of {', '.join(METHODS)}")
-        _check(self, self.criterion in CRITERIA, "criterion", f"be one of {', '.join(CRITERIA)}")
-        _check(self, 0.0 < self.delta < 1.0, "delta", "lie in (0, 1)")
 
     def is_checkpoint(self, observed: int, budget: int) -> bool:
         return observed in checkpoints(self.min_observed, self.growth, budget)
@@ -686,14 +676,14 @@ class PatientRule(Rule):
     """
 
     rule: Rule
-    patience: int = 1
-    min_delta: float = 0.0
+    patience: int = PATIENCE_OPTIONS["patience"].default
+    min_delta: float = PATIENCE_OPTIONS["min_delta"].default
 
     def __post_init__(self) -> None:
         if not isinstance(self.rule, Rule):
             raise UserError(f"patient() wraps a rule; got {type(self.rule).__name__}.")
-        _check(self, self.patience >= 0, "patience", "be at least 0")
-        _check(self, self.min_delta >= 0.0, "min_delta", "be at least 0")
+        for option, spec in PATIENCE_OPTIONS.items():
+            check_option(self.name, option, getattr(self, option), spec)
 
     @property  # type: ignore[override]
     def name(self) -> str:  # the decisions stored are the wrapped rule's kind
@@ -735,11 +725,6 @@ def patient(rule: Rule, patience: int, min_delta: float = 0.0) -> PatientRule:
     return PatientRule(rule, patience, min_delta)
 
 
-def _check(rule: Rule, ok: bool, option: str, must: str) -> None:
-    if not ok:
-        raise UserError(f"{rule.name} {option} must {must}; got {getattr(rule, option)!r}.")
-
-
 RULES: dict[str, type[Rule]] = {
     "lc": LCRule,
     "median": MedianRule,
@@ -747,6 +732,7 @@ RULES: dict[str, type[Rule]] = {
     "topk": TopKRule,
     "none": NoRule,
 }
+assert tuple(RULES) == tuple(RULE_OPTIONS)  # the vocabulary's rules, in its order
 
 
 def make_rule(name: str, **kwargs) -> Rule:
@@ -756,75 +742,11 @@ def make_rule(name: str, **kwargs) -> Rule:
     25.0
     """
     if name not in RULES:
-        raise UserError(f"unknown rule '{name}'; allowed: {', '.join(RULES)}{did_you_mean(name, RULES)}. "
-                        "Pass one of them, e.g. --rule lc.")
+        raise unknown_rule(name)
     cls = RULES[name]
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in kwargs:
         if key not in known:
-            raise _no_option(name, key)
+            raise no_option(name, key)
     return cls(**kwargs)
 
-
-def _no_option(name: str, key: str) -> UserError:
-    options = RULES[name].options
-    return UserError(f"rule '{name}' has no option '{key}'{did_you_mean(key, options)}; "
-                     f"its options: {', '.join(options) or 'none'}.")
-
-
-def rule_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """``given`` (as read from TOML or the command line) checked and converted into the options
-    of the rule called ``name``; raises :class:`UserError` naming the option and what it takes.
-
-    >>> rule_options("hyperband", {"rungs": [2, 6, 18], "keep": 0.5})
-    {'rungs': (2, 6, 18), 'keep': 0.5}
-    >>> rule_options("lc", {"epsilon": 2})
-    Traceback (most recent call last):
-    netrace.errors.UserError: lc epsilon must lie in (0, 1); got 2.0.
-    """
-    make_rule(name)  # an unknown rule's own message
-    cls = RULES[name]
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    out: dict[str, Any] = {}
-    for key, value in given.items():
-        if key not in cls.options:
-            raise _no_option(name, key)
-        out[key] = _option_value(name, key, value, defaults[key])
-    make_rule(name, **out)  # the rule's own checks of the values
-    for key in out:  # no option set that the others make idle
-        if key in cls.applies:
-            other, need = cls.applies[key]
-            has = out.get(other, defaults[other])
-            if has != need:
-                raise UserError(f"{name} {key} applies only with {other} = {json.dumps(need)}, "
-                                f"and {other} is {json.dumps(has)}; remove {key} or set "
-                                f"{other} = {json.dumps(need)}.")
-    return out
-
-
-def _option_value(rule: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` as the type of the option's default."""
-    def bad(what: str, example: str) -> UserError:
-        return UserError(f"{rule} {key} must be {what}, got {value!r}; e.g. {key} = {example}.")
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad("true or false", "true")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("a whole number", str(default))
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise bad("a number", f"{default:g}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise bad("a string", f'"{default}"')
-        return value
-    # a tuple of whole numbers (hyperband's rungs)
-    if (not isinstance(value, (list, tuple))
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        raise bad("a list of whole numbers", str(list(default)))
-    return tuple(value)

@@ -22,6 +22,7 @@ from netrace.data._dataset import (
 from netrace.data._inspect import plan_rows, plan_text, summary_text
 from netrace.data._preprocess import FittedPreprocessor, Preprocessor, SeriesFittedPreprocessor
 from netrace.data._recipes import FEATURE_RECIPES, TARGET_RECIPES
+from netrace.data._settings import DataSettings
 from netrace.data._sources import load_source, read_table
 from netrace.data._splits import (
     DateSplit,
@@ -41,6 +42,7 @@ __all__ = [
     "MIN_EVAL",
     "MIN_TRAIN",
     "TARGET_RECIPES",
+    "DataSettings",
     "DateSplit",
     "DevData",
     "FittedPreprocessor",

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from netrace.config import Config
 from netrace.data._checks import (
     check_columns,
     check_finite,
@@ -36,6 +35,7 @@ from netrace.data._recipes import (
     resolve_features,
     resolve_target,
 )
+from netrace.data._settings import DataSettings, SplitSettings, TaskSettings
 from netrace.data._sources import load_raw
 from netrace.data._splits import (
     DateSplit,
@@ -293,7 +293,7 @@ class Prepared:
     """What :func:`prepare` returns: the development part, the sealed test part, and facts for
     the data summary and split plan."""
 
-    config: Config
+    config: DataSettings
     dev: DevData
     holdout: Holdout
     origin: str
@@ -323,8 +323,8 @@ def _windows(z: np.ndarray, anchors: np.ndarray, window: int) -> np.ndarray:
     return np.ascontiguousarray(view[anchors - window + 1].transpose(0, 2, 1))
 
 
-def _splitter(config: Config, time_series: bool, lookback: int, horizon: int) -> Splitter:
-    s = config.split
+def _splitter(split: SplitSettings, time_series: bool, lookback: int, horizon: int) -> Splitter:
+    s = split
     scheme = s.scheme or "holdout"
     if not time_series:
         if scheme == "kfold":
@@ -338,15 +338,15 @@ def _splitter(config: Config, time_series: bool, lookback: int, horizon: int) ->
     return HoldoutSplit(s.validation, **kw)
 
 
-def _plan_ok(n: int, config: Config, time_series: bool, lookback: int,
+def _plan_ok(n: int, split: SplitSettings, time_series: bool, lookback: int,
              horizon: int) -> tuple[bool, str]:
     """Whether ``n`` samples are enough for the test part and every fold; why not."""
-    s = config.split
+    s = split
     dev, test = split_test(n, s.test, lookback=lookback, horizon=horizon, embargo=s.embargo,
                            shuffle=not time_series, seed=s.seed)
     if len(test) < MIN_EVAL:
         return False, f"the test part would have {len(test)} samples"
-    splitter = _splitter(config, time_series, lookback, horizon)
+    splitter = _splitter(split, time_series, lookback, horizon)
     for i, (tr, va) in enumerate(splitter.split(len(dev))):
         if len(tr) < MIN_TRAIN:
             return False, f"fold {i + 1}'s training part would have {len(tr)} samples"
@@ -355,16 +355,16 @@ def _plan_ok(n: int, config: Config, time_series: bool, lookback: int,
     return True, ""
 
 
-def _rows_needed(config: Config, time_series: bool, lookback: int, horizon: int,
+def _rows_needed(split: SplitSettings, time_series: bool, lookback: int, horizon: int,
                  overhead: int) -> int:
     lo, hi = 1, 64
-    while not _plan_ok(hi, config, time_series, lookback, horizon)[0]:
+    while not _plan_ok(hi, split, time_series, lookback, horizon)[0]:
         lo, hi = hi, hi * 2
         if hi > 10**9:
             return -1
     while lo < hi:  # smallest feasible n (feasibility grows with n for these splits)
         mid = (lo + hi) // 2
-        if _plan_ok(mid, config, time_series, lookback, horizon)[0]:
+        if _plan_ok(mid, split, time_series, lookback, horizon)[0]:
             hi = mid
         else:
             lo = mid + 1
@@ -413,12 +413,12 @@ def _per_series(fn: Any, frame: pd.DataFrame, bounds: np.ndarray | None) -> Any:
     return pd.concat(parts) if isinstance(parts[0], pd.Series) else np.concatenate(parts)
 
 
-def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
+def load_rows(config: DataSettings, frame: pd.DataFrame | None = None, *,
               need_target: bool = True) -> Rows:
     """Load and check the rows of a config (``frame`` replaces ``[data]`` as the source) and
     compute their features and target. With ``need_target=False`` a target column (not a
     price recipe) may be absent or missing on some rows, as in a file to forecast from."""
-    raw = load_raw(config, frame)
+    raw = load_raw(config.data, frame, origin=config.origin, base_dir=config.base_dir)
     t = config.task
     time = raw.time
     df = raw.frame
@@ -491,7 +491,7 @@ def load_rows(config: Config, frame: pd.DataFrame | None = None, *,
                 series, names, bounds, tuple(data_warnings(df, time, series)))
 
 
-def prepare(config: Config, frame: pd.DataFrame | None = None) -> Prepared:
+def prepare(config: DataSettings, frame: pd.DataFrame | None = None) -> Prepared:
     """Load, check and cut the data of a config; ``frame`` replaces ``[data]`` as the source.
 
     >>> from netrace.config import config_from_dict
@@ -521,8 +521,8 @@ class _Reach:
     first: int
 
 
-def _reach(config: Config, rows: Rows, time_series: bool) -> _Reach:
-    t, target = config.task, rows.target
+def _reach(task: TaskSettings, rows: Rows, time_series: bool) -> _Reach:
+    t, target = task, rows.target
     lookback_feat = max(f.lookback for f in rows.features)
     horizon = t.horizon if time_series else 0
     y_lookback = TARGET_RECIPES[target.recipe][2] if target.recipe else 1
@@ -558,14 +558,14 @@ def _class_codes(y: np.ndarray, classes: tuple[object, ...] | None) -> np.ndarra
     return np.array([lookup.get(v, np.nan) for v in y])
 
 
-def _prepare_table(config: Config, rows: Rows) -> Prepared:
+def _prepare_table(config: DataSettings, rows: Rows) -> Prepared:
     """:func:`prepare` for one table: a time series (cut in time) or i.i.d. rows."""
     time = rows.time_name
     time_series = time is not None
-    r = _reach(config, rows, time_series)
+    r = _reach(config.task, rows, time_series)
     T = len(rows.frame)
     anchors_all = np.arange(r.first, T - r.horizon)
-    _check_plan(config, time_series, r, T, len(anchors_all))
+    _check_plan(config.split, time_series, r, T, len(anchors_all))
     y_all = _sample_targets(rows, anchors_all, r.horizon)
     dev_idx, test_idx = split_test(len(anchors_all), config.split.test, lookback=r.lookback,
                                    horizon=r.horizon, embargo=config.split.embargo,
@@ -573,7 +573,7 @@ def _prepare_table(config: Config, rows: Rows) -> Prepared:
     classes = None
     if rows.target.kind != "regression":
         classes, y_all = _encode_classes(y_all, dev_idx, config.task.type, rows.target)
-    splitter = _splitter(config, time_series, r.lookback, r.horizon)
+    splitter = _splitter(config.split, time_series, r.lookback, r.horizon)
     time_values = rows.frame[time].to_numpy() if time_series else None
     dev = _table_dev(rows, r, anchors_all[dev_idx], y_all[dev_idx], time_values, splitter,
                      classes)
@@ -593,22 +593,22 @@ def _prepare_table(config: Config, rows: Rows) -> Prepared:
                     test_range=(int(test_idx[0]), int(test_idx[-1])), warnings=rows.warnings)
 
 
-def _check_plan(config: Config, time_series: bool, r: _Reach, rows: int, n: int) -> None:
+def _check_plan(split: SplitSettings, time_series: bool, r: _Reach, rows: int, n: int) -> None:
     """A :class:`UserError` naming the rows needed when ``n`` samples (of a table of ``rows``
     usable rows) are too few for the test part and every fold."""
-    ok, why = (_plan_ok(n, config, time_series, r.lookback, r.horizon) if n > 0
+    ok, why = (_plan_ok(n, split, time_series, r.lookback, r.horizon) if n > 0
                else (False, "there would be no samples"))
     if ok:
         return
-    need = _rows_needed(config, time_series, r.lookback, r.horizon, r.first + r.horizon)
-    scheme = config.split.scheme or "holdout"
+    need = _rows_needed(split, time_series, r.lookback, r.horizon, r.first + r.horizon)
+    scheme = split.scheme or "holdout"
     shape = (f"window = {r.window}, horizon = {r.horizon}, feature lookback "
              f"{r.feature_lookback}, " if time_series else "")
     raise UserError(
         f"the data has {rows} usable rows, too few: {why} (netrace needs at least {MIN_TRAIN} "
         f"training and {MIN_EVAL} validation/test samples per part); {shape}scheme = "
-        f"{scheme!r} with test = {config.split.test:g}"
-        + (f" and {config.split.folds} folds" if scheme != "holdout" else "")
+        f"{scheme!r} with test = {split.test:g}"
+        + (f" and {split.folds} folds" if scheme != "holdout" else "")
         + f" need at least {need} rows; use more data, fewer folds, or a smaller window")
 
 
@@ -690,9 +690,9 @@ def _panel_samples(rows: Rows, r: _Reach) -> _PanelSamples:
                          times[anchors_all - r.lookback + 1], times[anchors_all + r.horizon])
 
 
-def _panel_too_few(config: Config, rows: Rows, r: _Reach, p: _PanelSamples,
+def _panel_too_few(split: SplitSettings, rows: Rows, r: _Reach, p: _PanelSamples,
                    why: str) -> UserError:
-    s = config.split
+    s = split
     return UserError(
         f"the panel has {p.n} samples in {len(rows.series_names)} series over "
         f"{len(np.unique(p.date))} dates, too few: {why} (netrace needs at least {MIN_TRAIN} "
@@ -702,21 +702,21 @@ def _panel_too_few(config: Config, rows: Rows, r: _Reach, p: _PanelSamples,
         "or a smaller window")
 
 
-def _prepare_panel(config: Config, rows: Rows) -> Prepared:
+def _prepare_panel(config: DataSettings, rows: Rows) -> Prepared:
     """:func:`prepare` for a panel: samples within each series, cut at the same dates."""
     time, series = rows.time_name, rows.series
     assert time is not None and series is not None and rows.bounds is not None
     assert rows.time is not None and rows.y_row is not None
-    r = _reach(config, rows, True)
+    r = _reach(config.task, rows, True)
     p = _panel_samples(rows, r)
     if p.n == 0:
-        raise _panel_too_few(config, rows, r, p, "there would be no samples")
-    dev_idx, test_idx = _panel_split(config, rows, r, p)
+        raise _panel_too_few(config.split, rows, r, p, "there would be no samples")
+    dev_idx, test_idx = _panel_split(config.split, rows, r, p)
     y_all = _sample_targets(rows, p.anchors, r.horizon)
     classes = None
     if rows.target.kind != "regression":
         classes, y_all = _encode_classes(y_all, dev_idx, config.task.type, rows.target)
-    dev, dev_table = _panel_dev(config, rows, r, p, dev_idx, y_all[dev_idx], classes)
+    dev, dev_table = _panel_dev(config.split, rows, r, p, dev_idx, y_all[dev_idx], classes)
     # the test part: per series, the rows its windows read, and the past baselines read
     bounds, labels = rows.bounds, rows.frame[series].to_numpy()
     test_anchors, test_code = p.anchors[test_idx], p.code[test_idx]
@@ -741,25 +741,25 @@ def _prepare_panel(config: Config, rows: Rows) -> Prepared:
                     warnings=rows.warnings)
 
 
-def _panel_split(config: Config, rows: Rows, r: _Reach, p: _PanelSamples
+def _panel_split(split: SplitSettings, rows: Rows, r: _Reach, p: _PanelSamples
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A panel's development and test samples: every series cut at the same dates."""
-    s = config.split
+    s = split
     dev_idx, test_idx = split_test_dates(p.date, p.reads_from, p.label_date, s.test,
                                          lookback=r.lookback, horizon=r.horizon,
                                          embargo=s.embargo)
     # a series with no development samples cannot be scaled by its own training rows
     test_idx = test_idx[np.isin(p.code[test_idx], p.code[dev_idx])]
     if len(test_idx) < MIN_EVAL:
-        raise _panel_too_few(config, rows, r, p,
+        raise _panel_too_few(split, rows, r, p,
                              f"the test part would have {len(test_idx)} samples")
     if len(dev_idx) < MIN_TRAIN + MIN_EVAL:
-        raise _panel_too_few(config, rows, r, p,
+        raise _panel_too_few(split, rows, r, p,
                              f"the development part would have {len(dev_idx)} samples")
     return dev_idx, test_idx
 
 
-def _panel_dev(config: Config, rows: Rows, r: _Reach, p: _PanelSamples, dev_idx: np.ndarray,
+def _panel_dev(split: SplitSettings, rows: Rows, r: _Reach, p: _PanelSamples, dev_idx: np.ndarray,
                y: np.ndarray, classes: tuple[object, ...] | None
                ) -> tuple[DevData, np.ndarray]:
     """A panel's development part, with its folds (each checked for size), and the table rows
@@ -769,7 +769,7 @@ def _panel_dev(config: Config, rows: Rows, r: _Reach, p: _PanelSamples, dev_idx:
     dev_anchors = p.anchors[dev_idx]
     dev_table, dev_local = _series_rows(dev_anchors, p.code[dev_idx], bounds, None, r.horizon)
     dev_rows = rows.row_feats.iloc[dev_table].reset_index(drop=True)
-    splitter = DateSplit(_splitter(config, True, r.lookback, r.horizon), p.date[dev_idx],
+    splitter = DateSplit(_splitter(split, True, r.lookback, r.horizon), p.date[dev_idx],
                          p.reads_from[dev_idx], p.label_date[dev_idx], p.code[dev_idx])
     dev_series = rows.frame[series].to_numpy()[dev_anchors]
     dev = DevData(dev_rows, dev_local, y, p.date[dev_idx], r.window, r.horizon, r.lookback,
@@ -778,10 +778,10 @@ def _panel_dev(config: Config, rows: Rows, r: _Reach, p: _PanelSamples, dev_idx:
     folds = tuple(Fold(i, tr, va) for i, (tr, va) in enumerate(splitter.split(dev.n)))
     for f in folds:
         if len(f.train) < MIN_TRAIN:
-            raise _panel_too_few(config, rows, r, p, f"fold {f.index + 1}'s training part "
+            raise _panel_too_few(split, rows, r, p, f"fold {f.index + 1}'s training part "
                                  f"would have {len(f.train)} samples")
         if len(f.valid) < MIN_EVAL:
-            raise _panel_too_few(config, rows, r, p, f"fold {f.index + 1}'s validation part "
+            raise _panel_too_few(split, rows, r, p, f"fold {f.index + 1}'s validation part "
                                  f"would have {len(f.valid)} samples")
     object.__setattr__(dev, "folds", folds)
     return dev, dev_table

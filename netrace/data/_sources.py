@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from netrace.config import PRICE_SOURCES, Config
+from netrace.data._settings import DataSection
 from netrace.errors import UserError
+from netrace.vocabulary import PRICE_SOURCES
 
 __all__ = ["RawData", "load_raw", "load_source"]
 
@@ -59,9 +60,10 @@ def load_source(name: str) -> pd.DataFrame:
     return bunch.frame.copy()
 
 
-def load_raw(config: Config, frame: pd.DataFrame | None = None) -> RawData:
-    """The rows a config points at; ``frame`` (a DataFrame the caller already has) wins."""
-    d = config.data
+def load_raw(d: DataSection, frame: pd.DataFrame | None = None, *, origin: str = "<dict>",
+             base_dir: Path = Path(".")) -> RawData:
+    """The rows ``[data]`` points at (``origin`` names the config in errors, ``base_dir`` is
+    where a relative path starts); ``frame`` (a DataFrame the caller already has) wins."""
     if frame is not None:
         if not isinstance(frame, pd.DataFrame):
             raise UserError(f"expected a pandas DataFrame, got {type(frame).__name__}")
@@ -70,15 +72,15 @@ def load_raw(config: Config, frame: pd.DataFrame | None = None) -> RawData:
         time = d.time
         if d.source in PRICE_SOURCES:
             if time not in (None, "Date"):
-                raise UserError(f"{config.origin}: [data] time = {time!r}, but built-in "
+                raise UserError(f"{origin}: [data] time = {time!r}, but built-in "
                                 f"'{d.source}' has its time in column 'Date'; remove [data] time")
             time = "Date"
         return RawData(load_source(d.source), f"built-in {d.source}: {_DESCRIPTIONS[d.source]}",
                        time)
     if d.path is None:
-        raise UserError(f"{config.origin}: [data] needs 'path' (a CSV or Parquet file) or "
+        raise UserError(f"{origin}: [data] needs 'path' (a CSV or Parquet file) or "
                         "'source' (built-in data such as \"sp500\"); neither is set")
-    return RawData(read_table(config.base_dir / d.path), d.path, d.time)
+    return RawData(read_table(base_dir / d.path), d.path, d.time)
 
 
 def read_table(path: Path) -> pd.DataFrame:

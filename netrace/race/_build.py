@@ -16,13 +16,12 @@ import torch
 from netrace.errors import UserError
 from netrace.models import CNNSpec, MLPSpec, ModelSpec, RNNSpec
 from netrace.train import MemberSpec, Schedule
+from netrace.vocabulary import DEFAULT_METRIC, MAXIMIZED
 
 __all__ = ["DataShape", "PopulationSettings", "population_settings", "member_spec", "schedule_for",
            "model_inputs", "DEFAULT_METRIC", "MAXIMIZED"]
 
-#: The metric a race scores networks by, per task, when ``[race] metric`` does not say.
-DEFAULT_METRIC = {"regression": "r2", "binary": "auc", "multiclass": "accuracy"}
-MAXIMIZED = ("r2", "accuracy", "auc")
+# DEFAULT_METRIC and MAXIMIZED: the vocabulary's, re-exported
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
 from netrace.storage import Storage, TrialState, WorkerState
+from netrace.vocabulary import default_budget
 
 __all__ = ["Snapshot", "snapshot", "summary_lines", "top_rows", "top_lines", "Progress"]
 
@@ -48,10 +49,8 @@ def snapshot(storage: Storage, name: str, budget: int | None = None) -> Snapshot
     if budget is None:  # as the study's own config says
         race = study.config.get("race", {})
         if race.get("budget") or race.get("population"):
-            from netrace.race._worker import DEFAULT_BUDGET_FACTOR
-
-            budget = race.get("budget") or (DEFAULT_BUDGET_FACTOR * race["population"]
-                                            * race["max_epochs"])
+            budget = race.get("budget") or default_budget(race["population"],
+                                                          race["max_epochs"])
     counts = storage.counts(study.id)
     best = storage.best_trial(study.id)
     status = storage.study_status(study.id)

@@ -34,8 +34,6 @@ from netrace.config import Config, default_space, parse_space
 from netrace.curves import Goal, Rule, make_rule, patient
 from netrace.errors import UserError
 from netrace.race._build import (
-    DEFAULT_METRIC,
-    MAXIMIZED,
     PopulationSettings,
     member_spec,
     population_settings,
@@ -59,12 +57,18 @@ from netrace.storage import (
     TrialState,
 )
 from netrace.train import MemberState, Population
+from netrace.vocabulary import (
+    DEFAULT_BUDGET_FACTOR,
+    DEFAULT_METRIC,
+    MAXIMIZED,
+    RACE_METRICS,
+    default_budget,
+    direction,
+)
 
 __all__ = ["RacePlan", "worker_main", "race_metric", "race_rule", "search_space",
            "DEFAULT_BUDGET_FACTOR", "Slot", "Heat", "Judgement", "stop_forecasts", "teach"]
 
-#: Without ``[race] budget``: this many full populations' worth of network-epochs.
-DEFAULT_BUDGET_FACTOR = 4
 #: an epoch's metrics hold the race's metric on fold j (counted from 1) as ``fold<j>``
 FOLD_KEY = "fold"
 
@@ -85,13 +89,11 @@ def race_metric(config: Config) -> tuple[str, str]:
     """The metric networks are judged by and its direction."""
     task = config.task.type
     metric = config.race.metric or DEFAULT_METRIC[task]
-    allowed = {"regression": ("r2", "mse", "mae", "loss", "qlike"),
-               "binary": ("auc", "log_loss", "accuracy", "loss"),
-               "multiclass": ("accuracy", "auc", "log_loss", "loss")}[task]
+    allowed = RACE_METRICS[task]
     if metric not in allowed:
         raise UserError(f"[race] metric = {metric!r} does not apply to a {task} task; choose one "
                         f"of {', '.join(allowed)}")
-    return metric, "maximize" if metric in MAXIMIZED else "minimize"
+    return metric, direction(metric)
 
 
 def search_space(config: Config) -> Any:
@@ -100,7 +102,7 @@ def search_space(config: Config) -> Any:
 
 def budget_of(config: Config) -> int:
     r = config.race
-    return r.budget or DEFAULT_BUDGET_FACTOR * r.population * r.max_epochs
+    return r.budget or default_budget(r.population, r.max_epochs)
 
 
 def oriented_bounds(metric: str) -> tuple[float, float]:

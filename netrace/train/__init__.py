@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from netrace.train import _metrics as metrics
-from netrace.train._device import resolve_device, set_worker_threads
+from netrace.train._device import resolve_device
 from netrace.train._losses import LOSSES, member_losses, sample_losses
 from netrace.train._member import SCHEDULES, MemberSpec, Schedule, lr_at
 from netrace.train._optim import OPTIMIZERS, BatchedOptimizer, clip_member_grads
@@ -38,5 +38,4 @@ __all__ = [
     "metrics",
     "resolve_device",
     "sample_losses",
-    "set_worker_threads",
 ]

@@ -24,7 +24,7 @@ from torch import Tensor
 from netrace.errors import UserError, did_you_mean
 from netrace.models import ModelSpec, build_model
 from netrace.train._books import Books
-from netrace.train._device import resolve_device, set_worker_threads
+from netrace.train._device import resolve_device
 from netrace.train._losses import check_loss, member_losses
 from netrace.train._measure import class_metrics, regression_metrics
 from netrace.train._member import MemberSpec
@@ -37,14 +37,10 @@ from netrace.train._member_state import (
 )
 from netrace.train._optim import BatchedOptimizer, member_hparams
 from netrace.train._step import BatchedStep
+from netrace.vocabulary import MAXIMIZED, MEASURED_METRICS
 
 __all__ = ["EpochResult", "MemberState", "Population", "ValidationResult"]
 
-# Metrics where lower is better; the others (r2, accuracy, auc) are maximized.
-_LOWER_IS_BETTER = ("loss", "mse", "mae", "log_loss", "qlike")
-_METRICS = {"regression": ("loss", "mse", "mae", "r2", "qlike"),
-            "binary": ("loss", "log_loss", "accuracy", "auc"),
-            "multiclass": ("loss", "log_loss", "accuracy", "auc")}
 _VALIDATION_ROWS = 512  # rows per validation chunk: bounds (K, rows, ...) activations
 
 
@@ -115,8 +111,8 @@ class Population:
                  activation_budget_mb: float = 512.0) -> None:
         members = list(members)
         _check_arguments(spec, members, batch_size, monitor)
-        if threads is not None:
-            set_worker_threads(threads)
+        if threads is not None:  # torch's threads only; a worker process's whole setup is
+            _set_threads(threads)  # netrace.backends.set_worker_threads
         for m in members:
             member_hparams(optimizer, m)  # fail early, naming the member
         self.spec, self.k = spec, len(members)
@@ -322,7 +318,7 @@ class Population:
         mean over its folds, so that every fold keeps the weights of the epoch at which that
         mean peaked, and patience counts on it too."""
         score = metrics[self.monitor] if score is None else np.asarray(score, dtype=np.float64)
-        lower = score if self.monitor in _LOWER_IS_BETTER else -score
+        lower = -score if self.monitor in MAXIMIZED else score
         running = np.array([s is MemberState.RUNNING for s in self.states])
         improved = self._books.record(lower, running, self.epoch - 1, self._state_tensors())
         stopped = []
@@ -405,13 +401,20 @@ class Population:
         self.states[i] = MemberState(state["state"])
 
 
+def _set_threads(n: int) -> None:
+    """``n`` torch threads in this process (no more: a worker's setup is the backend's)."""
+    if not isinstance(n, int) or n < 1:
+        raise UserError(f"threads must be an integer >= 1; got {n!r}")
+    torch.set_num_threads(n)
+
+
 def _check_arguments(spec: ModelSpec, members: list[MemberSpec], batch_size: int,
                      monitor: str) -> None:
     if not members:
         raise UserError("a population needs at least one member; got an empty list")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    allowed = _METRICS[spec.task]
+    allowed = MEASURED_METRICS[spec.task]
     if monitor not in allowed:
         raise UserError(f"monitor {monitor!r} is not a {spec.task} metric; allowed: "
                         f"{', '.join(allowed)}{did_you_mean(monitor, allowed)}")
