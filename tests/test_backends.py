@@ -185,6 +185,7 @@ def test_restart_same_index_after_death(backend: Backend, tmp_path: Path) -> Non
 
 _FAULTS = """
 import resource, sys, torch
+import netrace.race  # what a worker process runs (its imports shape the heap, as in a worker)
 from netrace.backends import set_worker_threads
 if sys.argv[1] == "worker":
     set_worker_threads(1)
