@@ -140,11 +140,22 @@ def _gap_sizes(train: np.ndarray, valid: np.ndarray) -> str:
     return "/".join(str(g) for g in (before, after) if g is not None)
 
 
-def _ranges(idx: np.ndarray) -> str:
+def runs(idx: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted positions as runs of consecutive ones: (first, last) pairs.
+
+    >>> runs(np.array([1, 2, 3, 7, 8]))
+    [(1, 3), (7, 8)]
+    """
+    if not len(idx):
+        return []
     breaks = np.flatnonzero(np.diff(idx) != 1)
     starts = np.concatenate([[idx[0]], idx[breaks + 1]])
     ends = np.concatenate([idx[breaks], [idx[-1]]])
-    return ", ".join(f"{a}..{b}" for a, b in zip(starts, ends))
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def _ranges(idx: np.ndarray) -> str:
+    return ", ".join(f"{a}..{b}" for a, b in runs(idx))
 
 
 def plan_text(p: Prepared) -> str:

@@ -170,7 +170,8 @@ dl.facts{display:grid;grid-template-columns:max-content auto;gap:.1em 1em;margin
 dl.facts dt{color:#666}dl.facts dd{margin:0}
 table{border-collapse:collapse;font-size:.9em;margin:.6em 0}
 th,td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
-th{background:#f6f6f6}td.l,th.l,th.params{text-align:left}tr.chosen td{font-weight:600;background:#eef6ff}
+th{background:#f6f6f6}td.l,th.l,th.params{text-align:left}
+tr.chosen td{font-weight:600;background:#eef6ff}
 td.params{text-align:left;white-space:normal;font-family:ui-monospace,monospace;font-size:.85em}
 p.verdict{font-size:1.05em;background:#f8f8f0;border-left:4px solid #b8a000;padding:.6em 1em}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
@@ -356,7 +357,8 @@ def _forecast_blocks(result: dict[str, Any], test: pd.DataFrame | None,
     horizon = config.task.horizon
     shown_at = ("the forecast's origin: the value it forecasts comes "
                 f"{horizon} step{'s' if horizon != 1 else ''} later")
-    blocks: list[str | _Fig] = [_p(f"x: {shown_at}. netrace's forecast ({html.escape(chosen)}) with its "
+    blocks: list[str | _Fig] = [_p(
+                 f"x: {shown_at}. netrace's forecast ({html.escape(chosen)}) with its "
                  "prediction interval (from validation residuals), the best baseline"
                  + (f" ({html.escape(bench)})" if bench else "")
                  + "; click a legend entry to show the other candidates and baselines; drag to "
@@ -447,7 +449,8 @@ def _with_gaps(parts: Sequence[tuple[Sequence[Any], Sequence[Any], Sequence[Any]
     return xs, ys, texts
 
 
-def _curves_blocks(s: Storage, rec: Any, trials: list[TrialRecord], config: Any) -> list[str | _Fig]:
+def _curves_blocks(s: Storage, rec: Any, trials: list[TrialRecord],
+                   config: Any) -> list[str | _Fig]:
     import plotly.graph_objects as go
 
     curves = s.curves(rec.id)
@@ -577,7 +580,8 @@ def _timeline_blocks(s: Storage, rec: Any, trials: list[TrialRecord]) -> list[st
     span = rows[-1][0] - start
     return [_p(f"{len(rows)} network-epochs in {span:.0f} s of wall time. The "
                "best validation score of the whole race after each network-epoch (the wide grey "
-               "line); the thin lines the best of each worker's networks (a network is shown under the worker "
+               "line); the thin lines the best of each worker's networks (a network is shown "
+               "under the worker "
                "that trained it last).", "note"), _figure(fig, height=420, key="timeline")]
 
 
@@ -658,20 +662,12 @@ def _data_blocks(config: Any) -> list[str | _Fig]:
     return out
 
 
-def _runs(pos: np.ndarray) -> list[tuple[int, int]]:
-    """Sorted unique positions as runs of consecutive ones: (first, last) pairs."""
-    if not len(pos):
-        return []
-    breaks = np.flatnonzero(np.diff(pos) != 1)
-    starts = np.concatenate([[pos[0]], pos[breaks + 1]])
-    ends = np.concatenate([pos[breaks], [pos[-1]]])
-    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
-
-
 def _split_figure(p: Any) -> _Fig:
     """Train, embargo, validation and test of every fold, as bars in time (in sample order
     when the rows have no time)."""
     import plotly.graph_objects as go
+
+    from netrace.data._inspect import runs
 
     dev = p.dev
     timed = p.time_name is not None and dev.time is not None
@@ -690,9 +686,9 @@ def _split_figure(p: Any) -> _Fig:
         label = f"fold {f.index + 1}"
         labels.append(label)
         train, valid = position(f.train), position(f.valid)
-        for a, b in _runs(train):
+        for a, b in runs(train):
             bars["train"].append((at(a), at(b), label, f"{len(f.train)} training samples"))
-        for a, b in _runs(valid):
+        for a, b in runs(valid):
             bars["valid"].append((at(a), at(b), label, f"{len(f.valid)} validation samples"))
             lo = train[train < a].max() if (train < a).any() else None
             hi = train[train > b].min() if (train > b).any() else None
