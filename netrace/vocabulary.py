@@ -92,7 +92,8 @@ def direction(metric: str) -> str:
 
 #: Built-in data (loaded offline from packages that ship it): daily OHLCV prices, then
 #: scikit-learn's bundled i.i.d. tabular sets.
-PRICE_SOURCES = ("sp500", "nasdaq")
+#: daily series shipped by ``arch.data`` (a ``Date`` column): OHLCV, or a close, or a level
+PRICE_SOURCES = ("sp500", "nasdaq", "wti", "vix")
 TABULAR_SOURCES = ("iris", "wine", "breast_cancer", "diabetes", "digits")
 SOURCES = PRICE_SOURCES + TABULAR_SOURCES
 

@@ -55,6 +55,12 @@ def test_valid_config_is_frozen() -> None:
     ({"split": {"test": 0.5, "validation": 0.45}}, r"test \+ validation = 0.95 leaves almost"),
     ({"task": {"features": ["a", "a"]}}, r"\[task\] features names 'a' twice"),
     ({"race": {"target": float("nan")}}, r"\[race\] target must be a finite number, got nan"),
+    ({"evaluate": {"baselines": "vol"}}, r"\[evaluate\] baselines = 'vol' is not allowed; "
+                                         r"choose one of auto, volatility, returns, level"),
+    ({"task": {"type": "binary", "target": "direction_next"},
+      "evaluate": {"baselines": "volatility"}},
+     r"\[evaluate\] baselines = 'volatility' names the baselines of a time-series regression, "
+     r"but this task is binary; remove it"),
 ])
 def test_bad_values(sections: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):

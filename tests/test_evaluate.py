@@ -411,3 +411,45 @@ def test_a_race_without_per_fold_scores_is_weighed_without_nesting_and_says_so(
     assert sum(b["weights"].values()) == pytest.approx(1.0)
     text = cli("evaluate", "level", "--storage", "old.db", cwd=tmp_path).stdout
     assert "not nested: the race kept no per-fold scores" in text
+
+
+def test_close_only_volatility_and_a_column_judged_as_a_volatility(tmp_path: Path) -> None:
+    # a file with dates and closes only: vol_close_next is a volatility, judged against HAR,
+    # GARCH (on the close's returns) and the rest, on MSE and QLIKE
+    prices = make_prices(700, seed=5)[["Date", "Close"]]
+    raced(tmp_path, VOL.replace('"vol_next"', '"vol_close_next"')
+          .replace('["log_return", "range", "rolling_vol_5"]', '["log_return", "vol_close"]'),
+          "close", prices, "prices.csv")
+    out = cli("evaluate", "close", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["baselines"]["kind"] == "volatility"
+    assert {"har", "log_har", "garch", "ewma", "mean_22", "persistence"} <= \
+        {m["name"] for m in r["models"]}
+    # a positive column (a realized volatility the user computed) is a level by default and a
+    # volatility when [evaluate] baselines says so: HAR and the rest, no GARCH (no close)
+    rv = prices.assign(rv=np.sqrt(np.pi / 2) * np.abs(np.log(prices.Close).diff())).iloc[1:]
+    rv = rv.drop(columns="Close")
+    column = VOL.replace('"vol_next"', '"rv"').replace(
+        '["log_return", "range", "rolling_vol_5"]', '["rv"]').replace(
+        'path = "prices.csv"', 'path = "rv.csv"').replace('"greedy"', '"blend"')
+    raced(tmp_path, column, "level_rv", rv, "rv.csv")
+    raced(tmp_path, column + 'baselines = "volatility"\n', "vol_rv", None, "rv.csv")
+    kinds = {}
+    for study in ("level_rv", "vol_rv"):
+        out = cli("evaluate", study, "--json", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        r = json.loads(out.stdout)
+        kinds[study] = (r["baselines"]["kind"], {m["name"] for m in r["models"]
+                                                 if m["kind"] == "baseline"},
+                        set(r["spa"]))
+    assert kinds["level_rv"] == ("level", {"persistence", "mean", "ar1"}, {"mse"})
+    assert kinds["vol_rv"] == ("volatility", {"har", "log_har", "ewma", "mean_22",
+                                              "persistence"}, {"mse", "qlike"})
+    pred = cli("predict", "vol_rv", "--data", "rv.csv", "--out", "p.csv", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    model = load_model(str(tmp_path / "netrace.db"), "vol_rv")
+    assert model.blend is not None and model.blend.kind == "volatility"
+    got = pd.read_csv(tmp_path / "p.csv", parse_dates=["time"]).set_index("time")
+    got = got.loc[pd.to_datetime(model.test["time"])]
+    np.testing.assert_allclose(got["forecast"], model.test[model.name], rtol=1e-6, atol=1e-7)

@@ -202,7 +202,8 @@ def test_the_verdict_claims_no_win_that_spa_does_not_support() -> None:
 
     assert "on log-loss significantly (DM p = 0.010); whether any" in verdict(result(0.01, 0.02))
     text = verdict(result(0.01, 0.40))
-    assert "on log-loss but not significantly (DM p = 0.010, SPA p = 0.400)" in text
+    assert ("on log-loss (DM p = 0.010), but not significantly once the search over models is "
+            "allowed for (SPA p = 0.400)") in text
     assert "but not significantly (DM p = 0.300);" in verdict(result(0.30, 0.40))
     # with several losses, each win answers to the SPA of its own loss
     two = result(0.01, 0.40)
@@ -211,7 +212,7 @@ def test_the_verdict_claims_no_win_that_spa_does_not_support() -> None:
     two["models"][1]["dm_pvalue"]["qlike"] = 0.02
     two["spa"] = {"log_loss": {"pvalue": 0.40}, "qlike": {"pvalue": 0.03}}
     text = verdict(two)
-    assert "log-loss but not significantly (DM p = 0.010, SPA p = 0.400)" in text
+    assert "log-loss (DM p = 0.010), but not significantly once the search" in text
     assert "QLIKE significantly (DM p = 0.020)" in text
 
 
@@ -230,3 +231,35 @@ def test_greedy_on_two_losses_weighs_each_by_its_best_single_model() -> None:
                      for n, s in zip(("mse", "qlike"), scale)]) for k in (best, round(w[0] * 20))]
     assert crit[1] <= crit[0] * 1.001  # greedy reaches the best mix on the grid
     assert 0 < w[0] < 1
+
+
+def test_a_floor_model_bounds_the_greedy_blend_on_every_loss() -> None:
+    # a volatility y; "har" is fair on both losses; "net" is close on most days but twice too
+    # high on the largest tenth: much better on QLIKE, worse on MSE. Weighed on the mean of
+    # both, the blend leans on it and loses MSE to har
+    rng = np.random.default_rng(4)
+    y = np.exp(rng.normal(-4.5, 0.6, 2000))
+    har = y * np.exp(rng.normal(0.0, 0.3, 2000))
+    net = y * np.exp(rng.normal(0.0, 0.05, 2000)) * np.where(y > np.quantile(y, 0.9), 2.0, 1.0)
+    f = np.stack([net, har])
+    loss = ("mse", "qlike")
+
+    def losses(w: np.ndarray) -> list[float]:
+        return [ensemble_loss("regression", y, w @ f, n) for n in loss]
+
+    free = greedy_weights("regression", y, f, rounds=20, loss=loss)
+    floored = greedy_weights("regression", y, f, rounds=20, loss=loss, floor=1)
+    bound = losses(np.array([0.0, 1.0]))
+    assert losses(free)[0] > bound[0]  # without the floor: worse than har on MSE
+    got = losses(floored)
+    assert got[0] <= bound[0] and got[1] <= bound[1]  # never worse than har on either
+    assert got[1] < 0.97 * bound[1] and 0 < floored[0] < free[0]  # and still uses net
+    # the best mix on the grid that keeps the floor is what greedy found, or within 0.1%
+    scale = [min(ensemble_loss("regression", y, g, n) for g in f) for n in loss]
+    grid = [np.array([k / 20, 1 - k / 20]) for k in range(21)]
+    ok = [w for w in grid if all(a <= b for a, b in zip(losses(w), bound))]
+    crit = [np.mean([v / s for v, s in zip(losses(w), scale)]) for w in (*ok, floored)]
+    assert crit[-1] <= min(crit[:-1]) * 1.001
+    # a floor that is the best model on every loss: the blend is the floor alone
+    assert greedy_weights("regression", y, np.stack([har, y]), rounds=10, loss=loss,
+                          floor=1).tolist() == [0.0, 1.0]

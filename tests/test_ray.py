@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,25 @@ def test_race_on_ray_actors_stays_on_loopback(ray_head: RayHead, tmp_path: Path)
     assert all(settled(t) for t in trials)
     check_books(s, "race")
     assert s.best_trial(st.id).best_value > 0
+
+
+def test_a_program_that_imported_ray_first_still_finds_a_loopback_head(
+        ray_head: RayHead, tmp_path: Path) -> None:
+    # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported: imported before netrace
+    # sets it, a driver looked for the head off loopback and waited without end
+    cfg = write(tmp_path, rule="none", population=4, epochs=2, budget=16)
+    code = ("import sys, ray\n"
+            "from ray._private import ray_constants\n"
+            "assert ray_constants.ENABLE_RAY_CLUSTER  # read before netrace could set it\n"
+            "from netrace.cli import main\n"
+            f"sys.exit(main(['run', {str(cfg)!r}, '--quiet', '--backend', 'ray', "
+            "'--workers', '1']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=240, env=ray_env(ray_head.address))
+    assert proc.returncode == 0, proc.stderr
+    assert "budget spent" in proc.stdout
+    s = Storage(tmp_path / "netrace.db")
+    assert s.best_trial(s.get_study("race").id) is not None
 
 
 def test_no_ray_head_is_one_clear_error(tmp_path: Path) -> None:

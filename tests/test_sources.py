@@ -98,3 +98,49 @@ def test_classification_and_iid_shapes() -> None:
     d = prepare(config_from_dict({"data": {"source": "sp500"},
                                   "task": {"type": "binary", "target": "direction_next"}}))
     assert d.dev.classes == (0, 1) and set(np.unique(d.dev.y)) == {0, 1}
+
+
+@pytest.mark.parametrize("name, rows, column, first, last", [
+    ("wti", 8321, "Close", ("1986-01-02", 25.56), ("2019-01-03", 46.92)),
+    ("vix", 1259, "vix", ("2014-01-03", 13.76), ("2019-01-03", 25.45))])
+def test_daily_close_sources_are_arch_without_fred_holidays(
+        name: str, rows: int, column: str, first: tuple, last: tuple) -> None:
+    import importlib
+
+    raw = importlib.import_module(f"arch.data.{name}").load()
+    f = load_source(name)
+    assert list(f.columns) == ["Date", column] and len(f) == rows
+    # exactly arch's rows that have a value: FRED marks holidays as missing
+    assert len(f) == int(raw.notna().all(axis=1).sum()) < len(raw)
+    np.testing.assert_array_equal(f[column].to_numpy(), raw.dropna().iloc[:, 0].to_numpy())
+    assert (f.Date.iloc[0], f[column].iloc[0]) == (pd.Timestamp(first[0]), first[1])
+    assert (f.Date.iloc[-1], f[column].iloc[-1]) == (pd.Timestamp(last[0]), last[1])
+    assert f.Date.is_monotonic_increasing and not f.Date.duplicated().any()
+
+
+def test_close_only_volatility_target_and_default_features() -> None:
+    # WTI has a close and nothing else: the default features are the close's recipes, and
+    # vol_close_next is sqrt(pi/2) |log return| of the next day
+    cfg = config_from_dict({"data": {"source": "wti"},
+                            "task": {"target": "vol_close_next", "window": 5},
+                            "split": {"test": 0.2}})
+    p = prepare(cfg)
+    assert [f.name for f in p.features] == ["log_return", "rolling_vol_20"]
+    close = load_source("wti").Close.to_numpy()
+    proxy = np.sqrt(np.pi / 2) * np.abs(np.diff(np.log(close)))  # proxy[i] is row i + 1's
+    # the first window ends at row 20 (rolling_vol_20 reads 21 rows) + 4; its label one later
+    first_label_row = 20 + 4 + 1
+    np.testing.assert_allclose(p.dev.y, proxy[first_label_row - 1:][:p.dev.n], rtol=1e-12)
+    # E|r| sqrt(pi/2) is the standard deviation of normal returns with mean zero
+    z = np.random.default_rng(0).normal(0.0, 0.02, 400_000)
+    frame = pd.DataFrame({"Close": 100 * np.exp(np.cumsum(z))})
+    from netrace.data._recipes import close_vol
+
+    assert np.nanmean(close_vol(frame)) == pytest.approx(0.02, rel=5e-3)
+
+
+def test_a_high_low_recipe_on_close_only_data_says_what_is_missing() -> None:
+    cfg = config_from_dict({"data": {"source": "wti"},
+                            "task": {"target": "vol_next", "window": 5}})
+    with pytest.raises(UserError, match=r"vol_next.*needs price column\(s\) high, low.*Close"):
+        prepare(cfg)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -38,12 +39,29 @@ def _import_ray(address: str) -> Any:
         # a loopback address for the machine's routable one and never finds the head. It is
         # read when ray is imported.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    imported_before = "ray" in sys.modules
     try:
         import ray
     except ImportError:
         raise UserError("--backend ray needs Ray, which is not installed; install the extra "
                         "with pip install 'netrace[ray]' (or use --backend local)") from None
+    if imported_before and _loopback(address):
+        _loopback_after_import()
     return ray
+
+
+def _loopback_after_import() -> None:
+    """A program that imported Ray before netrace could set the variable: Ray read it then, and
+    would look for a loopback head at the machine's routable address and wait for it without
+    end. The flag Ray made of it is set as the variable would have set it (Ray reads it at
+    each call); a Ray without the flag is left alone."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: nothing to set
+        return
+    if getattr(ray_constants, "ENABLE_RAY_CLUSTER", False) and \
+            os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _reachable(address: str, timeout: float = 3.0) -> bool:

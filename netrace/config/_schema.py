@@ -84,7 +84,7 @@ class TaskConfig:
 
     type: str = field(default="regression", metadata=_spec("str", choices=TASK_TYPES))
     target: str | None = field(default=None, metadata=_spec(
-        "str", doc="a column, or return_next, vol_next, direction_next"))
+        "str", doc="a column, or return_next, vol_next, vol_close_next, direction_next"))
     features: tuple[str, ...] | None = field(default=None, metadata=_spec(
         "strs", doc="columns and feature recipes"))
     categorical: tuple[str, ...] = field(default=(), metadata=_spec(
@@ -158,6 +158,10 @@ class SearchConfig:
         "space", doc="what to search; absent: netrace's default space"))
 
 
+#: What a time-series regression target is, for its baselines (``[evaluate] baselines``):
+#: ``auto`` reads it from the target (a volatility recipe, ``return_next``, else a level).
+BASELINE_KINDS = ("auto", "volatility", "returns", "level")
+
 #: The candidates for netrace's forecast (``[evaluate] forecast``).
 FORECASTS = ("blend", "top_k", "greedy", "best", "folds", "best_folds")
 
@@ -176,6 +180,9 @@ class EvaluateConfig:
     refit_every: int = field(default=20, metadata=_spec(
         "int", low=1, doc="the baselines are refit every this many test points"))
     seed: int = field(default=0, metadata=_spec("int", low=0))
+    baselines: str = field(default="auto", metadata=_spec(
+        "str", choices=BASELINE_KINDS,
+        doc="which classical baselines judge a time-series regression: auto (from the target)"))
 
 
 @dataclass(frozen=True)
@@ -344,6 +351,11 @@ def _check_whole(cfg: Config) -> None:
     if s.train_size is not None and s.mode != "rolling":
         raise UserError(f"{o}: [split] train_size only applies to mode = \"rolling\"; set "
                         "mode = \"rolling\" or remove train_size")
+    b = cfg.evaluate.baselines
+    if b != "auto" and (t.type != "regression" or not cfg.is_time_series):
+        raise UserError(f"{o}: [evaluate] baselines = {b!r} names the baselines of a "
+                        "time-series regression, but this task is "
+                        f"{'i.i.d. ' if not cfg.is_time_series else ''}{t.type}; remove it")
     if s.test + (s.validation if (s.scheme or "holdout") == "holdout" else 0.0) >= 0.9:
         raise UserError(f"{o}: [split] test + validation = {s.test + s.validation:g} leaves "
                         "almost nothing to train on; keep their sum below 0.9")

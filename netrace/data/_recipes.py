@@ -119,6 +119,13 @@ def parkinson(frame: pd.DataFrame) -> np.ndarray:
     return np.sqrt(log_range(frame) ** 2 / (4.0 * math.log(2.0)))
 
 
+def close_vol(frame: pd.DataFrame) -> np.ndarray:
+    """Close-to-close volatility for data without a high and low: sqrt(pi / 2) |log return|,
+    whose mean is the return's standard deviation when returns are normal with mean zero;
+    NaN on the first row."""
+    return math.sqrt(math.pi / 2.0) * np.abs(log_return(frame))
+
+
 def volume_change(frame: pd.DataFrame) -> np.ndarray:
     """log(1 + volume_t) - log(1 + volume_{t-1}); the 1 keeps zero-volume days finite."""
     v = _col(frame, "volume")
@@ -183,6 +190,7 @@ FEATURE_RECIPES: dict[str, tuple[int, tuple[str, ...], str]] = {
     "log_return": (2, ("close",), "log close-to-close return"),
     "range": (1, ("high", "low"), "log high/low range"),
     "parkinson": (1, ("high", "low"), "Parkinson high/low volatility"),
+    "vol_close": (2, ("close",), "close-to-close volatility, sqrt(pi/2) |log return|"),
     "volume_change": (2, ("volume",), "log change of 1 + volume"),
     "rolling_vol_N": (0, ("close",), "realized volatility of the last N log returns (N >= 2)"),
     "vol_mean_N": (0, ("high", "low"), "mean Parkinson volatility of the last N rows (N >= 1; "
@@ -195,10 +203,15 @@ FEATURE_RECIPES: dict[str, tuple[int, tuple[str, ...], str]] = {
 TARGET_RECIPES: dict[str, tuple[str, Callable[[pd.DataFrame], np.ndarray], int, str]] = {
     "return_next": ("regression", log_return, 2, "log return"),
     "vol_next": ("regression", parkinson, 1, "Parkinson high/low volatility"),
+    "vol_close_next": ("regression", close_vol, 2,
+                       "close-to-close volatility, sqrt(pi/2) |log return|"),
     "direction_next": ("binary", direction, 2, "direction of the close (1 up, 0 not)"),
 }
 _TARGET_FIELDS = {"return_next": ("close",), "vol_next": ("high", "low"),
-                  "direction_next": ("close",)}
+                  "vol_close_next": ("close",), "direction_next": ("close",)}
+#: the default features of price data with a recipe target, and the price fields each needs
+_DEFAULT_RECIPES = {"log_return": ("close",), "range": ("high", "low"),
+                    "volume_change": ("volume",), "rolling_vol_20": ("close",)}
 _ROLLING = re.compile(r"^rolling_vol_(\d+)$")
 _VOL_MEAN = re.compile(r"^vol_mean_(\d+)$")
 _WINDOWED = ("rolling_vol_N", "vol_mean_N")
@@ -224,7 +237,8 @@ def _feature_fn(recipe: str) -> Callable[[pd.DataFrame], np.ndarray]:
     if m:
         return vol_mean(int(m.group(1)))
     return {"log_return": log_return, "range": log_range, "parkinson": parkinson,
-            "volume_change": volume_change, "gap": overnight_gap}[recipe]
+            "vol_close": close_vol, "volume_change": volume_change,
+            "gap": overnight_gap}[recipe]
 
 
 def _need_prices(recipe: str, fields: tuple[str, ...], columns: Sequence[str], where: str) -> None:
@@ -242,7 +256,9 @@ def resolve_features(names: Sequence[str] | None, categorical: Sequence[str],
     """Turn ``[task] features`` (columns or recipe names) into :class:`Feature` objects.
 
     A name that is a column is that column; otherwise it must be a recipe. With no list, the
-    default is the standard price recipes for price data with a recipe target, else every
+    default is the standard price recipes the columns allow (``log_return``, ``range``,
+    ``volume_change``, ``rolling_vol_20``; close-only data gets the first and the last) for price
+    data with a recipe target, else every
     column except those in ``exclude`` (the target and the time column).
     """
     cols = [str(c) for c in columns]
@@ -251,8 +267,10 @@ def resolve_features(names: Sequence[str] | None, categorical: Sequence[str],
             raise UserError(f"unknown column '{c}' in [task] categorical{did_you_mean(c, cols)}; "
                             f"the data has: {', '.join(cols)}")
     if names is None:
-        if default_recipes:
-            names = ("log_return", "range", "volume_change", "rolling_vol_20")
+        if default_recipes:  # the standard price recipes that the data's columns allow
+            have = price_columns(cols)
+            names = tuple(n for n, fields in _DEFAULT_RECIPES.items()
+                          if all(f in have for f in fields))
         else:
             names = tuple(c for c in cols if c not in exclude)
             if not names:

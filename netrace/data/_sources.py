@@ -1,7 +1,8 @@
 """Where rows come from: CSV and Parquet files, DataFrames, and built-in real data.
 
 Built-in data is loaded offline from packages that ship it (no download at run time): daily
-S&P 500 and NASDAQ OHLCV 1999-2018 from ``arch.data``, scikit-learn's bundled tabular sets.
+S&P 500 and NASDAQ OHLCV 1999-2018, the WTI crude oil close 1986-2019 and the VIX 2014-2019
+from ``arch.data``, scikit-learn's bundled tabular sets.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ __all__ = ["RawData", "load_raw", "load_source"]
 _DESCRIPTIONS = {
     "sp500": "S&P 500 index, daily OHLCV 1999-2018 (arch.data.sp500)",
     "nasdaq": "NASDAQ Composite index, daily OHLCV 1999-2018 (arch.data.nasdaq)",
+    "wti": "WTI crude oil spot price, daily close 1986-2019 (arch.data.wti, FRED DCOILWTICO)",
+    "vix": "CBOE VIX index, daily close 2014-2019 (arch.data.vix)",
     "iris": "iris flowers, 150 rows, 3 classes (sklearn.datasets.load_iris)",
     "wine": "wine cultivars, 178 rows, 3 classes (sklearn.datasets.load_wine)",
     "breast_cancer": "breast cancer diagnosis, 569 rows, 2 classes "
@@ -48,7 +51,11 @@ def load_source(name: str) -> pd.DataFrame:
         import importlib
 
         frame = importlib.import_module(f"arch.data.{name}").load()
-        return frame.reset_index()  # the index is "Date"
+        if name == "wti":  # a price: its close, so that the price recipes find it
+            frame = frame.rename(columns={"DCOILWTICO": "Close"})
+        # FRED's series (wti, vix) mark the days without a fixing (holidays) as missing: they
+        # are not days of the series, so they are dropped rather than filled
+        return frame.dropna().reset_index()  # the index is "Date"
     loaders = {"iris": "load_iris", "wine": "load_wine", "breast_cancer": "load_breast_cancer",
                "diabetes": "load_diabetes", "digits": "load_digits"}
     if name not in loaders:

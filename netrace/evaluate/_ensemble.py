@@ -29,13 +29,19 @@ def ensemble_loss(task: str, y: np.ndarray, f: np.ndarray, loss: str | None = No
 
 
 def greedy_weights(task: str, y: np.ndarray, forecasts: np.ndarray, rounds: int = 50,
-                   loss: str | Sequence[str] | None = None) -> np.ndarray:
+                   loss: str | Sequence[str] | None = None, floor: int | None = None
+                   ) -> np.ndarray:
     """Weights (summing to 1) of greedy ensemble selection with replacement over ``rounds``
     additions; ``forecasts`` has the models first ((m, n) or (m, n, C)); ``loss`` as in
     :func:`ensemble_loss`, or several losses, whose mean the selection lowers after dividing
     each by the smallest of it among the single models (so that each counts alike whatever
     its scale). Ties go to the earlier model, so with finalists in order of validation score
     the better one wins; a model whose forecast is not a number somewhere is never added.
+
+    ``floor``, a model's index: the ensemble is never worse than that model on any of the
+    losses (on these samples). Only additions that keep it so are made (the first may be the
+    floor model itself, which always does), and the selection ends when none does: a gain on
+    one loss is not bought with a loss on another beyond the floor's.
 
     >>> y = np.array([0.0, 1.0, 2.0, 3.0])
     >>> f = np.stack([y + 1, y - 1, y + 5])
@@ -55,14 +61,25 @@ def greedy_weights(task: str, y: np.ndarray, forecasts: np.ndarray, rounds: int 
         return float(np.mean([ensemble_loss(task, y, g, name) / (s if 0 < s < np.inf else 1.0)
                               for name, s in zip(names, scale, strict=True)]))
 
+    if floor is not None and not usable[floor]:
+        raise ValueError(f"the floor model {floor} has no finite forecast everywhere")
+    bound = None if floor is None else [ensemble_loss(task, y, f[floor], n) for n in names]
+
+    def allowed(g: np.ndarray) -> bool:
+        return bound is None or all(ensemble_loss(task, y, g, n) <= b
+                                    for n, b in zip(names, bound, strict=True))
+
     counts = np.zeros(m, dtype=np.int64)
     total = np.zeros_like(f[0])
     for r in range(rounds):
-        losses = [criterion((total + f[j]) / (r + 1)) if usable[j] else np.inf
-                  for j in range(m)]
+        tried = [(total + f[j]) / (r + 1) if usable[j] else None for j in range(m)]
+        losses = [criterion(g) if g is not None and allowed(g) else np.inf for g in tried]
         j = int(np.argmin(losses))
-        if not usable[j]:  # every addition gives a loss that is not a number: keep the first
-            j = int(np.flatnonzero(usable)[0])
+        if not np.isfinite(losses[j]):
+            if floor is not None and r > 0:  # no addition keeps the floor: stop here
+                break
+            # every addition gives a loss that is not a number: keep the floor or the first
+            j = floor if floor is not None else int(np.flatnonzero(usable)[0])
         counts[j] += 1
         total = total + f[j]
     return counts / counts.sum()

@@ -125,7 +125,11 @@ def _baseline_kind(config: Any, target_recipe: str | None) -> str:
     task = config.task.type
     if task != "regression":
         return task
-    return {"vol_next": "volatility", "return_next": "returns"}.get(target_recipe or "", "level")
+    chosen = config.evaluate.baselines
+    if chosen != "auto":
+        return chosen
+    return {"vol_next": "volatility", "vol_close_next": "volatility",
+            "return_next": "returns"}.get(target_recipe or "", "level")
 
 
 def load_model(storage: str | Storage, study: str) -> FinalModel:
@@ -442,7 +446,8 @@ def _weigh_blend(ctx: _Study, val: _Validation,
     blend_loss: str | tuple[str, ...] | None = ("mse", "qlike") if ctx.kind == "volatility" \
         else "qlike" if ctx.metric == "qlike" else None
     cols = np.stack(list(columns.values()))
-    w_blend = greedy_weights(task, y_blend, cols, loss=blend_loss)
+    w_blend = greedy_weights(task, y_blend, cols, loss=blend_loss,
+                             floor=_floor_model(task, y_blend, cols, blend_loss))
     blend_valid = combine(cols, w_blend)[0]
     # a panel: every series its own weights, on its own nested validation samples (one set
     # for all let the pooled networks' weight, right for one series, hurt another)
@@ -451,13 +456,29 @@ def _weigh_blend(ctx: _Study, val: _Validation,
         s_blend = np.concatenate([dev.series[dev.folds[j].valid] for j in use])
         for label in pd.unique(s_blend):
             at = s_blend == label
-            w_series[label] = greedy_weights(task, y_blend[at], cols[:, at], loss=blend_loss)
+            w_series[label] = greedy_weights(
+                task, y_blend[at], cols[:, at], loss=blend_loss,
+                floor=_floor_model(task, y_blend[at], cols[:, at], blend_loss))
             blend_valid[at] = combine(cols[:, at], w_series[label])[0]
     best = np.concatenate([best_fold[j] for j in use])
     report = _nested_report(ctx, nested is not None, why_not, use, y_blend, blend_valid,
                             columns, best, base_names)
     return _BlendFit(base_names, columns, blend_loss, w_blend, w_series, y_blend, blend_valid,
                      report, nested_seconds)
+
+
+def _floor_model(task: str, y: np.ndarray, cols: np.ndarray,
+                 loss: str | tuple[str, ...] | None) -> int | None:
+    """The column (after ``top_k``, the baselines) that the blend must not be worse than on
+    any of its losses on nested validation: the baseline best on the first loss (HAR, as a
+    rule, for a volatility), so that what validation shows to lose to it is never chosen."""
+    if len(cols) < 2:
+        return None
+    first = loss if loss is None or isinstance(loss, str) else loss[0]
+    finite = [j for j in range(1, len(cols)) if np.isfinite(cols[j]).all()]
+    if not finite:
+        return None
+    return min(finite, key=lambda j: (ensemble_loss(task, y, cols[j], first), j))
 
 
 def _nested_report(ctx: _Study, nested: bool, why_not: str | None, use: list[int],
@@ -897,12 +918,14 @@ def verdict(result: dict[str, Any]) -> str:
         if ours is not None and theirs is not None and ours < theirs:
             how = "significantly" if p is not None and p < 0.05 else "but not significantly"
             spa_l = spas.get(lname, result.get("spa_pvalue") if len(losses) == 1 else None)
+            beats = f"beats the best baseline ({best['name']}) on {_LABELS[lname]}"
             if how == "significantly" and spa_l is not None and spa_l >= 0.05:
                 # a DM win that the search over networks and candidates could have produced
                 # by chance (SPA, which also allows for persistent losses) is not a win
-                how, ptxt = "but not significantly", f"{ptxt}, SPA p = {spa_l:.3f}"
-            parts.append(f"beats the best baseline ({best['name']}) on {_LABELS[lname]} {how} "
-                         f"(DM p = {ptxt})")
+                parts.append(f"{beats} (DM p = {ptxt}), but not significantly once the search "
+                             f"over models is allowed for (SPA p = {spa_l:.3f})")
+            else:
+                parts.append(f"{beats} {how} (DM p = {ptxt})")
         else:
             how = "significantly" if p is not None and p < 0.05 else "not significantly"
             parts.append(f"loses to {best['name']} on {_LABELS[lname]}, {how} (DM p = {ptxt})")

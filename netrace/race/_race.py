@@ -104,11 +104,22 @@ def run_race(config: Config, *, storage_url: str, study: str, workers: int | Non
         be = _backend(backend)
         n = workers or config.race.workers or be.workers_for()
         _check_shared_storage(be, storage)
-        plan = RacePlan(config, _absolute(storage.url), study, seed=seed, device=device)
+        plan = RacePlan(config, _absolute(storage.url), study, seed=seed, device=device,
+                        tpe_notice=_tpe_notice(config))
         _Coordinator(be, storage, st.id, plan, be.threads_for(n), progress, budget).run(n)
     final = snapshot(storage, study, budget)
     progress.finish(final)
     return final
+
+
+def _tpe_notice(config: Config) -> str | None:
+    """With the TPE sampler: the speed-up's check in this process, whose notice (if any) is
+    logged here, once, where the user sees it (on Ray too), and not again by each worker."""
+    if config.search.sampler != "tpe":
+        return None
+    from netrace.race._tpe import speedup_problem
+
+    return speedup_problem()
 
 
 def _check(config: Config, warn: Callable[[str], None] | None) -> tuple[Any, str]:

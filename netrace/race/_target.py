@@ -151,12 +151,14 @@ def residual_variance(o: Tensor, z: Tensor, std: float) -> Tensor:
 
 def level_source(features: Any, target: Any) -> str | None:
     """The name of the feature that holds the target's own per-row series, if any: the
-    ``parkinson`` recipe (or ``vol_mean_1``, the same) for ``vol_next``, ``log_return`` for
+    ``parkinson`` recipe (or ``vol_mean_1``, the same) for ``vol_next``, ``vol_close`` for
+    ``vol_close_next``, ``log_return`` for
     ``return_next``, the target column itself for a column target."""
     names = [f.name for f in features if not f.categorical]
     if target.recipe is None:
         return target.name if target.name in names else None
-    wanted = {"vol_next": ("parkinson", "vol_mean_1"), "return_next": ("log_return",)}
+    wanted = {"vol_next": ("parkinson", "vol_mean_1"), "vol_close_next": ("vol_close",),
+              "return_next": ("log_return",)}
     return next((n for n in wanted.get(target.recipe, ()) if n in names), None)
 
 
@@ -314,7 +316,8 @@ def check_target_space(space: Any, prepared: Any) -> None:
             f"such as vol_next, a price) or remove {names} from [search.space]")
     if revin and level_source(prepared.features, target) is None:
         need = target.name if target.recipe is None else \
-            {"vol_next": "parkinson", "return_next": "log_return"}.get(target.recipe, "?")
+            {"vol_next": "parkinson", "vol_close_next": "vol_close",
+             "return_next": "log_return"}.get(target.recipe, "?")
         have = ", ".join(f.name for f in prepared.features)
         raise UserError(f"[search.space] revin = true maps a network's output back with each "
                         f"window's level of the target's own series ('{need}' for target "

@@ -40,7 +40,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.samplers import TPESampler as _TPESampler
 from optuna.trial import TrialState
 
-__all__ = ["CachedTPESampler", "speedup_problem", "tpe_sampler"]
+__all__ = ["CachedTPESampler", "already_told", "speedup_problem", "tpe_sampler"]
 
 _CHECKED = ("5.0.",)  # Optuna releases whose TPESampler internals this matches
 _log = logging.getLogger("netrace")
@@ -61,14 +61,25 @@ def tpe_sampler(**kwargs: Any) -> Any:
     return CachedTPESampler(**kwargs)
 
 
+#: problems the user has already been told of, here or by the process that started this one
+_told: set[str] = set()
+
+
+def already_told(problem: str) -> None:
+    """Say that ``problem`` (a :func:`speedup_problem`) has been reported elsewhere, as the race
+    does to its workers after it reported its own check: this process then logs it no more."""
+    _told.add(problem)
+
+
 @functools.cache
 def speedup_problem() -> str | None:
     """Why :class:`CachedTPESampler` cannot stand in for Optuna's TPESampler here, or None if
     it can. Checked once per process, at the first call; a problem is also logged then, as a
-    one-line notice."""
+    one-line notice, unless it is one :func:`already_told`."""
     problem = _problem()
     if problem is not None:
         problem = " ".join(problem.split())  # one line, whatever an exception's message holds
+    if problem is not None and problem not in _told:
         _log.warning("netrace: notice: %s; using Optuna's own TPESampler (the same proposals, "
                      "slower asks among many trials)", problem)
     return problem

@@ -83,6 +83,9 @@ class RacePlan:
     seed: int = 0
     device: str = "auto"
     refill_factor: int = 3  # a population starts at most this many x population networks
+    #: the TPE speed-up's problem the race already reported (``_tpe.speedup_problem``), which
+    #: a worker with the same problem does not report again
+    tpe_notice: str | None = None
 
 
 def race_metric(config: Config) -> tuple[str, str]:
@@ -184,6 +187,10 @@ class _Worker:
         self.metric, self.direction = race_metric(cfg)
         self.goal = Goal.MAX if self.direction == "maximize" else Goal.MIN
         self.space = search_space(cfg)
+        if plan.tpe_notice is not None:
+            from netrace.race._tpe import already_told
+
+            already_told(plan.tpe_notice)
         self.proposer = Proposer(self.space, cfg.search.sampler,
                                  seed=cfg.search.seed * 100_003 + self.wid,
                                  startup=cfg.search.startup, direction=self.direction)
