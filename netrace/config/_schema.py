@@ -338,6 +338,7 @@ def _check_whole(cfg: Config) -> None:
                         "future of time-ordered data; use \"purged_kfold\" or \"walk_forward\"")
     if d.series is not None:
         _check_series(cfg)
+    _check_embedding(cfg)
     r = cfg.race
     for name in RULES:
         if getattr(r, name, None) is not None and name != r.rule:
@@ -359,6 +360,19 @@ def _check_whole(cfg: Config) -> None:
     if s.test + (s.validation if (s.scheme or "holdout") == "holdout" else 0.0) >= 0.9:
         raise UserError(f"{o}: [split] test + validation = {s.test + s.validation:g} leaves "
                         "almost nothing to train on; keep their sum below 0.9")
+
+
+def _check_embedding(cfg: Config) -> None:
+    """A series embedding learns a vector per series: it needs a panel (``[data] series``)."""
+    space = cfg.search.space
+    if space is None or "series_embedding" not in space or cfg.data.series is not None:
+        return
+    p = space["series_embedding"]
+    if any(v > 0 for v in p.values()) or p.kind == "int" and p.high > 0:
+        raise UserError(f"{cfg.origin}: [search.space] series_embedding learns a vector per "
+                        "series of a panel, but [data] series is not set, so the data is one "
+                        "series; set [data] series to the column naming each row's series (a "
+                        "long-format file), or set series_embedding = 0 or remove it")
 
 
 def _check_series(cfg: Config) -> None:

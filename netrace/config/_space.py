@@ -49,6 +49,7 @@ SPACE_KEYS: dict[str, tuple[str, str, Any]] = {
     "train_window": ("population", "int", (0, 100_000_000, False, False)),
     "target_transform": ("population", "str", ("none", "log")),
     "revin": ("population", "bool", (False, True)),
+    "series_embedding": ("population", "int", (0, 1024, False, False)),
     "lr": ("member", "float", (0.0, 10.0, True, False)),
     "schedule": ("member", "str", ("constant", "step", "exponential", "cosine")),
     "warmup": ("member", "int", (0, 10_000, False, False)),

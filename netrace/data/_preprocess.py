@@ -72,7 +72,8 @@ class SeriesFittedPreprocessor(FittedPreprocessor):
             unknown = frame[self.series].to_numpy()[np.flatnonzero(code < 0)[0]]
             raise UserError(f"series {unknown!r} has no training rows, so its inputs cannot be "
                             f"scaled (netrace scales each series by its own training rows); "
-                            f"known series: {', '.join(map(str, self.labels))}")
+                            f"known series: {', '.join(map(str, self.labels))}; forecast only "
+                            "those series, or race again on data where it has training rows")
         fitted = FittedPreprocessor(self.numeric, self.series_mean[code],
                                     self.series_scale[code], self.categorical, self.categories)
         return fitted.transform(frame)

@@ -281,7 +281,7 @@ def _open_study(s: Storage, rec: StudyRecord, study: str, device: str,
     source = level_source(prepared.features, prepared.target) if task == "regression" else None
     folds = [dev.fold_data(f) for f in dev.folds]
     shape = DataShape(folds[0].X_train.shape[1], folds[0].X_train.shape[2], task,
-                      len(dev.classes or ()))
+                      len(dev.classes or ()), tuple(dev.series_names or ()))
     return _Study(s, rec, study, config, metric, direction, prepared, folds, shape, source,
                   device, say)
 
@@ -536,9 +536,10 @@ def _refit_finalists(ctx: _Study, fins: list[_Finalist]) -> _Refit:
            f"({sum(j.epochs for j in jobs)} network-epochs)")
     # torch's own thread count (OMP_NUM_THREADS when set): forcing every core would make this
     # process crawl beside another that uses them too
-    dev_targets = TargetData(dev.y, X_dev, fitted, ctx.source)
+    dev_targets = TargetData(dev.y, X_dev, fitted, ctx.source, ctx.series_of(everything))
     refit_weights = refit(jobs, X_dev, y_dev, task=task, monitor="loss", seed=ctx.ev.seed,
-                          device=ctx.device, target=dev_targets)
+                          device=ctx.device, target=dev_targets,
+                          series=ctx.series_of(everything))
     refit_nets = [Net(f"trial {f.trial.number} refit", f.settings, w, fitted, scaling,
                       forecast_floor(task, dev.y), target=dev_targets.fitted(f.settings, w))
                   for f, w in zip(fins, refit_weights, strict=True)]
@@ -839,9 +840,10 @@ def _nested_forecasts(ctx: _Study
         ctx.say(f"nested validation, fold {j + 1} of {n_folds}: {len(jobs)} networks chosen on "
                 f"the other folds, trained on its {len(y_train)} training samples "
                 f"({sum(choice.epochs)} network-epochs)")
-        fold_targets = TargetData(fd.y_train, fd.X_train, fd.preprocessor, ctx.source)
+        s_train = ctx.series_of(dev.folds[j].train)
+        fold_targets = TargetData(fd.y_train, fd.X_train, fd.preprocessor, ctx.source, s_train)
         trained = refit(jobs, fd.X_train, y_train, task=task, monitor="loss", seed=ctx.ev.seed,
-                        device=ctx.device, target=fold_targets)
+                        device=ctx.device, target=fold_targets, series=s_train)
         fcs = np.stack([Net(f"trial {trials[t].number} nested fold {j + 1}", job.settings, w,
                             fd.preprocessor, scaling, forecast_floor(task, fd.y_train),
                             target=fold_targets.fitted(job.settings, w)

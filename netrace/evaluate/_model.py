@@ -60,8 +60,10 @@ class Net:
         """Forecasts from windows ``(n, window, features)`` already transformed by this net's
         preprocessing: target units for regression (n,), P(class 1) for binary (n,), class
         probabilities (n, C) for multiclass. In a panel (``scaling`` a
-        :class:`~netrace.data.SeriesScaling`) ``series`` names each window's series."""
-        x = model_inputs(torch.as_tensor(windows, dtype=torch.float32), self.settings)
+        :class:`~netrace.data.SeriesScaling`) ``series`` names each window's series; a
+        network with a series embedding reads them too, and a series it never saw is an
+        error."""
+        x = model_inputs(torch.as_tensor(windows, dtype=torch.float32), self.settings, series)
         with torch.no_grad():
             out = torch.cat([self.module()(x[s:s + 4096]) for s in range(0, len(x), 4096)]) \
                 if len(x) else torch.zeros(0, self.settings.spec.n_outputs)

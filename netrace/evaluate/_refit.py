@@ -38,11 +38,13 @@ class RefitJob:
 
 def refit(jobs: Sequence[RefitJob], X: np.ndarray, y: np.ndarray, *, task: str,
           monitor: str, seed: int = 0, device: str = "auto",
-          target: TargetData | None = None) -> list[dict[str, np.ndarray]]:
+          target: TargetData | None = None, series: np.ndarray | None = None
+          ) -> list[dict[str, np.ndarray]]:
     """Train every job on ``(X, y)`` (windows already preprocessed; ``y`` standardized for
     regression) and return each one's final weights as a population row, in ``jobs``' order.
     A job whose network learns a log or a ratio (:mod:`netrace.race._target`) learns it from
-    ``target``, the same samples' raw targets, instead of ``y``."""
+    ``target``, the same samples' raw targets, instead of ``y``. In a panel ``series`` names
+    each sample's series, which a network with a series embedding reads."""
     groups: dict[PopulationSettings, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(job.settings, []).append(i)
@@ -55,7 +57,7 @@ def refit(jobs: Sequence[RefitJob], X: np.ndarray, y: np.ndarray, *, task: str,
         pop = Population(settings.spec, members, optimizer=settings.optimizer,
                          loss=settings.loss, batch_size=settings.batch_size, monitor=monitor,
                          seed=seed, device=device)
-        x = model_inputs(torch.as_tensor(X, dtype=torch.float32), settings)
+        x = model_inputs(torch.as_tensor(X, dtype=torch.float32), settings, series)
         learn = yt
         if settings.transformed:
             if target is None:

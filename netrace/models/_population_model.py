@@ -13,6 +13,14 @@ from torch import Tensor, nn
 
 from netrace.errors import UserError
 from netrace.models._dense import dense_stack
+from netrace.models._embedding import (
+    WithEmbedding,
+    cnn_input,
+    lookup,
+    mlp_input,
+    rnn_input,
+    split_code,
+)
 from netrace.models._init import check_init, draw_weight
 from netrace.models._layers import (
     _BN_MOMENTUM,
@@ -35,7 +43,8 @@ class _Param:
 
     name: str
     shape: tuple[int, ...]
-    kind: str  # weight | recurrent | bias | gain | linear (the linear path: starts at 0)
+    #: weight | recurrent | bias | gain | linear (the linear path: starts at 0) | embedding
+    kind: str
     fan_in: int = 1
     fan_out: int = 1
     gates: int = 1  # recurrent/input weights are drawn one gate block at a time
@@ -57,6 +66,8 @@ class PopulationModel(nn.Module):
     torch.Size([4, 5, 1])
     """
 
+    _code_axis = 1  # where the input carries the series code: a flat batch's or CNN's channels
+
     def __init__(self, spec: ModelSpec, k: int, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
         if not isinstance(k, int) or k < 1:
@@ -69,6 +80,8 @@ class PopulationModel(nn.Module):
         if spec.linear_inputs:  # the linear path: starts at zero (see init_linear)
             self._add("lin_w", (spec.linear_inputs, spec.n_outputs), "linear")
             self._add("lin_b", (spec.n_outputs,), "bias")
+        if spec.embedding:  # the series embedding: N(0, 1), as nn.Embedding
+            self._add("emb", (spec.series, spec.embedding), "embedding")
         sizes = [math.prod(p.shape) for p in self._layout]
         self.flat = torch.zeros(k, sum(sizes), dtype=dtype, device=device)
         self.slices: dict[str, slice] = {}
@@ -164,6 +177,8 @@ class PopulationModel(nn.Module):
                     target[i].zero_()
                 elif p.kind == "gain":
                     target[i].fill_(1.0)
+                elif p.kind == "embedding":
+                    target[i].copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
                 else:
                     s = rec if p.kind == "recurrent" else scheme
                     target[i].copy_(self._draw(p, s, dist, gen))
@@ -202,7 +217,11 @@ class PopulationModel(nn.Module):
                 raise UserError("dropout_p needs a dropout_key (K,) int64 to draw masks from")
             ctx = _Dropout(dropout_p[sl], dropout_key[sl])
         upd = None if update is None else update[sl]
-        h = self._features(x, params, ctx, buffers, upd)
+        emb = None
+        if self.spec.embedding:  # the series code rides on the input: see _embedding
+            x, codes = split_code(x, self._code_axis)
+            emb = lookup(params["emb"], codes)
+        h = self._features(x, params, ctx, buffers, upd, emb)
         out = self._dense(h, params, buffers, ctx, upd)
         if self.spec.linear_inputs:
             out = out + self._linear_path(x, params["lin_w"], params["lin_b"])
@@ -228,6 +247,8 @@ class PopulationModel(nn.Module):
         if not self.spec.linear_inputs or self.spec.task != "regression":
             raise UserError("init_linear needs a linear path (linear_inputs > 0) and a "
                             "regression")
+        if self.spec.embedding:  # the fit reads the data, not the series code
+            x = split_code(x, self._code_axis)[0]
         X = x.reshape(x.shape[0], -1).to(torch.float64)
         Xc = torch.cat([X, torch.ones(len(X), 1, dtype=torch.float64, device=X.device)], 1)
         gram = Xc.T @ Xc
@@ -243,7 +264,8 @@ class PopulationModel(nn.Module):
             getattr(self, f"dense{last}_b")[i, 0].zero_()
 
     def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
-                  buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
+                  buffers: Mapping[str, Tensor], update: Tensor | None,
+                  emb: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
     def _dense(self, h: Tensor, P: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
@@ -284,10 +306,16 @@ class PopulationModel(nn.Module):
         if not 0 <= i < self.k:
             raise UserError(f"member index must be in [0, {self.k}); got {i}")
         module = self._member_module(i, dropout_p)
+        lin = None
         if self.spec.linear_inputs:
             lin = nn.Linear(self.spec.linear_inputs, self.spec.n_outputs, dtype=torch.float64)
             lin.weight.copy_(self.lin_w[i].T)
             lin.bias.copy_(self.lin_b[i])
+        if self.spec.embedding:
+            table = nn.Embedding(self.spec.series, self.spec.embedding, dtype=torch.float64)
+            table.weight.copy_(self.emb[i])
+            module = WithEmbedding(table, module, self._code_axis, lin)
+        elif lin is not None:
             module = _WithLinear(module, lin)
         return module.to(dtype=self._dtype, device=self._device)
 
@@ -349,14 +377,15 @@ class _MLP(PopulationModel):
         self._add_dense()
 
     def _feature_size(self) -> int:
-        return self.spec.in_features
+        return self.spec.in_features + self.spec.embedding
 
     def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
-                  buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
+                  buffers: Mapping[str, Tensor], update: Tensor | None,
+                  emb: Tensor | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.spec.in_features:
             raise UserError(f"an MLP with in_features={self.spec.in_features} takes a batch "
                             f"(B, {self.spec.in_features}); got shape {tuple(x.shape)}")
-        return x
+        return x if emb is None else mlp_input(x, emb)
 
     def _member_module(self, i: int, dropout_p: float) -> nn.Module:
         return self._dense_module(i, dropout_p)
@@ -367,7 +396,7 @@ class _CNN(PopulationModel):
 
     def _build(self) -> None:
         s = self.spec
-        c_in = s.in_channels
+        c_in = s.in_channels + s.embedding
         for j, c in enumerate(s.channels):
             self._add(f"conv{j}_w", (c, c_in, s.kernel_size), "weight",
                       c_in * s.kernel_size, c * s.kernel_size)
@@ -388,7 +417,8 @@ class _CNN(PopulationModel):
         return 4 * conv * s.pool_size + super().activation_size()
 
     def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
-                  buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
+                  buffers: Mapping[str, Tensor], update: Tensor | None,
+                  emb: Tensor | None = None) -> Tensor:
         s, k = self.spec, P["conv0_w"].shape[0]
         if x.dim() == 2 and s.in_channels == 1:
             x = x.unsqueeze(1)
@@ -396,7 +426,10 @@ class _CNN(PopulationModel):
             raise UserError(f"this CNN takes windows (B, {s.in_channels}, {s.length})"
                             f"{' or (B, ' + str(s.length) + ')' if s.in_channels == 1 else ''}; "
                             f"got shape {tuple(x.shape)}")
-        h = x
+        # a shared input is read by all K*c filters at once; with a series embedding every
+        # member reads its own channels, as later layers do
+        h = x if emb is None else cnn_input(x, emb)
+        first = 1 if emb is None else k
         for j, c in enumerate(s.channels):
             w = P[f"conv{j}_w"]
             # Members as conv groups: the first layer reads the shared input with all K*c
@@ -405,7 +438,7 @@ class _CNN(PopulationModel):
             bias = P.get(f"conv{j}_b")
             h = F.conv1d(h, w.reshape(k * c, w.shape[2], w.shape[3]),
                          None if bias is None else bias.reshape(k * c), s.stride, s.padding,
-                         groups=1 if j == 0 else k)
+                         groups=first if j == 0 else k)
             if s.norm != "none":
                 h = self._conv_norm(h, j, k, P, buffers, update)
             h = activate(h, s.activation)
@@ -447,7 +480,7 @@ class _CNN(PopulationModel):
     def _member_module(self, i: int, dropout_p: float) -> nn.Module:
         s = self.spec
         layers: list[nn.Module] = []
-        c_in = s.in_channels
+        c_in = s.in_channels + s.embedding
         for j, c in enumerate(s.channels):
             conv = nn.Conv1d(c_in, c, s.kernel_size, s.stride, s.padding,
                              bias=s.norm != "batch", dtype=torch.float64)
@@ -516,6 +549,7 @@ class _RNNMember(nn.Module):
 
 class _RNN(PopulationModel):
     spec: RNNSpec
+    _code_axis = -1  # the series code is the last feature of every step
 
     @property
     def _gates(self) -> int:
@@ -523,7 +557,7 @@ class _RNN(PopulationModel):
 
     def _build(self) -> None:
         s, g, hs = self.spec, self._gates, self.spec.hidden_size
-        n_in = s.in_features
+        n_in = s.in_features + s.embedding
         for j in range(s.layers):
             self._add(f"rnn{j}_wih", (n_in, g * hs), "weight", n_in, hs, gates=g)
             self._add(f"rnn{j}_whh", (hs, g * hs), "recurrent", hs, hs, gates=g)
@@ -546,7 +580,8 @@ class _RNN(PopulationModel):
     _window = 32  # a guess at the steps per window, for sizing only
 
     def _features(self, x: Tensor, P: Mapping[str, Tensor], ctx: _Dropout | None,
-                  buffers: Mapping[str, Tensor], update: Tensor | None) -> Tensor:
+                  buffers: Mapping[str, Tensor], update: Tensor | None,
+                  emb: Tensor | None = None) -> Tensor:
         s = self.spec
         if x.dim() == 2 and s.in_features == 1:
             x = x.unsqueeze(-1)
@@ -555,7 +590,7 @@ class _RNN(PopulationModel):
                             f"{' or (B, steps)' if s.in_features == 1 else ''}; "
                             f"got shape {tuple(x.shape)}")
         # Feature-major, as the recurrence runs (see _recurrent): (K, H, T, B) per layer.
-        seq: Tensor = x
+        seq: Tensor = x if emb is None else rnn_input(x, emb)
         h_last = x  # replaced by the first layer
         for j in range(s.layers):
             bih = P[f"rnn{j}_bih"]
@@ -573,7 +608,7 @@ class _RNN(PopulationModel):
     def _member_module(self, i: int, dropout_p: float) -> nn.Module:
         s = self.spec
         cls = nn.LSTM if s.cell == "lstm" else nn.GRU
-        rnn = cls(s.in_features, s.hidden_size, s.layers, batch_first=True,
+        rnn = cls(s.in_features + s.embedding, s.hidden_size, s.layers, batch_first=True,
                   dropout=dropout_p if s.layers > 1 else 0.0, dtype=torch.float64)
         for j in range(s.layers):
             getattr(rnn, f"weight_ih_l{j}").copy_(getattr(self, f"rnn{j}_wih")[i].T)

@@ -48,7 +48,14 @@ class _HeadSpec:
     """Fields shared by every architecture: the dense head and the task it predicts.
 
     ``linear_inputs`` > 0 adds a linear path: the output is a linear model of the whole input
-    window, flattened to that many numbers, plus the network's own output (its correction)."""
+    window, flattened to that many numbers, plus the network's own output (its correction).
+
+    ``embedding`` = d > 0 gives the network a learned table of ``series`` x d numbers (a
+    series embedding, initialized N(0, 1) as ``nn.Embedding``). Its input then carries each
+    sample's series code (0 .. series - 1, as a number) as one extra last feature (MLP, RNN)
+    or channel (CNN), which the network replaces by that series' row of the table: appended
+    to an MLP's flattened input, as d channels constant along a CNN's window, as d features at
+    every step of an RNN. ``in_features`` / ``in_channels`` count the data alone."""
 
     def _check_head(self) -> None:
         _choice("activation", self.activation, ACTIVATIONS)  # type: ignore[attr-defined]
@@ -68,6 +75,13 @@ class _HeadSpec:
         if not isinstance(lin, int) or lin < 0:
             raise UserError(f"linear_inputs must be an integer >= 0 (0: no linear path); got "
                             f"{lin!r}")
+        n, d = self.series, self.embedding  # type: ignore[attr-defined]
+        if not isinstance(n, int) or not isinstance(d, int) or n < 0 or d < 0:
+            raise UserError(f"series and embedding must be integers >= 0; got series={n!r}, "
+                            f"embedding={d!r}")
+        if d and not n:
+            raise UserError(f"an embedding of {d} numbers per series needs the number of "
+                            "series (series >= 1); got series=0")
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,8 @@ class MLPSpec(_HeadSpec):
     task: str = "regression"
     n_outputs: int = 1
     linear_inputs: int = 0
+    series: int = 0
+    embedding: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -120,6 +136,8 @@ class CNNSpec(_HeadSpec):
     task: str = "regression"
     n_outputs: int = 1
     linear_inputs: int = 0
+    series: int = 0
+    embedding: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -169,6 +187,8 @@ class RNNSpec(_HeadSpec):
     task: str = "regression"
     n_outputs: int = 1
     linear_inputs: int = 0
+    series: int = 0
+    embedding: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))

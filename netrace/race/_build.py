@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from netrace.errors import UserError
@@ -19,19 +20,22 @@ from netrace.train import MemberSpec, Schedule
 from netrace.vocabulary import DEFAULT_METRIC, MAXIMIZED
 
 __all__ = ["DataShape", "PopulationSettings", "population_settings", "member_spec", "schedule_for",
-           "model_inputs", "DEFAULT_METRIC", "MAXIMIZED"]
+           "model_inputs", "series_codes", "DEFAULT_METRIC", "MAXIMIZED"]
 
 # DEFAULT_METRIC and MAXIMIZED: the vocabulary's, re-exported
 
 
 @dataclass(frozen=True)
 class DataShape:
-    """What the data gives every network: window rows x features, task, classes."""
+    """What the data gives every network: window rows x features, task, classes; for a
+    panel, ``series``, the series of the development part (a series embedding's codes are
+    their places here)."""
 
     window: int
     features: int
     task: str
     classes: int = 0
+    series: tuple[object, ...] = ()
 
     @property
     def outputs(self) -> int:
@@ -58,6 +62,10 @@ class PopulationSettings:
     #: train on the most recent this many training samples (a rolling window); 0: on all of
     #: them (an expanding window)
     train_window: int = 0
+    #: numbers per series of a learned series embedding (0: none), and the series whose
+    #: codes are their places in ``series`` (the development part's, fixed at the race)
+    series_embedding: int = 0
+    series: tuple[object, ...] = ()
 
     @property
     def transformed(self) -> bool:
@@ -92,7 +100,8 @@ def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationS
                         f"task is {shape.task}: remove it from [search.space]")
     head = dict(activation=params.get("activation", "relu"), norm=params.get("norm", "none"),
                 task=shape.task, n_outputs=shape.outputs_for(params.get("loss")),
-                linear_inputs=0 if linear == "none" else window * shape.features)
+                linear_inputs=0 if linear == "none" else window * shape.features,
+                **_embedding(params, shape))
     spec: ModelSpec
     if model == "mlp" or window == 1 and model == "cnn":
         model = "mlp"
@@ -111,7 +120,42 @@ def population_settings(params: dict[str, Any], shape: DataShape) -> PopulationS
                        layers=int(params.get("rnn_layers", 1)), hidden=(width,) * layers, **head)
     return PopulationSettings(model, spec, params.get("optimizer", "adam"),
                               int(params.get("batch_size", 128)), window, loss, linear,
-                              transform, revin, int(params.get("train_window", 0)))
+                              transform, revin, int(params.get("train_window", 0)),
+                              spec.embedding, shape.series if spec.embedding else ())
+
+
+def _embedding(params: dict[str, Any], shape: DataShape) -> dict[str, int]:
+    """A spec's series embedding: none unless ``series_embedding`` > 0, which needs a panel."""
+    d = int(params.get("series_embedding", 0))
+    if not d:
+        return {}
+    if not shape.series:
+        raise UserError(f"series_embedding = {d} learns a vector per series of a panel; this "
+                        "data is one series: set [data] series to the series column, or remove "
+                        "series_embedding from [search.space]")
+    return {"series": len(shape.series), "embedding": d}
+
+
+def series_codes(known: tuple[object, ...], series: Any) -> np.ndarray:
+    """Each sample's series code: its series' place in ``known``. A series not among them
+    is an error: the network learned a vector only for the series it was trained on.
+
+    >>> series_codes(("A", "B"), np.array(["B", "A", "B"])).tolist()
+    [1, 0, 1]
+    """
+    if series is None:
+        raise UserError("these networks learned a vector per series (series_embedding); "
+                        "their inputs need each window's series")
+    lookup = {v: i for i, v in enumerate(known)}
+    labels = np.asarray(series)
+    codes = np.array([lookup.get(v, -1) for v in labels.tolist()], dtype=np.int64)
+    if (codes < 0).any():
+        unknown = sorted({str(v) for v, c in zip(labels.tolist(), codes) if c < 0})
+        raise UserError(f"series {', '.join(map(repr, unknown))} not in the data these networks "
+                        f"were raced on (they learned a vector for each of {len(known)} series: "
+                        f"{', '.join(map(str, known))}); forecast only those series, or race "
+                        "again on data that holds the new ones (series_embedding)")
+    return codes
 
 
 def schedule_for(params: dict[str, Any], epochs: int) -> Schedule:
@@ -142,18 +186,26 @@ def member_spec(params: dict[str, Any], seed: int, optimizer: str, epochs: int) 
         patience=params.get("patience"))
 
 
-def model_inputs(x: torch.Tensor, settings: PopulationSettings) -> torch.Tensor:
+def model_inputs(x: torch.Tensor, settings: PopulationSettings, series: Any = None
+                 ) -> torch.Tensor:
     """Windows ``(n, window, features)`` as the model reads them: the last ``window`` rows,
     flattened for an MLP, channels first for a CNN. With ``revin``, every window's channels
     are first standardized by their own mean and standard deviation over those rows (a
     standard deviation below 1e-5, a constant channel, counts as 1e-5): the inputs are then the
-    same for any positive multiple of a series, or of its preprocessing."""
+    same for any positive multiple of a series, or of its preprocessing. With a series
+    embedding, ``series`` names each window's series, whose code (:func:`series_codes`) the
+    input carries as its last feature (an MLP's, every step's) or channel (a CNN's)."""
     x = x[:, -settings.window:, :]
     if settings.revin:
         mean = x.mean(dim=1, keepdim=True)
         std = x.std(dim=1, correction=0, keepdim=True).clamp_min(1e-5)
         x = (x - mean) / std
+    if settings.series_embedding:
+        code = torch.as_tensor(series_codes(settings.series, series), dtype=x.dtype)
+        x = torch.cat([x, code[:, None, None].expand(-1, x.shape[1], 1)], dim=2)
     if settings.model == "mlp":
+        if settings.series_embedding:  # the code once, after the flattened window
+            return torch.cat([x[:, :, :-1].reshape(x.shape[0], -1), x[:, 0, -1:]], dim=1)
         return x.reshape(x.shape[0], -1)
     if settings.model == "cnn":
         return x.transpose(1, 2).contiguous()

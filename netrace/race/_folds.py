@@ -27,7 +27,8 @@ class Fold:
     regression, ``target_scaling`` (y = mu + sd * output, per series in a panel) and
     ``valid_scaling``, the (mu, sd) of its validation targets; and ``target_data`` with the raw
     validation targets ``y_valid_raw``, from which a network learning a log or a ratio
-    starts."""
+    starts. In a panel ``series_train`` and ``series_valid`` name each sample's series (a
+    series embedding reads them)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -39,6 +40,8 @@ class Fold:
     valid_scaling: Any
     target_data: TargetData
     y_valid_raw: np.ndarray
+    series_train: np.ndarray | None = None
+    series_valid: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,15 @@ def load_folds(config: Config) -> tuple[list[Fold], DataShape]:
         else:
             kept, valid = (0.0, 1.0), None
         xtr = torch.as_tensor(d.X_train, dtype=torch.float32)
+        s_tr, s_va = (None, None) if dev.series is None else (dev.series[f.train],
+                                                               dev.series[f.valid])
         folds.append(Fold(xtr, ytr, torch.as_tensor(d.X_valid, dtype=torch.float32), yva, base,
                           d.preprocessor, kept, valid,
-                          TargetData(d.y_train, xtr.numpy(), d.preprocessor, source), d.y_valid))
+                          TargetData(d.y_train, xtr.numpy(), d.preprocessor, source, s_tr),
+                          d.y_valid, s_tr, s_va))
     x0 = folds[0].x_train
-    return folds, DataShape(int(x0.shape[1]), int(x0.shape[2]), task, len(dev.classes or ()))
+    return folds, DataShape(int(x0.shape[1]), int(x0.shape[2]), task, len(dev.classes or ()),
+                            tuple(dev.series_names or ()))
 
 
 def fold_inputs(folds: Sequence[Fold], targets: Sequence[FoldTarget | None],
@@ -93,9 +100,11 @@ def fold_inputs(folds: Sequence[Fold], targets: Sequence[FoldTarget | None],
     out = []
     for fold, tg in zip(folds, targets, strict=True):
         rows = settings.training_rows(len(fold.y_train))
-        out.append(FoldInputs(model_inputs(fold.x_train[rows], settings),
+        s_tr = None if fold.series_train is None else fold.series_train[rows]
+        out.append(FoldInputs(model_inputs(fold.x_train[rows], settings, s_tr),
                               (fold.y_train if tg is None else tg.z_train)[rows],
-                              model_inputs(fold.x_valid, settings), fold.y_valid, fold.baseline,
+                              model_inputs(fold.x_valid, settings, fold.series_valid),
+                              fold.y_valid, fold.baseline,
                               None if tg is None else replace(tg, z_train=tg.z_train[rows])))
     return out
 

@@ -166,12 +166,14 @@ def level_source(features: Any, target: Any) -> str | None:
 class TargetData:
     """A training part as the target transforms see it: its raw targets ``y``, its windows
     ``(n, rows, features)`` transformed by the fitted ``preprocessor``, and ``source``, the
-    feature that holds the target's own series (:func:`level_source`; RevIN needs it)."""
+    feature that holds the target's own series (:func:`level_source`; RevIN needs it); in a
+    panel ``series``, each sample's series (a series embedding reads them)."""
 
     y: np.ndarray
     windows: np.ndarray
     preprocessor: Any
     source: str | None = None
+    series: np.ndarray | None = None
 
     def fit(self, settings: PopulationSettings) -> TargetTransform | None:
         """The transform a population with these settings learns under (``None``: the
@@ -213,7 +215,7 @@ class TargetData:
         x = torch.as_tensor(self.windows, dtype=torch.float32)
         z = torch.as_tensor(t.learned(self.y, t.levels(self.windows)))
         module = member_module_from(settings.spec, weights).eval()
-        inputs = model_inputs(x, settings)
+        inputs = model_inputs(x, settings, self.series)
         with torch.no_grad():
             out = torch.cat([module(inputs[s:s + 4096]) for s in range(0, len(inputs), 4096)])
         return replace(t, var=float(t.residual_var(out, z)))
