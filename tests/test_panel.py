@@ -296,6 +296,25 @@ def test_measure_takes_per_sample_scales() -> None:
     np.testing.assert_allclose(arrays["qlike"], scalar["qlike"], rtol=1e-12)
 
 
+def test_a_series_that_starts_after_a_folds_training_part_sits_that_fold_out() -> None:
+    # CCC's first window ends after fold 1's training part: fold 1 neither trains nor
+    # validates on it, and its preprocessing (fitted without CCC) never reads CCC's rows
+    p = prepare(config(folds=3), long_frame(make_panel()))
+    first = p.dev.folds[0]
+    assert "CCC" not in set(p.dev.series[first.train]) | set(p.dev.series[first.valid])
+    d = p.dev.fold_data(first)
+    assert d.preprocessor.labels == ("AAA", "BBB")
+    assert np.isfinite(d.X_train).all() and np.isfinite(d.X_valid).all()
+    # the later folds hold it, and scale it by its own training rows
+    for f in p.dev.folds[1:]:
+        assert "CCC" in set(p.dev.series[f.train]) and "CCC" in set(p.dev.series[f.valid])
+        assert p.dev.fold_data(f).preprocessor.labels == ("AAA", "BBB", "CCC")
+    # its AAA windows are AAA's rows scaled by AAA's fold-1 training rows alone
+    aaa = p.dev.series[first.valid] == "AAA"
+    again = d.preprocessor.transform(p.dev.rows[p.dev.rows["ticker"] == "AAA"])
+    assert np.isin(d.X_valid[aaa][:, -1, :].round(12), again.round(12)).all()
+
+
 # -- the race and the commands ------------------------------------------------------------------
 def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -305,11 +324,12 @@ def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_a_tiny_race_on_a_panel_csv(tmp_path: Path) -> None:
+    # three folds: CCC starts after the first fold's training part (a ticker listed later)
     long_frame(make_panel()).to_csv(tmp_path / "panel.csv", index=False)
     (tmp_path / "panel.toml").write_text(
         '[data]\npath = "panel.csv"\ntime = "Date"\nseries = "ticker"\n'
         '[task]\ntarget = "vol_next"\nwindow = 5\nfeatures = ["log_return", "range", '
-        '"vol_mean_5"]\n[split]\nscheme = "walk_forward"\nfolds = 2\n'
+        '"vol_mean_5"]\n[split]\nscheme = "walk_forward"\nfolds = 3\n'
         '[race]\npopulation = 4\nmax_epochs = 3\nbudget = 24\nmetric = "qlike"\n')
     out = _run("data", "inspect", "panel.toml", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -350,6 +370,21 @@ def test_a_tiny_race_on_a_panel_csv(tmp_path: Path) -> None:
     test = model.test.set_index(["time", "series"])
     got = pred.set_index(["time", "ticker"]).loc[test.index]
     np.testing.assert_allclose(got["forecast"], test[model.name], rtol=1e-6, atol=1e-9)
+    # the fold networks forecast CCC from the folds that know it (the second and third)
+    assert np.isfinite(model.test[["folds", "best_folds"]].to_numpy()).all()
+    # a study whose forecast is the fold networks' forecasts CCC alike, in predict too
+    cfg = (tmp_path / "panel.toml").read_text() + '[evaluate]\nforecast = "folds"\n'
+    (tmp_path / "folds.toml").write_text(cfg)
+    assert _run("run", "folds.toml", "--workers", "1", "--quiet", cwd=tmp_path).returncode == 0
+    assert _run("evaluate", "folds", cwd=tmp_path).returncode == 0
+    out = _run("predict", "folds", "--data", "panel.csv", "--out", "f.csv", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    folds = load_model(str(tmp_path / "netrace.db"), "folds")
+    assert folds.name == "folds" and len(folds.nets) % 3 == 0
+    by_folds = pd.read_csv(tmp_path / "f.csv", parse_dates=["time"])
+    got = by_folds.set_index(["time", "ticker"]).loc[folds.test.set_index(["time", "series"]).index]
+    np.testing.assert_allclose(got["forecast"], folds.test["folds"], rtol=1e-6, atol=1e-9)
+    assert (folds.test["series"] == "CCC").sum() > 0
     # the last row of every series forecasts the period after it
     frame = pd.read_csv(tmp_path / "panel.csv", parse_dates=["Date"])
     last = frame.groupby("ticker")["Date"].max()

@@ -25,7 +25,7 @@ from netrace.data._checks import (
     check_time,
     data_warnings,
 )
-from netrace.data._preprocess import FittedPreprocessor, Preprocessor
+from netrace.data._preprocess import FittedPreprocessor, Preprocessor, SeriesFittedPreprocessor
 from netrace.data._recipes import (
     TARGET_RECIPES,
     Feature,
@@ -191,9 +191,15 @@ class DevData:
         """Arrays of one fold, preprocessing fitted on its training part."""
         f = self.folds[fold] if isinstance(fold, int) else fold
         fitted = self.fit_preprocessor(f.train)
-        z = fitted.transform(self.rows)
-        return FoldData(_windows(z, self.anchors[f.train], self.window), self.y[f.train],
-                        _windows(z, self.anchors[f.valid], self.window), self.y[f.valid], fitted)
+        # a panel's series that starts after this fold's training part has no samples in the
+        # fold (none trained, so none validated): its rows are left out, as NaN
+        z = fitted.transform_known(self.rows) if isinstance(fitted, SeriesFittedPreprocessor) \
+            else fitted.transform(self.rows)
+        x_train = _windows(z, self.anchors[f.train], self.window)
+        x_valid = _windows(z, self.anchors[f.valid], self.window)
+        assert not (np.isnan(x_train).any() or np.isnan(x_valid).any()), \
+            "a fold's window reads a row its preprocessing did not fit"
+        return FoldData(x_train, self.y[f.train], x_valid, self.y[f.valid], fitted)
 
     def __repr__(self) -> str:
         return (f"DevData(samples={self.n}, rows={len(self.rows)}, window={self.window}, "
@@ -225,7 +231,10 @@ class TestData:
     def windows(self, fitted: FittedPreprocessor) -> np.ndarray:
         """The test inputs ``(samples, window, features)`` transformed by ``fitted``."""
         assert self._rows is not None and self._local is not None
-        return _windows(fitted.transform(self._rows), self._local, self._window)
+        # a panel: NaN rows for a series the preprocessing was not fitted on (a fold's that
+        # starts after the fold's training part), whose windows that fold's networks skip
+        transform = getattr(fitted, "transform_known", fitted.transform)
+        return _windows(transform(self._rows), self._local, self._window)
 
     def __repr__(self) -> str:
         return f"TestData(samples={len(self.y)})"

@@ -78,6 +78,18 @@ class SeriesFittedPreprocessor(FittedPreprocessor):
                                     self.series_scale[code], self.categorical, self.categories)
         return fitted.transform(frame)
 
+    def transform_known(self, frame: pd.DataFrame) -> np.ndarray:
+        """:meth:`transform` of the rows of series with training rows; NaN in the rows of
+        any other series (one that starts later than a fold's training part: no window of
+        that fold reads its rows)."""
+        known = frame[self.series].isin(list(self.labels)).to_numpy()
+        if known.all():
+            return self.transform(frame)
+        z = self.transform(frame.iloc[np.flatnonzero(known)])
+        out = np.full((len(frame), z.shape[1]), np.nan)
+        out[known] = z
+        return out
+
 
 @dataclass(frozen=True)
 class Preprocessor:

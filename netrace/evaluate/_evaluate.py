@@ -575,12 +575,16 @@ def _open_test(ctx: _Study, val: _Validation, blend: _BlendFit, fit: _Refit) -> 
     by_fold = {}
     fold_fc = []
     for nets in val.fold_nets:
-        per = []
+        per, masks = [], []
         for j, net in enumerate(nets):
             if j not in by_fold:
                 by_fold[j] = test.windows(net.preprocessor)
-            per.append(net.forecast(by_fold[j], task, test.series))
-        fold_fc.append(combine(np.stack(per), np.full(len(per), 1.0 / len(per)))[0])
+            out, known = net.forecast_known(by_fold[j], task, test.series)
+            per.append(out)
+            masks.append(np.ones(len(out), bool) if known is None else known)
+        # a panel's series that starts after a fold's training part: the other folds' mean
+        fold_fc.append(combine(np.stack(per), np.full(len(per), 1.0 / len(per)),
+                               None if all(m.all() for m in masks) else np.stack(masks))[0])
     fold_fc_arr = np.stack(fold_fc)
     forecasts = {name: combine(refit_fc if name in ("top_k", "greedy", "best") else fold_fc_arr,
                                val.weights[name])[0] for name in CANDIDATES if name != "blend"}

@@ -86,6 +86,28 @@ class Net:
             return torch.sigmoid(out[:, 0]).numpy()
         return torch.softmax(out, dim=1).numpy()
 
+    def knows(self, series: np.ndarray | None) -> np.ndarray | None:
+        """In a panel, which windows' series this network's preprocessing was fitted on (a
+        fold network has not seen a series that starts after its fold's training part);
+        None when it can forecast every window."""
+        labels = getattr(self.preprocessor, "labels", None)
+        if series is None or not labels:
+            return None
+        known = np.isin(np.asarray(series), np.asarray(labels, dtype=object))
+        return None if known.all() else known
+
+    def forecast_known(self, windows: np.ndarray, task: str, series: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`forecast` of the windows of the series this network knows (:meth:`knows`),
+        NaN for the others, and that mask (None: all of them)."""
+        known = self.knows(series)
+        if known is None:
+            return self.forecast(windows, task, series), None
+        sub = self.forecast(windows[known], task, None if series is None else series[known])
+        out = np.full((len(windows), *sub.shape[1:]), np.nan)
+        out[known] = sub
+        return out, known
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_module"] = None
@@ -109,15 +131,31 @@ def forecast_floor(task: str, y: np.ndarray) -> float | None:
     return float(y[y > 0].min())
 
 
-def combine(forecasts: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def combine(forecasts: np.ndarray, weights: np.ndarray, present: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """The weighted mean of members' forecasts (members first: (m, n) or (m, n, C)) and their
     weighted standard deviation (the ensemble's spread; for classes, of the probability of the
-    predicted class)."""
+    predicted class). ``present`` (m, n): which members forecast each point (a panel's fold
+    networks that know its series); each point's weights are then renormalized over those.
+
+    >>> combine(np.array([[1.0, 2.0], [3.0, np.nan]]), np.array([1.0, 1.0]),
+    ...         np.array([[True, True], [True, False]]))[0].tolist()
+    [2.0, 2.0]
+    """
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     f = np.asarray(forecasts, dtype=np.float64)
-    mean = np.tensordot(w, f, axes=1)
-    var = np.tensordot(w, (f - mean) ** 2, axes=1)
+    if present is not None:
+        wp = w[:, None] * np.asarray(present, dtype=np.float64)
+        wp = wp / wp.sum(axis=0, keepdims=True)
+        if f.ndim == 3:
+            wp = wp[:, :, None]
+        f0 = np.where(wp > 0, f, 0.0)
+        mean = (wp * f0).sum(axis=0)
+        var = (wp * (f0 - mean) ** 2).sum(axis=0)
+    else:
+        mean = np.tensordot(w, f, axes=1)
+        var = np.tensordot(w, (f - mean) ** 2, axes=1)
     spread = np.sqrt(np.maximum(var, 0.0))
     if spread.ndim == 2:  # classes: the spread of the chosen class's probability
         spread = np.take_along_axis(spread, mean.argmax(axis=1)[:, None], axis=1)[:, 0]
@@ -250,13 +288,27 @@ class FinalModel:
         transformed by a net's preprocessing (computed once per distinct preprocessing);
         ``series``, in a panel, each window's series."""
         cache: dict[int, np.ndarray] = {}
-        outs = []
+        outs, masks = [], []
         for net in self.nets:
             key = id(net.preprocessor)
             if key not in cache:
                 cache[key] = windows_of(net.preprocessor)
-            outs.append(net.forecast(cache[key], self.task, series))
-        return combine(np.stack(outs), self.weights)
+            out, known = net.forecast_known(cache[key], self.task, series)
+            outs.append(out)
+            masks.append(known)
+        if all(m is None for m in masks):
+            return combine(np.stack(outs), self.weights)
+        n = len(outs[0])
+        present = np.stack([np.ones(n, bool) if m is None else m for m in masks])
+        if not present.any(axis=0).all():
+            known = sorted({str(v) for net in self.nets
+                            for v in getattr(net.preprocessor, "labels", ())})
+            raise UserError(f"series {np.asarray(series)[~present.any(axis=0)][0]!r} has no "
+                            "training rows in the data the study was raced on, so its networks "
+                            f"cannot forecast it (known series: {', '.join(known)}); forecast "
+                            "only those series, or race again on data where it has training "
+                            "rows")
+        return combine(np.stack(outs), self.weights, present)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Forecasts from the raw rows of ``frame`` (the columns the study's data had; the
@@ -297,7 +349,8 @@ class FinalModel:
         def windows_of(pre: FittedPreprocessor) -> np.ndarray:
             from netrace.data._dataset import _windows
 
-            return _windows(pre.transform(filled), anchors, w)
+            known = getattr(pre, "transform_known", pre.transform)  # a panel: see Net.knows
+            return _windows(known(filled), anchors, w)
 
         if self.blend is not None and self.blend.blends_baselines():
             anchors = np.concatenate([self._blend_anchors(rows, anchors[(anchors >= b0) &
