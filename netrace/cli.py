@@ -133,19 +133,33 @@ def _predict(args: argparse.Namespace) -> int:
     from netrace.evaluate import load_model
 
     model = load_model(args.storage, args.study)
-    frame = read_table(Path(args.data))
+    series = (model.config.get("data") or {}).get("series")
+    frame = read_table(Path(args.data), text=(series,) if series else ())
     out = model.predict(frame)
+    for line in out.attrs.get("warnings", []):
+        print(f"netrace: warning: {line}", file=sys.stderr)
     try:
         out.to_csv(args.out, index=False)
     except OSError as err:
         raise UserError(f"could not write the forecasts to '{args.out}' ({err.strerror or err}); "
                         "give a path in a folder that exists and that you can write to") from None
-    last, value = out["time"].iloc[-1], out["forecast"].iloc[-1]
-    if isinstance(last, pd.Timestamp) and last == last.normalize():
-        last = last.date()
-    shown = f"{value:.6g}" if isinstance(value, float) else value
-    print(f"wrote {len(out)} forecasts to {args.out}; the last, from {last} (for the next "
-          f"period): {shown}", file=sys.stderr)
+    def when(t: object) -> object:
+        return t.date() if isinstance(t, pd.Timestamp) and t == t.normalize() else t
+
+    def shown(v: object) -> object:
+        return f"{v:.6g}" if isinstance(v, float) else v
+
+    if series and series in out.columns:  # a panel: each series' last forecast
+        lasts = out.groupby(series, sort=False).tail(1)
+        parts = [f"{name} from {when(t)}: {shown(v)}" for name, t, v in
+                 zip(lasts[series], lasts["time"], lasts["forecast"], strict=True)]
+        more = f", and {len(parts) - 5} more series" if len(parts) > 5 else ""
+        print(f"wrote {len(out)} forecasts to {args.out}; each series' last (for its next "
+              f"period): {'; '.join(parts[:5])}{more}", file=sys.stderr)
+        return 0
+    print(f"wrote {len(out)} forecasts to {args.out}; the last, from "
+          f"{when(out['time'].iloc[-1])} (for the next period): "
+          f"{shown(out['forecast'].iloc[-1])}", file=sys.stderr)
     return 0
 
 

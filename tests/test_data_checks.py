@@ -285,3 +285,84 @@ def test_plain_text_still_suggests_one_hot(tmp_path: Path) -> None:
     out = cli("data", "inspect", str(cfg), cwd=tmp_path)
     assert out.returncode == 2
     assert "list it under [task] categorical to one-hot encode it" in out.stderr
+
+
+# --- files as vendors write them ----------------------------------------------------------
+
+def test_dates_with_daylight_saving_offsets_are_read(tmp_path: Path) -> None:
+    # a vendor's local midnight: -05:00 in winter, -04:00 in summer (pandas alone refuses)
+    frame = make_prices(300, start="2010-01-01")
+    local = frame["Date"].dt.tz_localize("America/New_York")
+    frame["Date"] = local.map(lambda t: t.isoformat(sep=" "))
+    assert frame["Date"].str.endswith("-05:00").any() and frame["Date"].str.endswith("-04:00").any()
+    p = prepare(config_from_dict({"data": {"path": str(write(tmp_path, frame).parent /
+                                                     "prices.csv"), "time": "Date"},
+                                  "task": {"target": "vol_next", "window": 5}}))
+    # the same days, in order, as the one-offset file gives
+    plain = prepare(config_from_dict({"data": {"time": "Date"},
+                                      "task": {"target": "vol_next", "window": 5}}),
+                    make_prices(300, start="2010-01-01"))
+    np.testing.assert_array_equal(p.dev.y, plain.dev.y)
+    got = pd.DatetimeIndex(p.dev.time).tz_convert("America/New_York").normalize()
+    np.testing.assert_array_equal(got.tz_localize(None), pd.DatetimeIndex(plain.dev.time))
+
+
+def test_a_semicolon_file_says_how_to_save_it(tmp_path: Path) -> None:
+    make_prices(100).to_csv(tmp_path / "prices.csv", index=False, sep=";", decimal=",")
+    (tmp_path / "c.toml").write_text('[data]\npath = "prices.csv"\ntime = "Date"\n'
+                                     '[task]\ntarget = "vol_next"\nwindow = 5\n')
+    out = cli("data", "inspect", "c.toml", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "separates its columns with ';' (header: 'Date;Open;" in out.stderr
+    assert "save it with commas (and '.' as the decimal point), or as .tsv" in out.stderr
+
+
+def test_a_parquet_frame_saved_with_its_date_index(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    frame = make_prices(200)
+    frame.set_index("Date").to_parquet(tmp_path / "prices.parquet")  # as yfinance frames are
+    p = prepare(config_from_dict({"data": {"path": "prices.parquet", "time": "Date"},
+                                  "task": {"target": "vol_next", "window": 5}},
+                                 base_dir=tmp_path))
+    q = prepare(config_from_dict({"data": {"time": "Date"},
+                                  "task": {"target": "vol_next", "window": 5}}), frame)
+    np.testing.assert_array_equal(p.dev.y, q.dev.y)
+
+
+def test_tickers_are_names_as_written(tmp_path: Path) -> None:
+    # "0050" keeps its zero and "NA" is a ticker, not a missing value; an empty cell is one
+    parts = [make_prices(150, seed=i).assign(ticker=t)
+             for i, t in enumerate(["0050", "NA", "7203"])]
+    long = pd.concat(parts)
+    long.to_csv(tmp_path / "panel.csv", index=False)
+    cfg = {"data": {"path": "panel.csv", "time": "Date", "series": "ticker"},
+           "task": {"target": "vol_next", "window": 5}, "split": {"folds": 2}}
+    p = prepare(config_from_dict(cfg, base_dir=tmp_path))
+    assert p.series_names == ("0050", "7203", "NA")
+    # a parquet file's integer tickers name the same series as a CSV's text
+    pytest.importorskip("pyarrow")
+    long.assign(ticker=long["ticker"].replace({"NA": "1"}).astype(int)).to_parquet(
+        tmp_path / "panel.parquet")
+    cfg["data"]["path"] = "panel.parquet"
+    assert prepare(config_from_dict(cfg, base_dir=tmp_path)).series_names == ("1", "50", "7203")
+    long.iloc[[3]].assign(ticker="").pipe(lambda r: pd.concat([long, r])).to_csv(
+        tmp_path / "panel.csv", index=False)
+    cfg["data"]["path"] = "panel.csv"
+    with pytest.raises(Exception, match="series column 'ticker' is empty at row"):
+        prepare(config_from_dict(cfg, base_dir=tmp_path))
+
+
+def test_ffill_over_a_long_gap_is_a_warning(tmp_path: Path) -> None:
+    frame = make_prices(300)
+    frame.loc[200:, "Close"] = np.nan  # stopped trading: its close no longer comes
+    cfg = write(tmp_path, frame, target="vol_close_next", data='fill = "ffill"\n')
+    out = cli("data", "inspect", str(cfg), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (line,) = [w for w in warnings_of(out.stderr) if "ffill" in w]
+    assert "carries column 'Close' over 100 rows in a row" in line and "fill = \"drop\"" in line
+    frame.loc[200:, "Close"] = frame.loc[199, "Close"]  # a gap of 3 rows: no warning
+    frame.loc[100:102, "Close"] = np.nan
+    frame.loc[200:, "Close"] = make_prices(300).loc[200:, "Close"]
+    out = cli("data", "inspect", str(write(tmp_path, frame, target="vol_close_next",
+                                           data='fill = "ffill"\n')), cwd=tmp_path)
+    assert out.returncode == 0 and not [w for w in warnings_of(out.stderr) if "ffill" in w]

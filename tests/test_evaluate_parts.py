@@ -263,3 +263,30 @@ def test_a_floor_model_bounds_the_greedy_blend_on_every_loss() -> None:
     # a floor that is the best model on every loss: the blend is the floor alone
     assert greedy_weights("regression", y, np.stack([har, y]), rounds=10, loss=loss,
                           floor=1).tolist() == [0.0, 1.0]
+
+
+def test_few_test_points_get_no_test_and_a_missing_forecast_no_partial_mean() -> None:
+    from netrace.evaluate._evaluate import MIN_TEST_POINTS, _by_date, _dm, verdict
+
+    rng = np.random.default_rng(7)
+    y = np.exp(rng.normal(-4.5, 0.5, 60))
+    good, bad = y * 1.01, y * 1.5
+    assert _dm(["mse"], y, bad, good, 1)["mse"] < 0.05  # 60 points: a clear difference
+    short = MIN_TEST_POINTS - 1
+    assert _dm(["mse"], y[:short], bad[:short], good[:short], 1) == {"mse": None}
+    # pooled by date: a day where a model has no forecast for one series has no mean
+    dates = np.repeat(np.arange(30), 2)
+    losses = np.arange(60, dtype=float)
+    losses[5] = np.nan
+    pooled = _by_date(losses, dates)
+    assert np.isnan(pooled[2]) and np.isfinite(np.delete(pooled, 2)).all()
+    assert pooled[0] == 0.5
+    partial = bad.copy()
+    partial[5] = np.nan
+    assert _dm(["mse"], y, partial, good, 1, dates) == {"mse": None}
+    result = {"forecast": "top_k", "n": 2, "spa_pvalue": None, "models": [
+        {"name": "top_k", "kind": "netrace", "metrics": {"mse": 1.0}, "dm_pvalue": {}},
+        {"name": "har", "kind": "baseline", "metrics": {"mse": 0.5},
+         "dm_pvalue": {"mse": None}}]}
+    assert verdict(result).endswith("too few test points (2) for a test, which needs at "
+                                    f"least {MIN_TEST_POINTS}.")

@@ -361,6 +361,24 @@ def test_a_tiny_race_on_a_panel_csv(tmp_path: Path) -> None:
     assert "series AAA (" in text and "pooled over the panel's series" in text
     out = _run("predict", "panel", "--data", "panel.csv", "--out", "p.csv", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    assert re.search(r"each series' last \(for its next period\): AAA from \d{4}-\d\d-\d\d: "
+                     r"[\d.e-]+; BBB from .*; CCC from ", out.stderr), out.stderr
+    # a series too short for the blend's baselines: the others are forecast, it is named
+    raw = pd.read_csv(tmp_path / "panel.csv")
+    short = raw[raw["ticker"] == "BBB"].tail(60).assign(ticker="DDD")
+    pd.concat([raw, short]).to_csv(tmp_path / "more.csv", index=False)
+    out = _run("predict", "panel", "--data", "more.csv", "--out", "m.csv", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"netrace: warning: the data has 60 rows of series 'DDD', too few .* it "
+                     "has no forecasts", out.stderr), out.stderr
+    more = pd.read_csv(tmp_path / "m.csv")
+    assert set(more["ticker"]) == {"AAA", "BBB", "CCC"}
+    np.testing.assert_array_equal(more["forecast"], pd.read_csv(tmp_path / "p.csv")["forecast"])
+    # only series the study never saw: one clear error
+    raw[raw["ticker"] == "BBB"].assign(ticker="ZZZ").to_csv(tmp_path / "new.csv", index=False)
+    out = _run("predict", "panel", "--data", "new.csv", "--out", "n.csv", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "series 'ZZZ' has no training rows in the data the study was raced on" in out.stderr
     pred = pd.read_csv(tmp_path / "p.csv", parse_dates=["time"])
     assert list(pred.columns[:3]) == ["time", "ticker", "forecast"]
     assert set(pred["ticker"]) == {"AAA", "BBB", "CCC"} and (pred["forecast"] > 0).all()

@@ -75,11 +75,15 @@ def check_panel(frame: pd.DataFrame, time: str, series: str, date_format: str | 
     Returns the reordered frame (index reset) and the series names in block order."""
     check_columns(frame, [series], "[data] series")
     labels = frame[series]
-    if labels.isna().any():
-        rows = np.flatnonzero(labels.isna().to_numpy())
+    empty = labels.isna().to_numpy() | (labels.astype(str).str.strip() == "").to_numpy()
+    if empty.any():
+        rows = np.flatnonzero(empty)
         raise UserError(f"series column '{series}' is empty at row(s) {_at(frame, rows, None)}; "
                         "every row needs the name of its series")
-    frame = _parse_time(frame, time, date_format)
+    # series are names: text, whatever the file's type (a parquet's integer 7203 and a CSV's
+    # "7203" name one series; the CSV reader keeps "0050" and "NA" as written)
+    labels = labels.astype(str)
+    frame = _parse_time(frame.assign(**{series: labels}), time, date_format)
     names = tuple(_sorted_labels(labels))
     code = pd.Categorical(labels, categories=list(names)).codes
     order = np.argsort(code, kind="stable")  # each series' rows keep the file's order
@@ -126,7 +130,7 @@ def _parse_time(frame: pd.DataFrame, time: str, date_format: str | None = None
                             "it with % codes, such as \"%d/%m/%Y\" for 13/03/2000 or "
                             "\"%Y-%m-%d\" for 2000-03-13")
         text = col.astype(str).str.strip()
-        parsed = pd.to_datetime(text, errors="coerce", format=date_format)
+        parsed = _to_datetime(text, format=date_format)
         bad = np.flatnonzero(parsed.isna().to_numpy())
         if bad.size:
             raise UserError(f"time column '{time}' does not match [data] date_format = "
@@ -136,7 +140,7 @@ def _parse_time(frame: pd.DataFrame, time: str, date_format: str | None = None
                             "time) or fix those rows")
         return frame.assign(**{time: parsed})
     if not pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_datetime64_any_dtype(col):
-        parsed = pd.to_datetime(col, errors="coerce", format="mixed")
+        parsed = _to_datetime(col, format="mixed")
         bad = np.flatnonzero(parsed.isna().to_numpy())
         if bad.size:
             _check_day_first(col, time, f"row {bad[0]} holds {col.iloc[bad[0]]!r}, which is "
@@ -146,6 +150,17 @@ def _parse_time(frame: pd.DataFrame, time: str, date_format: str | None = None
                             "2001-01-31")
         frame = frame.assign(**{time: parsed})
     return frame
+
+
+def _to_datetime(values: pd.Series, format: str) -> pd.Series:
+    """Text times parsed (unparseable ones NaT). Times with several UTC offsets (a vendor's
+    local midnight, -05:00 in winter and -04:00 in summer) are put on UTC, in order."""
+    try:
+        return pd.to_datetime(values, errors="coerce", format=format)
+    except ValueError as exc:
+        if "timezone" not in str(exc).lower() and "offset" not in str(exc).lower():
+            raise
+        return pd.to_datetime(values, errors="coerce", format=format, utc=True)
 
 
 def _check_day_first(col: pd.Series, time: str, why: str) -> None:
@@ -259,6 +274,42 @@ def check_finite(frame: pd.DataFrame, columns: Sequence[str], time: str | None,
 _SPLIT_RATIOS = (1 / 2, 1 / 3, 2.0, 3.0)
 _SPLIT_TOLERANCE = 0.03
 _VOLUME_DAYS = 20  # days of median volume compared before and after a suspected split
+
+
+def fill_warnings(frame: pd.DataFrame, columns: Sequence[str], time: str | None,
+                  series: str | None = None, longest: int = 5) -> list[str]:
+    """Before ``fill = "ffill"``: the gaps of more than ``longest`` rows in a row that it would
+    fill, per column (and series), one warning each naming the longest: a series that stopped
+    trading, carried forward, looks like a price that did not move.
+
+    >>> f = pd.DataFrame({"t": range(10), "x": [1.0] + [np.nan] * 8 + [2.0]})
+    >>> print(fill_warnings(f, ["x"], "t")[0][:70])
+    fill = 'ffill' carries column 'x' over 8 rows in a row (1 .. 8; 8 row(
+    """
+    out = []
+    groups = [(None, np.arange(len(frame)))] if series is None else \
+        [(name, idx) for name, idx in frame.groupby(series, sort=False).indices.items()]
+    for col in columns:
+        if col not in frame.columns or not pd.api.types.is_numeric_dtype(frame[col]):
+            continue
+        for name, idx in groups:
+            miss = ~np.isfinite(frame[col].to_numpy(dtype=float)[idx])
+            if miss.sum() <= longest:
+                continue
+            edges = np.flatnonzero(np.diff(np.r_[0, miss.astype(np.int8), 0]))
+            runs = list(zip(edges[::2], edges[1::2], strict=True))
+            a, b = max(runs, key=lambda r: r[1] - r[0])
+            if b - a <= longest:
+                continue
+            where = "" if name is None else f" of series {name!r}"
+            first, last = idx[a], idx[b - 1]
+            span = f"rows {first}..{last}" if time is None else \
+                f"{_fmt_time(frame[time].iloc[first])} .. {_fmt_time(frame[time].iloc[last])}"
+            out.append(f"fill = 'ffill' carries column {col!r}{where} over {b - a} rows in a row "
+                       f"({span}; {int(miss.sum())} row(s) filled in all): a series that "
+                       "stopped trading looks like a price that did not move; trim it, or use "
+                       "fill = \"drop\"")
+    return out
 
 
 def data_warnings(frame: pd.DataFrame, time: str | None, series: str | None = None,

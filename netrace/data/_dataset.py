@@ -24,6 +24,7 @@ from netrace.data._checks import (
     check_panel,
     check_time,
     data_warnings,
+    fill_warnings,
 )
 from netrace.data._preprocess import FittedPreprocessor, Preprocessor, SeriesFittedPreprocessor
 from netrace.data._recipes import (
@@ -481,6 +482,7 @@ def load_rows(config: DataSettings, frame: pd.DataFrame | None = None, *,
     if target.kind == "regression" and target_used:
         check_numeric(df, [target.name], time, "target")
     rows_before = len(df)
+    filled = fill_warnings(df, used, time, series) if config.data.fill == "ffill" else []
     df = check_finite(df, used, time, config.data.fill, series)
     rows_dropped = rows_before - len(df)
     bounds = None
@@ -497,7 +499,7 @@ def load_rows(config: DataSettings, frame: pd.DataFrame | None = None, *,
         row_feats[series] = df[series].to_numpy()
     return Rows(df, tuple(features), target, row_feats, y_row, time,
                 df[time].to_numpy() if time_series else None, raw.origin, rows_dropped,
-                series, names, bounds, tuple(data_warnings(df, time, series)))
+                series, names, bounds, tuple(filled + data_warnings(df, time, series)))
 
 
 def prepare(config: DataSettings, frame: pd.DataFrame | None = None) -> Prepared:

@@ -87,11 +87,14 @@ def load_raw(d: DataSection, frame: pd.DataFrame | None = None, *, origin: str =
     if d.path is None:
         raise UserError(f"{origin}: [data] needs 'path' (a CSV or Parquet file) or "
                         "'source' (built-in data such as \"sp500\"); neither is set")
-    return RawData(read_table(base_dir / d.path), d.path, d.time)
+    return RawData(read_table(base_dir / d.path, text=(d.series,) if d.series else ()),
+                   d.path, d.time)
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV (optionally compressed) or Parquet file, with one clear error per failure."""
+def read_table(path: Path, text: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet file, with one clear error per failure.
+    Columns named in ``text`` (a panel's series column) are read as written, as text: ticker
+    ``0050`` stays ``0050`` and ``NA`` is a name, not a missing value."""
     if not path.exists():
         raise UserError(f"data file '{path}' does not exist; check [data] path (relative paths "
                         "start at the config file's folder)")
@@ -104,7 +107,7 @@ def read_table(path: Path) -> pd.DataFrame:
     if suffixes and suffixes[-1] in (".parquet", ".pq"):
         frame = _read_parquet(path)
     elif any(s in (".csv", ".txt", ".tsv") for s in suffixes):
-        frame = _read_csv(path, sep="\t" if ".tsv" in suffixes else ",")
+        frame = _read_csv(path, sep="\t" if ".tsv" in suffixes else ",", text=text)
     else:
         raise UserError(f"data file '{path}' has an unknown format ('{''.join(suffixes)}'); "
                         "netrace reads .csv, .tsv (optionally .gz, .bz2, .zip, .xz) and .parquet")
@@ -115,9 +118,19 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _read_csv(path: Path, sep: str) -> pd.DataFrame:
+def _read_csv(path: Path, sep: str, text: tuple[str, ...] = ()) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, sep=sep)
+        header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+        text = tuple(c for c in text if c in header)
+        if not text:
+            frame = pd.read_csv(path, sep=sep)
+        else:  # the text columns as written; every other column's missing values as usual
+            from pandas._libs.parsers import STR_NA_VALUES
+
+            frame = pd.read_csv(path, sep=sep, dtype={c: str for c in text},
+                                keep_default_na=False,
+                                na_values={c: sorted(STR_NA_VALUES) for c in header
+                                           if c not in text})
     except pd.errors.EmptyDataError:
         raise UserError(f"data file '{path}' has no columns or rows; give a CSV with a header "
                         "row and data rows") from None
@@ -128,6 +141,23 @@ def _read_csv(path: Path, sep: str) -> pd.DataFrame:
         raise UserError(f"data file '{path}' is not UTF-8 text; save it as UTF-8 CSV") from None
     except (OSError, EOFError, ValueError) as exc:  # a corrupt .gz or .zip
         raise UserError(f"data file '{path}' cannot be read as CSV: {exc}") from None
+    _check_separator(path, frame, sep)
+    return frame
+
+
+def _check_separator(path: Path, frame: pd.DataFrame, sep: str) -> None:
+    """A file with one column whose name holds ';' (or '|') was written with that separator,
+    as European spreadsheets write CSV: say so, rather than report unknown columns later."""
+    if frame.shape[1] != 1:
+        return
+    name = str(frame.columns[0])
+    for other in (";", "|", "\t"):
+        if other != sep and name.count(other) >= 1:
+            shown = "tab" if other == "\t" else repr(other)
+            raise UserError(f"data file '{path}' separates its columns with {shown} "
+                            f"(header: {name!r}); netrace reads comma-separated .csv and "
+                            "tab-separated .tsv: save it with commas (and '.' as the decimal "
+                            "point), or as .tsv")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -137,7 +167,11 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise UserError("reading Parquet needs pyarrow; install it with "
                         "pip install 'netrace[parquet]'") from None
     try:
-        return pd.read_parquet(path)
+        frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises its own types for corrupt files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"data file '{path}' is not a readable Parquet file: {first}") from None
+    if not isinstance(frame.index, pd.RangeIndex) and any(n is not None
+                                                          for n in frame.index.names):
+        frame = frame.reset_index()  # a named index (a frame saved with Date as its index)
+    return frame

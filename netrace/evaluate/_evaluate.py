@@ -566,6 +566,7 @@ def _open_test(ctx: _Study, val: _Validation, blend: _BlendFit, fit: _Refit) -> 
     """Open the test part, once (counted in the storage first), and forecast it: every
     candidate and every baseline, on exactly the same points."""
     s, dev, task = ctx.storage, ctx.dev, ctx.task
+    _check_fold_coverage(ctx)  # before the opening, which counts
     opening = s.open_evaluation(ctx.rec.id)
     openings = len(s.evaluations(ctx.rec.id))
     ctx.say(f"opening the test part ({ctx.prepared.holdout.n} samples; opening number "
@@ -597,6 +598,24 @@ def _open_test(ctx: _Study, val: _Validation, blend: _BlendFit, fit: _Refit) -> 
             blend_test[at] = combine(test_cols[:, at], wl)[0]
     forecasts = {"blend": blend_test, **forecasts}
     return _TestPart(test, opening, openings, refit_fc, forecasts, baselines, first, last)
+
+
+def _check_fold_coverage(ctx: _Study) -> None:
+    """A forecast made of fold networks (``folds``, ``best_folds``) forecasts a panel's series
+    only where some fold trained on it: one listed after every fold's training part it cannot
+    forecast, which is said before the test part is opened."""
+    if ctx.ev.forecast not in ("folds", "best_folds") or ctx.dev.series is None:
+        return
+    known = {str(v) for f in ctx.folds for v in getattr(f.preprocessor, "labels", ())}
+    p = ctx.prepared
+    lost = [str(n) for n, c in zip(p.series_names, p.series_counts, strict=True)
+            if c[2] and str(n) not in known]
+    if lost:
+        raise UserError(f"[evaluate] forecast = {ctx.ev.forecast!r} averages the fold networks, "
+                        f"and no fold trained on series {', '.join(lost)} (its development rows "
+                        "start after every fold's training part), so they cannot forecast its "
+                        "test part; use forecast = \"blend\" or \"top_k\" (networks refit on "
+                        "the whole development part), or fewer folds")
 
 
 def _test_baselines(ctx: _Study, test: TestData, X_dev: np.ndarray
@@ -690,7 +709,8 @@ def _spa(lname: str, y: np.ndarray, part: Callable[[np.ndarray], np.ndarray],
         + [_by_date(st.point_losses(lname, y, part(tp.forecasts[n])), dates)
            for n in CANDIDATES])
     cols = cols[:, np.isfinite(cols).all(axis=0)]
-    p = st.spa_pvalue(bench_l[bb], cols, seed=seed) if cols.shape[1] else math.nan
+    p = st.spa_pvalue(bench_l[bb], cols, seed=seed) \
+        if cols.shape[1] and len(cols) >= MIN_TEST_POINTS else math.nan
     return {"benchmark": bb, "pvalue": _num(p)}
 
 
@@ -887,7 +907,16 @@ def _by_date(losses: np.ndarray, dates: np.ndarray | None) -> np.ndarray:
     """Per-sample losses, or (a panel's pooled test) their mean per date, in date order."""
     if dates is None:
         return losses
-    return pd.Series(losses).groupby(pd.Index(dates)).mean().to_numpy()
+    idx = pd.Index(dates)
+    out = pd.Series(losses).groupby(idx).mean().to_numpy().copy()
+    # a day with a missing loss (a model that did not forecast every series) has no mean
+    out[pd.Series(np.isnan(losses)).groupby(idx).any().to_numpy()] = np.nan
+    return out
+
+
+#: the fewest test points (days, pooled) that DM and SPA are run on: with fewer, a
+#: Newey-West variance and a block bootstrap mean nothing, and the verdict says so
+MIN_TEST_POINTS = 20
 
 
 def _dm(loss_names: list[str], y: np.ndarray, other: np.ndarray, forecast: np.ndarray,
@@ -896,8 +925,8 @@ def _dm(loss_names: list[str], y: np.ndarray, other: np.ndarray, forecast: np.nd
     for name in loss_names:
         a = _by_date(st.point_losses(name, y, other), dates)
         b = _by_date(st.point_losses(name, y, forecast), dates)
-        if not (np.isfinite(a).all() and np.isfinite(b).all()):
-            out[name] = None  # a forecast that is not a number everywhere: no test
+        if not (np.isfinite(a).all() and np.isfinite(b).all()) or len(a) < MIN_TEST_POINTS:
+            out[name] = None  # not a number everywhere, or too few points: no test
             continue
         # Newey-West lags, not only h-1: volatility loss differentials cluster in time
         out[name] = _num(st.diebold_mariano(a, b, h=h, lags=st.newey_west_lags(len(a)))[1])
@@ -946,7 +975,10 @@ def verdict(result: dict[str, Any]) -> str:
     if what == "blend" and blend:
         what += ": " + ", ".join(f"{100 * w:.0f}% {n}" for n, w in blend["weights"].items()
                                  if w)
-    return f"{lead} ({what}) " + " and ".join(parts) + spa_txt + "."
+    n = result.get("n", (result.get("test") or {}).get("n"))
+    few = (f"; too few test points ({n}) for a test, which needs at least {MIN_TEST_POINTS}"
+           if n is not None and n < MIN_TEST_POINTS else "")
+    return f"{lead} ({what}) " + " and ".join(parts) + spa_txt + few + "."
 
 
 def result_lines(result: dict[str, Any]) -> list[str]:

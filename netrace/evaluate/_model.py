@@ -103,6 +103,9 @@ class Net:
         known = self.knows(series)
         if known is None:
             return self.forecast(windows, task, series), None
+        if not known.any():  # none: NaN of the forecasts' shape (classes: one per class)
+            width = self.settings.spec.n_outputs if task == "multiclass" else 0
+            return np.full((len(windows), width) if width else len(windows), np.nan), known
         sub = self.forecast(windows[known], task, None if series is None else series[known])
         out = np.full((len(windows), *sub.shape[1:]), np.nan)
         out[known] = sub
@@ -145,9 +148,10 @@ def combine(forecasts: np.ndarray, weights: np.ndarray, present: np.ndarray | No
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     f = np.asarray(forecasts, dtype=np.float64)
-    if present is not None:
+    if present is not None:  # a point no member forecasts stays NaN
         wp = w[:, None] * np.asarray(present, dtype=np.float64)
-        wp = wp / wp.sum(axis=0, keepdims=True)
+        total = wp.sum(axis=0, keepdims=True)
+        wp = np.divide(wp, total, out=np.full_like(wp, np.nan), where=total > 0)
         if f.ndim == 3:
             wp = wp[:, :, None]
         f0 = np.where(wp > 0, f, 0.0)
@@ -316,7 +320,9 @@ class FinalModel:
         origin being the frame's last row. Columns: ``time`` (the origin: the time column's
         value, or the row's position for i.i.d. rows), ``forecast`` (target units; for classes
         the predicted class), ``lower``, ``upper`` (the interval; regression only), ``spread``
-        (the ensemble members' standard deviation) and, for classes, ``p_<class>``."""
+        (the ensemble members' standard deviation) and, for classes, ``p_<class>``. A panel's
+        series with too few rows for the blended baselines gets no rows; why is in
+        ``.attrs["warnings"]`` (``netrace predict`` prints it)."""
         from netrace.data import load_rows
         from netrace.race._race import study_config
 
@@ -352,10 +358,14 @@ class FinalModel:
             known = getattr(pre, "transform_known", pre.transform)  # a panel: see Net.knows
             return _windows(known(filled), anchors, w)
 
+        skipped: list[str] = []
         if self.blend is not None and self.blend.blends_baselines():
             anchors = np.concatenate([self._blend_anchors(rows, anchors[(anchors >= b0) &
-                                                                        (anchors < b1)], b0, b1)
+                                                                        (anchors < b1)], b0, b1,
+                                                          skipped)
                                       for b0, b1 in blocks])
+            if len(anchors) == 0:  # no series has past enough: say why for the first
+                raise UserError(skipped[0])
         series = None if rows.series is None else rows.frame[rows.series].to_numpy()[anchors]
         mean, spread = self.forecast_windows(windows_of, series)
         if self.blend is not None and self.blend.blends_baselines():
@@ -380,8 +390,10 @@ class FinalModel:
             for j, c in enumerate(classes):
                 out[f"p_{c}"] = probs[:, j]
         out.insert(4 if "lower" in out else 2, "spread", spread)
-        return out[["time", *([rows.series] if series is not None else []), "forecast",
-                    "lower", "upper", "spread", *[c for c in out.columns if c.startswith("p_")]]]
+        out = out[["time", *([rows.series] if series is not None else []), "forecast",
+                   "lower", "upper", "spread", *[c for c in out.columns if c.startswith("p_")]]]
+        out.attrs["warnings"] = skipped  # a panel's series that could not be forecast, why
+        return out
 
 
     def _target_past(self, rows: Any, b0: int, b1: int) -> np.ndarray:
@@ -398,9 +410,11 @@ class FinalModel:
             return np.array([lookup.get(v, np.nan) for v in y])
         return y.astype(np.float64)
 
-    def _blend_anchors(self, rows: Any, anchors: np.ndarray, b0: int, b1: int) -> np.ndarray:
+    def _blend_anchors(self, rows: Any, anchors: np.ndarray, b0: int, b1: int,
+                       skipped: list[str]) -> np.ndarray:
         """The origins (of one series' rows ``b0:b1``) with enough of the target's past for
-        the blended baselines."""
+        the blended baselines. A panel's series with too few rows gets none, and why is added
+        to ``skipped`` (the other series are forecast); a single series' is an error."""
         assert self.blend is not None
         y = self._target_past(rows, b0, b1)
         finite = np.flatnonzero(np.isfinite(y))
@@ -410,10 +424,12 @@ class FinalModel:
         if len(kept) == 0:
             which = "" if rows.series is None else \
                 f" of series {rows.frame[rows.series].iloc[b0]!r}"
-            raise UserError(f"the data has {b1 - b0} rows{which}, too few to forecast from: "
-                            f"netrace's forecast blends in {', '.join(self.blend.names())}, "
-                            f"which need {need} rows of the target's past before the first "
-                            "forecast; give more rows (the whole history, as raced)")
+            why = (f"the data has {b1 - b0} rows{which}, too few to forecast from: netrace's "
+                   f"forecast blends in {', '.join(self.blend.names())}, which need {need} "
+                   "rows of the target's past before the first forecast; give more rows")
+            if rows.series is None:
+                raise UserError(why + " (the whole history, as raced)")
+            skipped.append(why + "; it has no forecasts")
         return kept
 
     def _blended(self, rows: Any, returns: np.ndarray | None, anchors: np.ndarray,
