@@ -5,6 +5,7 @@ forecasting the same numbers from the raw file, in this process and in a fresh o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +214,15 @@ def test_predict_reproduces_the_verdicts_forecasts_and_the_next_period(level: Pa
                            text=True, timeout=120)
     assert fresh.returncode == 0, fresh.stderr
     np.testing.assert_array_equal(pd.read_csv(level / "fresh.csv")["forecast"], pred["forecast"])
+    # a file that starts later than the raced data: forecasts, and a warning that the
+    # blended baselines refit on a shorter past
+    data.tail(300).to_csv(level / "late.csv", index=False)
+    out = cli("predict", "level", "--data", "late.csv", "--out", "late_p.csv", cwd=level)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"netrace: warning: the data starts at \d{4}-\d\d-\d\d here but at "
+                     r"2010-01-01 in the data the study was raced on", out.stderr), out.stderr
+    assert "warning" not in cli("predict", "level", "--data", "series.csv", "--out",
+                                "again.csv", cwd=level).stderr
     # the target column is not needed to forecast
     data.drop(columns="y").to_csv(level / "no_target.csv", index=False)
     # ... unless it is an input, as here (the target's past is a feature by default)

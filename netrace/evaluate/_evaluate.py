@@ -807,7 +807,8 @@ def _final_model(ctx: _Study, val: _Validation, blend: _BlendFit,
     model = FinalModel(ctx.name, chosen, CANDIDATES[chosen].format(k=k), task, dev.classes,
                        ctx.rec.config, [n for n, kp in zip(nets, keep) if kp], w[keep],
                        interval, dev.window, ctx.prepared.time_name,
-                       features=tuple(f.name for f in ctx.prepared.features), blend=final_blend)
+                       features=tuple(f.name for f in ctx.prepared.features), blend=final_blend,
+                       history_start=_history_start(dev))
     origin = test.time if test.time is not None else np.arange(len(test.y))
     table = {"time": origin, **({"series": test.series} if test.series is not None else {}),
              "y": test.y}
@@ -818,6 +819,16 @@ def _final_model(ctx: _Study, val: _Validation, blend: _BlendFit,
         table["lower"], table["upper"] = interval.bounds(tp.forecasts[chosen])
     model.test = pd.DataFrame(table)
     return model
+
+
+def _history_start(dev: Any) -> dict[str, Any] | None:
+    """The time of the development part's first row, per series ("" for one series)."""
+    h = dev.history
+    if h is None or "time" not in h or not len(h):
+        return None
+    if "series" in h:
+        return {str(k): v for k, v in h.groupby("series", sort=False)["time"].min().items()}
+    return {"": h["time"].iloc[0]}
 
 
 def _scaled_target(task: str, dev: Any, samples: np.ndarray) -> tuple[np.ndarray, Any]:

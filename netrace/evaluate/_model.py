@@ -285,6 +285,9 @@ class FinalModel:
     test: pd.DataFrame | None = field(default=None, repr=False)  # the verdict's forecasts
     features: tuple[str, ...] | None = None  # the inputs the networks read, as raced
     blend: Blend | None = None  # the classical baselines blended in, when there are
+    #: the time of the raced data's first row, per series ("" for one series): the blended
+    #: baselines refit on the past from there, so a shorter file is worth a warning
+    history_start: dict[str, Any] | None = None
 
     def forecast_windows(self, windows_of: Any, series: np.ndarray | None = None
                          ) -> tuple[np.ndarray, np.ndarray]:
@@ -360,6 +363,7 @@ class FinalModel:
 
         skipped: list[str] = []
         if self.blend is not None and self.blend.blends_baselines():
+            skipped += self._shorter_history(rows, blocks)
             anchors = np.concatenate([self._blend_anchors(rows, anchors[(anchors >= b0) &
                                                                         (anchors < b1)], b0, b1,
                                                           skipped)
@@ -410,6 +414,27 @@ class FinalModel:
             return np.array([lookup.get(v, np.nan) for v in y])
         return y.astype(np.float64)
 
+    def _shorter_history(self, rows: Any, blocks: list[tuple[int, int]]) -> list[str]:
+        """A warning per series whose rows here start after the raced data's: its blended
+        baselines refit on a shorter past than the evaluation's, so its forecasts differ."""
+        if not self.history_start or rows.time is None:
+            return []
+        out = []
+        for b0, _ in blocks:
+            name = "" if rows.series is None else str(rows.frame[rows.series].iloc[b0])
+            first, raced = rows.time[b0], self.history_start.get(name)
+            try:
+                later = raced is not None and pd.Timestamp(first) > pd.Timestamp(raced)
+            except (TypeError, ValueError):  # times of another kind: nothing to compare
+                later = False
+            if later:
+                which = f"series {name!r}" if name else "the data"
+                out.append(f"{which} starts at {_day(first)} here but at {_day(raced)} in the "
+                           "data the study was raced on: the blended baselines refit on a "
+                           "shorter past, so its forecasts differ from those the study was "
+                           "judged on; give the whole history")
+        return out
+
     def _blend_anchors(self, rows: Any, anchors: np.ndarray, b0: int, b1: int,
                        skipped: list[str]) -> np.ndarray:
         """The origins (of one series' rows ``b0:b1``) with enough of the target's past for
@@ -452,6 +477,11 @@ class FinalModel:
             raise UserError(f"netrace's forecast blends in {', '.join(self.blend.names())}, "
                             f"which forecast from the target's past, and cannot here: {exc}"
                             ) from None
+
+
+def _day(t: Any) -> Any:
+    t = pd.Timestamp(t)
+    return t.date() if t == t.normalize() else t
 
 
 def _blocks(rows: Any) -> list[tuple[int, int]]:
