@@ -361,9 +361,8 @@ class FinalModel:
             known = getattr(pre, "transform_known", pre.transform)  # a panel: see Net.knows
             return _windows(known(filled), anchors, w)
 
-        skipped: list[str] = []
+        skipped = self._shorter_history(rows, blocks)
         if self.blend is not None and self.blend.blends_baselines():
-            skipped += self._shorter_history(rows, blocks)
             anchors = np.concatenate([self._blend_anchors(rows, anchors[(anchors >= b0) &
                                                                         (anchors < b1)], b0, b1,
                                                           skipped)
@@ -417,7 +416,8 @@ class FinalModel:
     def _shorter_history(self, rows: Any, blocks: list[tuple[int, int]]) -> list[str]:
         """A warning per series whose rows here start after the raced data's: its blended
         baselines refit on a shorter past than the evaluation's, so its forecasts differ."""
-        if not self.history_start or rows.time is None:
+        blends = self.blend is not None and self.blend.blends_baselines()
+        if not blends or not self.history_start or rows.time is None:
             return []
         out = []
         for b0, _ in blocks:
