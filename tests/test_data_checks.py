@@ -366,3 +366,23 @@ def test_ffill_over_a_long_gap_is_a_warning(tmp_path: Path) -> None:
     out = cli("data", "inspect", str(write(tmp_path, frame, target="vol_close_next",
                                            data='fill = "ffill"\n')), cwd=tmp_path)
     assert out.returncode == 0 and not [w for w in warnings_of(out.stderr) if "ffill" in w]
+
+
+def test_a_yfinance_download_with_three_header_rows(tmp_path: Path) -> None:
+    frame = make_prices(150).set_index("Date")
+    frame.columns = pd.MultiIndex.from_product([frame.columns, ["AAPL"]],
+                                               names=["Price", "Ticker"])
+    frame.to_csv(tmp_path / "prices.csv")  # as yfinance's download(...).to_csv() writes it
+    assert (tmp_path / "prices.csv").read_text().splitlines()[2].startswith("Date,")
+    (tmp_path / "c.toml").write_text('[data]\npath = "prices.csv"\ntime = "Date"\n'
+                                     '[task]\ntarget = "vol_next"\nwindow = 5\n')
+    out = cli("data", "inspect", "c.toml", cwd=tmp_path)
+    assert out.returncode == 2 and "has several header rows (Price, Ticker, Date" in out.stderr
+    # the fix the message gives works
+    fix = out.stderr.split("e.g. ")[1].strip().replace("path", "'prices.csv'").replace(
+        "to_csv(new", "to_csv('fixed.csv'")
+    subprocess.run([sys.executable, "-c", f"import pandas as pd; {fix}"], cwd=tmp_path,
+                   check=True)
+    (tmp_path / "c.toml").write_text((tmp_path / "c.toml").read_text().replace(
+        "prices.csv", "fixed.csv"))
+    assert cli("data", "inspect", "c.toml", cwd=tmp_path).returncode == 0

@@ -340,6 +340,11 @@ def test_bad_input_says_what_and_how(tmp_path: Path, level: Path,
         "predict", "level", "--storage", db, "--data", "short20.csv", "--out", "p.csv")
     assert "does not exist" in fails("predict", "level", "--storage", db, "--data",
                                      "missing.csv", "--out", "p.csv")
+    # a new row whose input is not known yet: the fix is in the file, not the study's config
+    data.assign(x1=data["x1"].where(data.index < len(data) - 1)).to_csv(
+        tmp_path / "nan.csv", index=False)
+    assert "drop or fill those rows in the file to forecast from" in fails(
+        "predict", "level", "--storage", db, "--data", "nan.csv", "--out", "p.csv")
     # the data changed since the race (rows appended): the test part moved; refused
     changed = tmp_path / "changed"
     changed.mkdir()

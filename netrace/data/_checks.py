@@ -228,8 +228,10 @@ def check_numeric(frame: pd.DataFrame, columns: Sequence[str], time: str | None,
 
 
 def check_finite(frame: pd.DataFrame, columns: Sequence[str], time: str | None,
-                 fill: str, series: str | None = None) -> pd.DataFrame:
-    """Find NaN/inf in the columns used; apply ``fill`` (none, ffill, drop) or explain. In a
+                 fill: str, series: str | None = None, advice: str | None = None
+                 ) -> pd.DataFrame:
+    """Find NaN/inf in the columns used; apply ``fill`` (none, ffill, drop) or explain (with
+    ``advice`` as the fix, when the config's ``fill`` is not the user's to change). In a
     panel (``series``, the column naming each row's series) ffill fills from the same series
     only."""
     cols = list(columns)
@@ -246,10 +248,11 @@ def check_finite(frame: pd.DataFrame, columns: Sequence[str], time: str | None,
         col = next(c for c in cols if bad_mask[c].any())
         rows = np.flatnonzero(bad_mask[col].to_numpy())
         total = int(bad_mask.to_numpy().any(axis=1).sum())
+        how = ("set [data] fill = \"ffill\" to carry the last value forward or \"drop\" to "
+               "drop those rows") if advice is None else advice
         raise UserError(f"column '{col}' has {len(rows)} missing or infinite value(s), first at "
-                        f"row(s) {_at(frame, rows, time)} ({total} row(s) affected in all); set "
-                        "[data] fill = \"ffill\" to carry the last value forward or \"drop\" to "
-                        "drop those rows")
+                        f"row(s) {_at(frame, rows, time)} ({total} row(s) affected in all); "
+                        f"{how}")
     frame = frame.copy()
     if not numeric.empty:
         frame[list(numeric.columns)] = frame[list(numeric.columns)].replace(

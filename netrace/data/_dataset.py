@@ -483,7 +483,9 @@ def load_rows(config: DataSettings, frame: pd.DataFrame | None = None, *,
         check_numeric(df, [target.name], time, "target")
     rows_before = len(df)
     filled = fill_warnings(df, used, time, series) if config.data.fill == "ffill" else []
-    df = check_finite(df, used, time, config.data.fill, series)
+    df = check_finite(df, used, time, config.data.fill, series, advice=None if need_target else
+                      "drop or fill those rows in the file to forecast from (the study was "
+                      "raced with [data] fill = \"none\", which stays)")
     rows_dropped = rows_before - len(df)
     bounds = None
     if series is not None:  # the blocks of the series left after fill = "drop"

@@ -142,7 +142,19 @@ def _read_csv(path: Path, sep: str, text: tuple[str, ...] = ()) -> pd.DataFrame:
     except (OSError, EOFError, ValueError) as exc:  # a corrupt .gz or .zip
         raise UserError(f"data file '{path}' cannot be read as CSV: {exc}") from None
     _check_separator(path, frame, sep)
+    _check_header_rows(path, frame)
     return frame
+
+
+def _check_header_rows(path: Path, frame: pd.DataFrame) -> None:
+    """yfinance's ``download(...).to_csv()`` writes three header rows (Price, Ticker, Date)."""
+    first = frame.iloc[:2, 0].astype(str).str.strip().str.lower().tolist()
+    if str(frame.columns[0]).strip().lower() == "price" and "ticker" in first:
+        raise UserError(f"data file '{path}' has several header rows (Price, Ticker, Date: as "
+                        "yfinance writes a download); save it with one header row, e.g. "
+                        "pd.read_csv(path, header=[0, 1], index_col=0, skiprows=[2])"
+                        ".droplevel(1, axis=1)"
+                        ".rename_axis('Date').reset_index().to_csv(new, index=False)")
 
 
 def _check_separator(path: Path, frame: pd.DataFrame, sep: str) -> None:
