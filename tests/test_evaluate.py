@@ -362,7 +362,7 @@ def test_bad_input_says_what_and_how(tmp_path: Path, level: Path,
     # ... and running the finished race again on the new data neither goes on nor hides the
     # change from evaluate
     before = Storage(changed / "netrace.db").get_study("level").config
-    assert "changed since its race started" in fails("run", "level.toml", cwd=changed)
+    assert "changed since its race" in fails("run", "level.toml", cwd=changed)
     assert Storage(changed / "netrace.db").get_study("level").config == before
     assert "changed since its race" in fails("evaluate", "level", "--again", cwd=changed)
     assert "could not write the forecasts" in fails(

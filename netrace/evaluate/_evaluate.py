@@ -71,7 +71,7 @@ from netrace.evaluate._model import (
 from netrace.evaluate._refit import RefitJob, refit
 from netrace.race import load_checkpoint
 from netrace.race._build import DataShape, population_settings
-from netrace.race._race import study_config
+from netrace.race._race import check_same_data, study_config
 from netrace.race._target import TargetData, level_source
 from netrace.race._worker import FOLD_KEY, race_metric
 from netrace.storage import Storage, StudyRecord, TrialRecord
@@ -267,15 +267,7 @@ def _open_study(s: Storage, rec: StudyRecord, study: str, device: str,
     config = study_config(rec.config, origin=f"study '{study}'")
     metric, direction = race_metric(config)
     prepared = prepare(config)
-    raced_on = rec.config.get("data_check")
-    if raced_on and raced_on.get("test_fingerprint") != prepared.holdout.fingerprint:
-        raise UserError(
-            f"the data of study '{study}' changed since its race: the test part then had "
-            f"{raced_on.get('test_samples')} samples (fingerprint "
-            f"{raced_on.get('test_fingerprint')}), now {prepared.holdout.n} ("
-            f"{prepared.holdout.fingerprint}); the networks may have trained on what is now the "
-            "test part. Evaluate on the data the race used, or race again on the new data in "
-            "a new study (netrace run CONFIG --study NEW)")
+    check_same_data(rec.config, study, prepared, "evaluate on the data the race used")
     dev = prepared.dev
     task = config.task.type
     source = level_source(prepared.features, prepared.target) if task == "regression" else None

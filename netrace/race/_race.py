@@ -147,19 +147,28 @@ def _open_study(config: Config, url: str, study: str, prepared: Any,
                             "dev_samples": prepared.dev.n, "test_samples": prepared.holdout.n}
     st = storage.create_study(study, direction=direction, config=record,
                               target=config.race.target)
-    raced_on = (st.config or {}).get("data_check")
-    if raced_on and raced_on.get("test_fingerprint") != prepared.holdout.fingerprint:
-        # a resumed study on other data: its networks may have trained on the new test part,
-        # and storing the new data's check would hide that from the verdict's own check
-        raise UserError(
-            f"the data of study '{study}' changed since its race started: the test part then "
-            f"had {raced_on.get('test_samples')} samples (fingerprint "
-            f"{raced_on.get('test_fingerprint')}), now {prepared.holdout.n} "
-            f"({prepared.holdout.fingerprint}). Race the new data in a new study (netrace run "
-            "CONFIG --study NEW), or go on with the data this study was raced on")
+    # a resumed study on other data: its networks may have trained on the new test part, and
+    # storing the new data's check would hide that from the verdict's own check
+    check_same_data(st.config, study, prepared, "go on with the data this study was raced on")
     if json.loads(json.dumps(record, sort_keys=True)) != st.config:  # resumed, config changed
         storage.set_study_config(st.id, record, config.race.target)
     return storage, st
+
+
+def check_same_data(record: dict[str, Any] | None, study: str, prepared: Any,
+                    instead: str) -> None:
+    """Refuse data whose test part is not the one the study's race was run on (its stored
+    ``data_check``): new rows move the test part onto rows the networks may have trained or
+    been chosen on. ``instead``: the other way out the message offers."""
+    raced_on = (record or {}).get("data_check")
+    if raced_on and raced_on.get("test_fingerprint") != prepared.holdout.fingerprint:
+        raise UserError(
+            f"the data of study '{study}' changed since its race: the test part then had "
+            f"{raced_on.get('test_samples')} samples (fingerprint "
+            f"{raced_on.get('test_fingerprint')}), now {prepared.holdout.n} ("
+            f"{prepared.holdout.fingerprint}); the networks may have trained on what is now the "
+            f"test part. Race the new data in a new study (netrace run CONFIG --study NEW), or "
+            f"{instead}")
 
 
 def _race_goes_on(storage: Storage, study_id: int, study: str, budget: int,
