@@ -419,6 +419,30 @@ def test_a_tiny_race_on_a_panel_csv(tmp_path: Path) -> None:
     assert rep.html.count("<h3>Series ") == 3
 
 
+@pytest.mark.slow
+def test_fold_networks_refuse_a_series_no_fold_trained_on(tmp_path: Path) -> None:
+    # LATE is listed after every fold's training part: the fold networks cannot forecast its
+    # test part, which evaluate says before it trains anything or opens the test part
+    panel = make_panel()
+    panel["LATE"] = make_series(180, 4, str(panel["AAA"]["Date"].iloc[520].date()), 0.01)
+    long_frame(panel).to_csv(tmp_path / "panel.csv", index=False)
+    (tmp_path / "late.toml").write_text(
+        '[data]\npath = "panel.csv"\ntime = "Date"\nseries = "ticker"\n'
+        '[task]\ntarget = "vol_next"\nwindow = 5\nfeatures = ["log_return", "range"]\n'
+        '[split]\nscheme = "walk_forward"\nfolds = 3\n'
+        '[race]\npopulation = 4\nmax_epochs = 2\nbudget = 16\nrule = "none"\n'
+        '[evaluate]\nforecast = "folds"\n')
+    assert _run("run", "late.toml", "--workers", "1", "--quiet", cwd=tmp_path).returncode == 0
+    out = _run("evaluate", "late", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert ("forecast = 'folds' averages the fold networks, and no fold trained on series "
+            "LATE") in out.stderr
+    from netrace.storage import Storage
+
+    s = Storage(tmp_path / "netrace.db")
+    assert s.evaluations(s.get_study("late").id) == []  # the test part was not opened
+
+
 # -- bad inputs -----------------------------------------------------------------------------------
 def _inspect(tmp: Path, capsys: pytest.CaptureFixture[str], frame: pd.DataFrame,
              data: str = 'time = "Date"\nseries = "ticker"\n',

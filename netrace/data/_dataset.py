@@ -26,7 +26,7 @@ from netrace.data._checks import (
     data_warnings,
     fill_warnings,
 )
-from netrace.data._preprocess import FittedPreprocessor, Preprocessor, SeriesFittedPreprocessor
+from netrace.data._preprocess import FittedPreprocessor, Preprocessor
 from netrace.data._recipes import (
     TARGET_RECIPES,
     Feature,
@@ -194,8 +194,7 @@ class DevData:
         fitted = self.fit_preprocessor(f.train)
         # a panel's series that starts after this fold's training part has no samples in the
         # fold (none trained, so none validated): its rows are left out, as NaN
-        z = fitted.transform_known(self.rows) if isinstance(fitted, SeriesFittedPreprocessor) \
-            else fitted.transform(self.rows)
+        z = fitted.transform_known(self.rows)
         x_train = _windows(z, self.anchors[f.train], self.window)
         x_valid = _windows(z, self.anchors[f.valid], self.window)
         assert not (np.isnan(x_train).any() or np.isnan(x_valid).any()), \
@@ -234,8 +233,7 @@ class TestData:
         assert self._rows is not None and self._local is not None
         # a panel: NaN rows for a series the preprocessing was not fitted on (a fold's that
         # starts after the fold's training part), whose windows that fold's networks skip
-        transform = getattr(fitted, "transform_known", fitted.transform)
-        return _windows(transform(self._rows), self._local, self._window)
+        return _windows(fitted.transform_known(self._rows), self._local, self._window)
 
     def __repr__(self) -> str:
         return f"TestData(samples={len(self.y)})"

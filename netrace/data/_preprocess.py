@@ -50,6 +50,11 @@ class FittedPreprocessor:
             return np.zeros((len(frame), 0))
         return np.concatenate(parts, axis=1)
 
+    def transform_known(self, frame: pd.DataFrame) -> np.ndarray:
+        """:meth:`transform`; a panel's preprocessing leaves out the rows of series it was
+        not fitted on (:class:`SeriesFittedPreprocessor`)."""
+        return self.transform(frame)
+
 
 @dataclass(frozen=True)
 class SeriesFittedPreprocessor(FittedPreprocessor):

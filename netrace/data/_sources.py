@@ -120,7 +120,7 @@ def read_table(path: Path, text: tuple[str, ...] = ()) -> pd.DataFrame:
 
 def _read_csv(path: Path, sep: str, text: tuple[str, ...] = ()) -> pd.DataFrame:
     try:
-        header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+        header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns] if text else []
         text = tuple(c for c in text if c in header)
         if not text:
             frame = pd.read_csv(path, sep=sep)

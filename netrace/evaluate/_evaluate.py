@@ -168,6 +168,7 @@ def evaluate_study(storage: str | Storage, study: str, *, again: bool = False,
         return stored
     started = time.perf_counter()
     ctx = _open_study(s, rec, study, device, say)
+    _check_fold_coverage(ctx)  # before any training
     fins = _load_finalists(ctx)
     val = _validate(ctx, fins)
     base_fold, valid_baselines = _validation_baselines(ctx)
@@ -558,7 +559,6 @@ def _open_test(ctx: _Study, val: _Validation, blend: _BlendFit, fit: _Refit) -> 
     """Open the test part, once (counted in the storage first), and forecast it: every
     candidate and every baseline, on exactly the same points."""
     s, dev, task = ctx.storage, ctx.dev, ctx.task
-    _check_fold_coverage(ctx)  # before the opening, which counts
     opening = s.open_evaluation(ctx.rec.id)
     openings = len(s.evaluations(ctx.rec.id))
     ctx.say(f"opening the test part ({ctx.prepared.holdout.n} samples; opening number "
@@ -595,7 +595,7 @@ def _open_test(ctx: _Study, val: _Validation, blend: _BlendFit, fit: _Refit) -> 
 def _check_fold_coverage(ctx: _Study) -> None:
     """A forecast made of fold networks (``folds``, ``best_folds``) forecasts a panel's series
     only where some fold trained on it: one listed after every fold's training part it cannot
-    forecast, which is said before the test part is opened."""
+    forecast, which is said before anything is trained or opened."""
     if ctx.ev.forecast not in ("folds", "best_folds") or ctx.dev.series is None:
         return
     known = {str(v) for f in ctx.folds for v in getattr(f.preprocessor, "labels", ())}

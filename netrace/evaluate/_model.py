@@ -358,8 +358,7 @@ class FinalModel:
         def windows_of(pre: FittedPreprocessor) -> np.ndarray:
             from netrace.data._dataset import _windows
 
-            known = getattr(pre, "transform_known", pre.transform)  # a panel: see Net.knows
-            return _windows(known(filled), anchors, w)
+            return _windows(pre.transform_known(filled), anchors, w)  # panel: see Net.knows
 
         skipped = self._shorter_history(rows, blocks)
         if self.blend is not None and self.blend.blends_baselines():
